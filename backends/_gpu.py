@@ -1,0 +1,123 @@
+"""What the two GPU backends share: device-resident state and one launch per step.
+
+``init_state`` puts all moments of a step in one device allocation (views into it), and
+``_update`` launches once over the whole span when the params, grads and moments of the
+step each lie back to back in memory (as ``flatten`` arranges); otherwise it launches once
+per tensor. Device memory is allocated only in ``init_state``, never in a step.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .base import FLOAT_DTYPES, Backend, _as_list
+from .state import AdamState
+
+__all__ = ["GpuBackend"]
+
+
+class GpuBackend(Backend):
+    """Subclasses provide ``empty``, ``address``, ``span`` and ``_launch``."""
+
+    device = "cuda"
+
+    def empty(self, n: int, dtype):
+        """An uninitialized 1-D device array."""
+        raise NotImplementedError
+
+    def address(self, a) -> int:
+        """Device address of a's first element."""
+        raise NotImplementedError
+
+    def span(self, first, n: int):
+        """A 1-D device array of n elements starting at ``first``'s first element."""
+        raise NotImplementedError
+
+    def _launch(self, p, g, m, v, vmax, scalars, dtype) -> None:
+        """One kernel launch over 1-D arrays (``vmax`` is None unless amsgrad)."""
+        raise NotImplementedError
+
+    def _timed_warm_up(self) -> float:
+        """Compile every kernel variant with one tiny launch each; returns seconds."""
+        from .config import AdamConfig
+        from .scalars import StepScalars
+
+        start = time.perf_counter()
+        for dtype in FLOAT_DTYPES:
+            for amsgrad in (False, True):
+                arrays = [self.asarray(np.ones(1, dtype)) for _ in range(5)]
+                scalars = StepScalars.for_step(AdamConfig(amsgrad=amsgrad), 1)
+                self._launch(*arrays[:4], arrays[4] if amsgrad else None, scalars, dtype)
+        self.synchronize()
+        return time.perf_counter() - start
+
+    def flatten(self, arrays) -> tuple:
+        """(flat, views): host arrays copied into one device buffer, and a view per array.
+
+        Pass the views as params (and views of a second flat buffer as grads) to get one
+        kernel launch per step whatever the number of tensors.
+        """
+        arrays = [np.asarray(a) for a in arrays]
+        dtypes = {a.dtype for a in arrays}
+        if len(dtypes) != 1:
+            raise TypeError(f"flatten needs arrays of one dtype, got {sorted(map(str, dtypes))}")
+        if not arrays:
+            return self.asarray(np.zeros(0, dtype=np.float32)), []
+        flat = self.asarray(np.concatenate([a.reshape(-1) for a in arrays]))
+        return flat, _views(flat, [a.shape for a in arrays])
+
+    def init_state(self, params, cfg=None) -> AdamState:
+        params = self._check_tensors(_as_list(params, "params"), "params")
+        moments = 3 if cfg is not None and cfg.amsgrad else 2
+        lists = [self._zeros_views(params) for _ in range(moments)]
+        return AdamState(0, lists[0], lists[1], lists[2] if moments == 3 else None)
+
+    def _zeros_views(self, params) -> list:
+        if not params:
+            return []
+        flat = self.empty(sum(int(p.size) for p in params), params[0].dtype)
+        flat[:] = 0
+        return _views(flat, [p.shape for p in params])
+
+    def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, dtype,
+                cache):
+        columns = [params, grads, exp_avg, exp_avg_sq]
+        if max_exp_avg_sq is not None:
+            columns.append(max_exp_avg_sq)
+        spans = [self._as_span(arrays) for arrays in columns]
+        if all(s is not None for s in spans):
+            self._launch(*spans[:4], spans[4] if len(spans) == 5 else None, scalars, dtype)
+            return
+        for i in range(len(params)):
+            flat = [arrays[i].reshape(-1) for arrays in columns]
+            self._launch(*flat[:4], flat[4] if len(flat) == 5 else None, scalars, dtype)
+
+    def _as_span(self, arrays):
+        """One 1-D array over all of ``arrays`` if they lie back to back, else None."""
+        if len(arrays) == 1:
+            return arrays[0].reshape(-1)
+        expected = self.address(arrays[0])
+        for a in arrays:
+            if a.size and self.address(a) != expected:
+                return None
+            expected += a.size * a.dtype.itemsize
+        return self.span(arrays[0], sum(int(a.size) for a in arrays))
+
+    def state_from_dict(self, d):
+        host = AdamState.from_dict(d)
+
+        def to_device(arrays):
+            return None if arrays is None else self.flatten(arrays)[1]
+
+        return AdamState(host.step, to_device(host.exp_avg), to_device(host.exp_avg_sq),
+                         to_device(host.max_exp_avg_sq))
+
+
+def _views(flat, shapes) -> list:
+    views, start = [], 0
+    for shape in shapes:
+        n = int(np.prod(shape, dtype=np.int64))
+        views.append(flat[start:start + n].reshape(shape))
+        start += n
+    return views

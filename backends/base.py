@@ -1,0 +1,220 @@
+"""The Backend base: one validated ``step`` in front of each backend's fused update.
+
+Every check happens here, before any array is touched, so a failed call leaves
+parameters and state exactly as they were. Backends implement ``_update`` only.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .config import AdamConfig
+from .scalars import StepScalars
+from .state import AdamState, to_host
+
+__all__ = ["Backend", "BackendUnavailable", "FLOAT_DTYPES"]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_COLUMN_NAMES = ("params", "grads", "state.exp_avg", "state.exp_avg_sq",
+                 "state.max_exp_avg_sq")
+
+
+class BackendUnavailable(RuntimeError):
+    """A registered backend that cannot run here; the message says why."""
+
+
+class Backend:
+    """One Adam implementation. Subclasses set ``name``, ``device``, ``array_type`` and
+    implement ``_update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, dtype,
+    cache)``, which receives same-dtype lists and updates them in place; ``cache`` is the
+    state's dict for derived data the backend wants to keep between steps.
+    """
+
+    name: str = ""
+    device: str = "cpu"
+    array_type: type = np.ndarray
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this backend cannot run here, or None when it can."""
+        return None
+
+    # --- arrays -------------------------------------------------------------------------
+    def asarray(self, a) -> np.ndarray:
+        """Host NumPy array -> this backend's array type (no copy on CPU backends)."""
+        return np.asarray(a)
+
+    def to_numpy(self, x) -> np.ndarray:
+        """This backend's array -> host NumPy array."""
+        return to_host(x)
+
+    def zeros_like(self, x):
+        """A new zero array of x's shape and dtype, of this backend's type."""
+        return np.zeros_like(x)
+
+    def synchronize(self) -> None:
+        """Wait until queued device work is finished (no-op on the CPU)."""
+
+    def _is_writeable(self, x) -> bool:
+        return bool(x.flags.writeable)
+
+    def _is_contiguous(self, x) -> bool:
+        return bool(x.flags.c_contiguous)
+
+    # --- state --------------------------------------------------------------------------
+    def init_state(self, params, cfg: AdamConfig | None = None) -> AdamState:
+        """Zero moments for ``params``; ``max_exp_avg_sq`` too when ``cfg.amsgrad``."""
+        params = self._check_tensors(_as_list(params, "params"), "params")
+        amsgrad = cfg is not None and cfg.amsgrad
+        return AdamState(
+            step=0,
+            exp_avg=[self.zeros_like(p) for p in params],
+            exp_avg_sq=[self.zeros_like(p) for p in params],
+            max_exp_avg_sq=[self.zeros_like(p) for p in params] if amsgrad else None,
+        )
+
+    def state_from_dict(self, d: dict) -> AdamState:
+        """An AdamState of this backend's arrays from ``AdamState.to_dict`` output."""
+        host = AdamState.from_dict(d)
+        convert = lambda arrays: None if arrays is None else [self.asarray(a) for a in arrays]
+        return AdamState(host.step, convert(host.exp_avg), convert(host.exp_avg_sq),
+                         convert(host.max_exp_avg_sq))
+
+    # --- the step -----------------------------------------------------------------------
+    def step(self, params, grads, state: AdamState, cfg: AdamConfig) -> None:
+        """One Adam step of every tensor, in place; ``state.step`` goes up by one."""
+        params, grads, groups = self._validate(params, grads, state, cfg)
+        if cfg.amsgrad and state.max_exp_avg_sq is None:
+            state.max_exp_avg_sq = [self.zeros_like(p) for p in params]
+        scalars = StepScalars.for_step(cfg, state.step + 1)
+        amax = state.max_exp_avg_sq if cfg.amsgrad else None
+        columns = (params, grads, state.exp_avg, state.exp_avg_sq, amax)
+        if len(groups) == 1:
+            (dtype, _), = groups.items()
+            self._update(*columns, scalars, dtype, state.cache)
+        else:
+            for dtype, idx in groups.items():
+                pick = [None if c is None else [c[i] for i in idx] for c in columns]
+                self._update(*pick, scalars, dtype, state.cache)
+        state.step += 1
+
+    def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq,
+                scalars: StepScalars, dtype: np.dtype, cache: dict) -> None:
+        raise NotImplementedError
+
+    # --- validation ---------------------------------------------------------------------
+    def _validate(self, params, grads, state, cfg):
+        """(params, grads, {dtype: tensor indices}) after every check, or an exception.
+
+        Per-array checks are remembered in ``state.cache["validated"]`` by array identity
+        (the cache holds the arrays, so an id cannot be reused): a training loop that passes
+        the same arrays each step pays for them once, and a new array is always checked.
+        Its ``version`` goes up whenever an array changed, for backends that derive data
+        from the arrays (addresses) to know when to refresh it.
+        """
+        if not isinstance(cfg, AdamConfig):
+            raise TypeError(f"cfg must be an AdamConfig, got {type(cfg).__name__}")
+        if not isinstance(state, AdamState):
+            raise TypeError(f"state must be an AdamState, got {type(state).__name__}")
+        if isinstance(state.step, bool) or not isinstance(state.step, (int, np.integer)) \
+                or state.step < 0:
+            raise ValueError(f"state.step must be an int >= 0, got {state.step!r}")
+        params = _as_list(params, "params")
+        grads = _as_list(grads, "grads")
+        if len(grads) != len(params):
+            raise ValueError(f"params and grads differ in length: {len(params)} vs {len(grads)}")
+        if cfg.amsgrad and state.max_exp_avg_sq is None and state.step != 0:
+            raise ValueError("amsgrad=True but state has no max_exp_avg_sq: it was "
+                             "stepped with amsgrad=False")
+        names = _COLUMN_NAMES if cfg.amsgrad and state.max_exp_avg_sq is not None \
+            else _COLUMN_NAMES[:4]
+        columns = (params, grads, state.exp_avg, state.exp_avg_sq, state.max_exp_avg_sq)
+        ids = [list(map(id, columns[c])) for c in range(len(names))]
+        seen = state.cache.get("validated")
+        if seen is None or seen["ids"][0] != ids[0]:
+            seen = {"ids": [None] * 5, "refs": [None] * 5, "eps": None, "version": 0,
+                    "groups": _group_by_dtype(params)}
+        stale = [c for c in range(len(names)) if seen["ids"][c] != ids[c]]
+        for c in stale:
+            self._check_column(columns[c], names[c], params)
+        if 0 not in stale:
+            self._check_writeable(params, "params")
+        if seen["eps"] != cfg.eps:
+            for dtype in seen["groups"]:
+                if dtype.type(cfg.eps) == 0:
+                    raise ValueError(f"eps={cfg.eps!r} rounds to 0 in {dtype}; use a larger eps")
+        for c in stale:
+            seen["ids"][c], seen["refs"][c] = ids[c], list(columns[c])
+        seen["version"] += bool(stale)
+        seen["eps"] = cfg.eps
+        state.cache["validated"] = seen
+        return params, grads, seen["groups"]
+
+    def _check_writeable(self, arrays, what) -> None:
+        """Params are the user's: one may be made read-only between steps, so this part of
+        the check runs every step (state arrays belong to the optimizer)."""
+        for i, a in enumerate(arrays):
+            if not self._is_writeable(a):
+                raise ValueError(f"{what}[{i}] is read-only; it must be writeable")
+
+    def _check_column(self, arrays, name, params):
+        if name == "params":
+            self._check_tensors(arrays, name)
+        elif name == "grads":
+            self._check_tensors(arrays, name, like=params)
+        else:
+            self._check_moment(arrays, name, params)
+
+
+    def _check_moment(self, arrays, what, params):
+        if arrays is None or len(arrays) != len(params):
+            n = "none" if arrays is None else len(arrays)
+            raise ValueError(f"{what} holds {n} tensors but params has {len(params)}: "
+                             "the state was made for other tensors")
+        self._check_tensors(arrays, what, like=params)
+
+    def _check_tensors(self, arrays, what, like=None):
+        for i, a in enumerate(arrays):
+            if not isinstance(a, self.array_type):
+                raise TypeError(f"{what}[{i}] is {_type_name(a)}; the {self.name} backend needs "
+                                f"{_type_name_of(self.array_type)} (convert with backend.asarray)")
+            if a.dtype not in FLOAT_DTYPES:
+                raise TypeError(f"{what}[{i}] has dtype {a.dtype}; expected float32 or float64")
+            if like is not None:
+                ref = like[i]
+                if a.dtype != ref.dtype:
+                    raise TypeError(f"{what}[{i}] has dtype {a.dtype} but params[{i}] has "
+                                    f"{ref.dtype}")
+                if tuple(a.shape) != tuple(ref.shape):
+                    raise ValueError(f"{what}[{i}] has shape {tuple(a.shape)} but params[{i}] "
+                                     f"has {tuple(ref.shape)}")
+            if not self._is_contiguous(a):
+                raise ValueError(f"{what}[{i}] is not C-contiguous; pass a contiguous array")
+        if what != "grads":
+            self._check_writeable(arrays, what)
+        return arrays
+
+
+def _as_list(arrays, what) -> list:
+    if hasattr(arrays, "shape") and hasattr(arrays, "dtype"):
+        return [arrays]
+    if not isinstance(arrays, Sequence) or isinstance(arrays, (str, bytes)):
+        raise TypeError(f"{what} must be an array or a sequence of arrays, "
+                        f"got {type(arrays).__name__}")
+    return list(arrays)
+
+
+def _group_by_dtype(params) -> dict:
+    groups: dict = {}
+    for i, p in enumerate(params):
+        groups.setdefault(p.dtype, []).append(i)
+    return groups
+
+
+def _type_name_of(cls: type) -> str:
+    return f"{cls.__module__.split('.')[0]}.{cls.__name__}"
+
+
+def _type_name(x) -> str:
+    return _type_name_of(type(x))

@@ -1,0 +1,53 @@
+"""Adam hyperparameters: one frozen, validated record shared by every backend."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+__all__ = ["AdamConfig"]
+
+
+@dataclass(frozen=True)
+class AdamConfig:
+    """Hyperparameters of Adam, with torch.optim.Adam's meaning for every option.
+
+    weight_decay with ``decoupled=False`` adds ``weight_decay * p`` to the gradient (L2);
+    with ``decoupled=True`` it multiplies ``p`` by ``1 - lr * weight_decay`` first (AdamW).
+    ``amsgrad`` bias-corrects the running maximum of the second moment; ``maximize``
+    steps along ``+gradient``. Bad values raise ValueError naming the field and value.
+    """
+
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decoupled: bool = False
+    amsgrad: bool = False
+    maximize: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "beta1", "beta2", "eps", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a real number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+        for name in ("decoupled", "amsgrad", "maximize"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {value!r}")
+        _require(self.lr >= 0, "lr", self.lr, "lr >= 0")
+        _require(0 <= self.beta1 < 1, "beta1", self.beta1, "0 <= beta1 < 1")
+        _require(0 <= self.beta2 < 1, "beta2", self.beta2, "0 <= beta2 < 1")
+        _require(self.eps > 0, "eps", self.eps, "eps > 0")
+        _require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "weight_decay >= 0")
+
+    def to_dict(self) -> dict:
+        """The fields as a plain dict (for tables, state dicts and saved files)."""
+        return asdict(self)
+
+
+def _require(ok: bool, name: str, value: float, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"Invalid {name}: {value!r} (expected {rule})")

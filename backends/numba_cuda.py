@@ -1,0 +1,109 @@
+"""Backend "numba-cuda": a grid-stride CUDA kernel written with Numba.
+
+The kernel body is the same element-wise update as every other backend (backends.scalars).
+With NUMBA_ENABLE_CUDASIM=1 set before numba is imported it runs under Numba's CUDA
+simulator, which is how CI checks its logic on machines without a GPU.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from ._gpu import GpuBackend
+
+__all__ = ["NumbaCudaBackend"]
+
+THREADS_PER_BLOCK = 256
+
+
+def _simulated() -> bool:
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
+
+
+class NumbaCudaBackend(GpuBackend):
+    """Device-resident Adam through ``numba.cuda``; one launch per step."""
+
+    name = "numba-cuda"
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        try:
+            from numba import cuda
+        except ImportError as exc:
+            return f"numba-cuda is not installed ({exc}); pip install -e '.[cuda12]'"
+        try:
+            if not cuda.is_available():
+                return "no CUDA device or driver found by numba.cuda"
+        except Exception as exc:  # the driver can fail in many ways; report which
+            return f"CUDA driver error: {exc}"
+        return None
+
+    def __init__(self):
+        from numba import cuda
+
+        from . import _numba_cuda_kernels
+
+        self._cuda = cuda
+        self._kernels = _numba_cuda_kernels
+        self.simulated = _simulated()
+        self.array_type = _device_array_type(cuda)
+        self.compile_seconds = self._timed_warm_up()
+
+    def asarray(self, a):
+        return self._cuda.to_device(np.ascontiguousarray(a))
+
+    def zeros_like(self, x):
+        out = self._cuda.device_array(x.shape, dtype=x.dtype)
+        out[:] = 0
+        return out
+
+    def empty(self, n, dtype):
+        return self._cuda.device_array(n, dtype=dtype)
+
+    def synchronize(self) -> None:
+        self._cuda.synchronize()
+
+    def _is_writeable(self, x) -> bool:
+        return True
+
+    def _is_contiguous(self, x) -> bool:
+        return bool(x.is_c_contiguous())
+
+    def address(self, a) -> int:
+        if self.simulated:
+            return a.__array_interface__["data"][0]
+        return a.__cuda_array_interface__["data"][0]
+
+    def span(self, first, n):
+        if self.simulated:
+            import ctypes
+
+            from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+            buffer = (ctypes.c_byte * (n * first.dtype.itemsize)).from_address(self.address(first))
+            return FakeCUDAArray(np.frombuffer(buffer, dtype=first.dtype))
+        interface = {"shape": (n,), "typestr": first.dtype.str, "strides": None,
+                     "data": (self.address(first), False), "version": 3}
+        return self._cuda.from_cuda_array_interface(interface, owner=first, sync=False)
+
+    def _launch(self, p, g, m, v, vmax, scalars, dtype):
+        n = p.size
+        if n == 0:
+            return
+        blocks = min(math.ceil(n / THREADS_PER_BLOCK), 1024)
+        args = tuple(dtype.type(x) for x in scalars.floats())
+        kernel = self._kernels.adam_amsgrad if vmax is not None else self._kernels.adam
+        extra = (vmax,) if vmax is not None else ()
+        kernel[blocks, THREADS_PER_BLOCK](p, g, m, v, *extra, *args, scalars.use_l2)
+
+
+def _device_array_type(cuda):
+    if _simulated():
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        return FakeCUDAArray
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    return DeviceNDArray

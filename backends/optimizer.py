@@ -1,0 +1,93 @@
+"""Adam: the user-facing optimizer over one backend, with state dicts and .npz files."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .base import Backend, _as_list
+from .config import AdamConfig
+from .registry import get_backend
+from .state import AdamState
+
+__all__ = ["Adam"]
+
+_FORMAT = "adam-backends/1"
+
+
+class Adam:
+    """``Adam(params, backend="auto", **config)``; ``step(grads)`` updates params in place.
+
+    ``backend`` is a name, a Backend instance, or "auto" (the fastest measured backend for
+    these tensors, see ``harness.selection``). ``config`` takes AdamConfig's fields.
+    """
+
+    def __init__(self, params, backend: str | Backend = "auto", **config):
+        self.config = AdamConfig(**config)
+        self.params = _as_list(params, "params")
+        if isinstance(backend, Backend):
+            self.backend = backend
+        else:
+            if backend == "auto":
+                from harness.selection import choose_backend
+
+                backend = choose_backend([p.size for p in self.params],
+                                         dtype=str(self.params[0].dtype) if self.params
+                                         else "float32",
+                                         device=_device_of(self.params)).name
+            self.backend = get_backend(backend)
+        self.state: AdamState = self.backend.init_state(self.params, self.config)
+
+    def step(self, grads) -> None:
+        """One Adam step with these gradients (same order and shapes as params)."""
+        self.backend.step(self.params, grads, self.state, self.config)
+
+    def state_dict(self) -> dict:
+        """Config, backend name and host copies of the state (see AdamState.to_dict)."""
+        return {"config": self.config.to_dict(), "backend": self.backend.name,
+                "state": self.state.to_dict()}
+
+    def load_state_dict(self, d: dict) -> None:
+        """Restore config and state; checked against params before anything changes."""
+        config = AdamConfig(**d["config"])
+        state = self.backend.state_from_dict(d["state"])
+        self.backend._validate(self.params, self.params, state, config)
+        self.config, self.state = config, state
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write state_dict to an .npz file (atomically: a crash leaves the old file)."""
+        d = self.state_dict()
+        arrays = {"format": np.array(_FORMAT), "step": np.array(d["state"]["step"]),
+                  "backend": np.array(d["backend"]), "n_tensors": np.array(len(self.params))}
+        arrays.update({f"config.{k}": np.array(v) for k, v in d["config"].items()})
+        for name, tensors in d["state"].items():
+            if isinstance(tensors, list):
+                arrays.update({f"{name}.{i}": a for i, a in enumerate(tensors)})
+        tmp = f"{os.fspath(path)}.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path, params, backend: str | Backend | None = None) -> "Adam":
+        """An Adam over ``params`` resumed from a file written by ``save``.
+
+        ``backend`` defaults to the one that saved it; any other can take over.
+        """
+        with np.load(path, allow_pickle=False) as f:
+            if "format" not in f or str(f["format"]) != _FORMAT:
+                raise ValueError(f"{path} is not an Adam state file ({_FORMAT})")
+            config = {k.split(".", 1)[1]: f[k].item() for k in f.files if k.startswith("config.")}
+            n = int(f["n_tensors"])
+            state = {"step": int(f["step"])}
+            for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                keys = [f"{name}.{i}" for i in range(n)]
+                state[name] = [f[k] for k in keys] if all(k in f for k in keys) and n else (
+                    [] if name != "max_exp_avg_sq" else None)
+            saved_backend = str(f["backend"])
+        opt = cls(params, backend=backend or saved_backend, **config)
+        opt.load_state_dict({"config": config, "state": state})
+        return opt
+
+
+def _device_of(params) -> str:
+    return "cpu" if all(isinstance(p, np.ndarray) for p in params) else "cuda"

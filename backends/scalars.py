@@ -1,0 +1,65 @@
+"""Per-step scalars every fused kernel takes, computed once per step on the host in double.
+
+The kernels (NumPy, Numba, CUDA) all evaluate the same element-wise body::
+
+    g = sign * g                       (maximize flips the gradient)
+    g = g + l2 * p                     (only when the L2 flag is set)
+    p = decay * p                      (AdamW; decay is exactly 1 otherwise)
+    m = beta1 * m + one_minus_beta1 * g
+    v = beta2 * v + (one_minus_beta2 * g) * g
+    v_used = max(v_max, v) if amsgrad else v
+    p = p - step_size * m / (sqrt(v_used) * inv_sqrt_bc2 + eps)
+
+which is the reference's ``lr * m_hat / (sqrt(v_hat) + eps)`` with the bias corrections
+folded into ``step_size = lr / (1 - beta1**t)`` and ``inv_sqrt_bc2 = 1 / sqrt(1 - beta2**t)``,
+as torch.optim.Adam does. ``(one_minus_beta2 * g) * g`` scales before squaring, like
+torch's addcmul, so float32 ``v`` overflows only for ``|g|`` above about 5.8e20.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from .config import AdamConfig
+
+__all__ = ["StepScalars"]
+
+
+class StepScalars(NamedTuple):
+    """The host-side constants of step ``t`` (1-based) under ``cfg`` (a NamedTuple: cheap
+    to build every step)."""
+
+    sign: float
+    l2: float
+    use_l2: bool
+    decay: float
+    beta1: float
+    one_minus_beta1: float
+    beta2: float
+    one_minus_beta2: float
+    step_size: float
+    inv_sqrt_bc2: float
+    eps: float
+    amsgrad: bool
+
+    @classmethod
+    def for_step(cls, cfg: AdamConfig, t: int) -> "StepScalars":
+        bias_correction1 = 1.0 - cfg.beta1**t
+        bias_correction2 = 1.0 - cfg.beta2**t
+        use_l2 = cfg.weight_decay != 0 and not cfg.decoupled
+        return cls(
+            -1.0 if cfg.maximize else 1.0,                           # sign
+            cfg.weight_decay if use_l2 else 0.0,                     # l2
+            use_l2,                                                  # use_l2
+            1.0 - cfg.lr * cfg.weight_decay if cfg.decoupled else 1.0,  # decay
+            cfg.beta1, 1.0 - cfg.beta1, cfg.beta2, 1.0 - cfg.beta2,
+            cfg.lr / bias_correction1,                               # step_size
+            1.0 / math.sqrt(bias_correction2),                       # inv_sqrt_bc2
+            cfg.eps,
+            cfg.amsgrad,
+        )
+
+    def floats(self) -> tuple[float, ...]:
+        """The real-valued scalars in kernel argument order."""
+        return (self.sign, self.l2, self.decay, self.beta1, self.one_minus_beta1,
+                self.beta2, self.one_minus_beta2, self.step_size, self.inv_sqrt_bc2, self.eps)

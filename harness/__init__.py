@@ -1,0 +1,1 @@
+"""The harness: agreement checks, throughput sweeps, roofline, tables, plots, selection."""

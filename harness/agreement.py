@@ -1,0 +1,124 @@
+"""Agreement: every stepper against the float64 reference, step by step, and pairwise."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from backends import AdamConfig
+from backends.reference import reference_step, ReferenceState
+
+from .problems import Problem
+from .tolerances import first_moment_tolerance, param_tolerance, second_moment_tolerance
+
+__all__ = ["OPTION_SETS", "Trajectory", "Errors", "run_with_reference", "compare", "pairwise"]
+
+#: The option sets every check covers, by the name used in tables and test ids.
+OPTION_SETS: dict[str, dict] = {
+    "plain": {},
+    "l2": {"weight_decay": 0.01},
+    "adamw": {"weight_decay": 0.01, "decoupled": True},
+    "amsgrad": {"amsgrad": True},
+    "maximize": {"maximize": True},
+}
+
+
+@dataclass
+class Errors:
+    """The worst disagreement seen: absolute, relative, in ULPs, and error/tolerance."""
+
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    max_ulp: float = 0.0
+    worst_ratio: float = 0.0
+    worst_step: int = 0
+    worst_quantity: str = ""
+
+    def merge(self, other: "Errors") -> "Errors":
+        best = self if self.worst_ratio >= other.worst_ratio else other
+        return replace(best, max_abs=max(self.max_abs, other.max_abs),
+                       max_rel=max(self.max_rel, other.max_rel),
+                       max_ulp=max(self.max_ulp, other.max_ulp))
+
+    @property
+    def within_tolerance(self) -> bool:
+        return self.worst_ratio <= 1.0
+
+
+def compare(actual, expected, tolerance, dtype, step: int, quantity: str) -> Errors:
+    """Errors of ``actual`` against float64 ``expected``; NaN must match NaN exactly."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.size == 0:
+        return Errors(worst_step=step, worst_quantity=quantity)
+    nan_mismatch = np.isnan(actual) != np.isnan(expected)
+    same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        diff = np.where(same, 0.0, np.abs(actual - expected))
+        diff = np.where(nan_mismatch | np.isnan(diff), np.inf, diff)
+        ulp = diff / np.spacing(np.abs(expected).astype(dtype)).astype(np.float64)
+        rel = diff / np.where(expected == 0, 1.0, np.abs(expected))
+        ratio = diff / tolerance
+    worst = lambda x: float(np.max(np.where(same | np.isnan(x), 0.0, x)))
+    ratio = np.where(np.isnan(ratio), np.inf, ratio)
+    return Errors(worst(diff), worst(rel), worst(ulp), worst(ratio), step, quantity)
+
+
+@dataclass
+class Trajectory:
+    """Final host params and moments of a stepper, and its worst error on the way."""
+
+    params: list[np.ndarray]
+    moments: dict
+    errors: Errors
+
+
+def run_with_reference(make_stepper, problem: Problem, cfg: AdamConfig) -> Trajectory:
+    """Step ``make_stepper(params, cfg)`` and the reference together; compare after each step."""
+    stepper = make_stepper(problem.copy_params(), cfg)
+    dtype = problem.params[0].dtype if problem.params else np.dtype(np.float32)
+    ref_p = [p.astype(np.float64) for p in problem.params]
+    ref_s = [ReferenceState.zeros_like(p, cfg.amsgrad) for p in problem.params]
+    g_max = [np.zeros(p.shape) for p in problem.params]
+    errors = Errors()
+    for t, grads in enumerate(problem.grads, start=1):
+        stepper.step(stepper.prepare(grads))
+        for i, g in enumerate(grads):
+            g_eff = np.abs(g.astype(np.float64)) + cfg.weight_decay * np.abs(ref_p[i])
+            g_max[i] = np.fmax(g_max[i], g_eff)
+            ref_p[i], ref_s[i] = reference_step(ref_p[i], g, ref_s[i], t, cfg)
+        errors = errors.merge(_step_errors(stepper, ref_p, ref_s, g_max, dtype, t, cfg))
+    return Trajectory(stepper.params(), stepper.moments(), errors)
+
+
+def _step_errors(stepper, ref_p, ref_s, g_max, dtype, t, cfg) -> Errors:
+    moments = stepper.moments()
+    checks = [("p", stepper.params(), ref_p,
+               [param_tolerance(p, dtype, t, cfg) for p in ref_p]),
+              ("exp_avg", moments["exp_avg"], [s.m for s in ref_s],
+               [first_moment_tolerance(g, dtype, cfg) for g in g_max]),
+              ("exp_avg_sq", moments["exp_avg_sq"], [s.v for s in ref_s],
+               [second_moment_tolerance(s.v, g, dtype, cfg) for s, g in zip(ref_s, g_max)])]
+    if cfg.amsgrad:
+        checks.append(("max_exp_avg_sq", moments["max_exp_avg_sq"], [s.v_max for s in ref_s],
+                       [second_moment_tolerance(s.v_max, g, dtype, cfg)
+                        for s, g in zip(ref_s, g_max)]))
+    errors = Errors()
+    for quantity, actual, expected, tolerances in checks:
+        for a, e, tol in zip(actual, expected, tolerances):
+            errors = errors.merge(compare(a, e, tol, dtype, t, quantity))
+    return errors
+
+
+def pairwise(trajectories: dict[str, Trajectory], dtype, steps: int, cfg: AdamConfig):
+    """(label_a, label_b, Errors) for every pair: final params, tolerance doubled (a triangle
+    through the reference: each may be off by its own tolerance)."""
+    rows = []
+    for (a, ta), (b, tb) in itertools.combinations(trajectories.items(), 2):
+        errors = Errors()
+        for pa, pb in zip(ta.params, tb.params):
+            tol = 2 * param_tolerance(pb.astype(np.float64), dtype, steps, cfg)
+            errors = errors.merge(compare(pa, pb, tol, dtype, steps, "p"))
+        rows.append((a, b, errors))
+    return rows

@@ -1,0 +1,254 @@
+"""``adam-bench``: list backends, check agreement, sweep throughput, report, select, demo.
+
+With no subcommand it runs the tour: backends, a check, and the default sweep, writing
+everything to results/ (a few minutes on a 2-core laptop).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["main"]
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _print_table(df: pd.DataFrame, title: str = "") -> None:
+    if title:
+        print(f"\n## {title}\n")
+    print(df.to_markdown(index=False) if not df.empty else "(no rows)")
+
+
+def cmd_backends(args) -> int:
+    from backends import list_backends
+
+    rows = pd.DataFrame([r.__dict__ for r in list_backends()])
+    rows["reason"] = rows["reason"].fillna("")
+    _print_table(rows, "Backends")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from tqdm import tqdm
+
+    from .check import run_check
+    from .results_io import write_tables
+    from .subjects import collect_subjects
+
+    subjects = collect_subjects(_names(args.backends), peers=not args.no_peers)
+    dtypes = _names(args.dtypes)
+    runnable = sum(s.make is not None for s in subjects)
+    with tqdm(total=runnable * len(dtypes) * 5, desc="adam-bench check", unit="run",
+              disable=args.quiet) as bar:
+        report = run_check(subjects, dtypes=dtypes, steps=args.steps, seed=args.seed,
+                           progress=bar.update)
+    out = Path(args.out)
+    write_tables(report.agreement, out)
+    write_tables(report.pairs, out.with_name(out.name + "-pairs"))
+    write_tables(report.edges, out.with_name(out.name + "-edge-cases"))
+    shown = ["subject", "kind", "dtype", "options", "max_abs_err", "max_rel_err", "max_ulp_err",
+             "worst_step", "worst_quantity", "tolerance_ratio", "within_tolerance"]
+    _print_table(report.agreement[shown], f"Agreement with the float64 reference ({args.steps} "
+                 "steps; tolerance_ratio <= 1 passes; see harness/tolerances.py)")
+    failed_pairs = report.pairs[~report.pairs["within_tolerance"]]
+    _print_table(failed_pairs if not failed_pairs.empty else
+                 report.pairs.groupby(["kind", "dtype"])["tolerance_ratio"].max().reset_index(),
+                 "Pairwise (worst tolerance ratio per group)" if failed_pairs.empty
+                 else "Pairs out of tolerance")
+    edge = report.edges.pivot_table(index=["case", "dtype"], columns="subject",
+                                    values="passed", aggfunc="all").reset_index()
+    _print_table(edge, "Edge cases (True = the exact expectation holds)")
+    details = report.edges[~report.edges["passed"]]
+    if not details.empty:
+        _print_table(details[["case", "subject", "dtype", "detail"]], "Edge-case differences")
+    if not report.skipped.empty:
+        _print_table(report.skipped, "Not run here")
+    verdict = "PASS" if report.ok else "FAIL"
+    print(f"\ncheck: {verdict} (our backends; peers are shown, not judged). "
+          f"Tables: {out}.csv/.json/.md, -pairs, -edge-cases")
+    return 0 if report.ok else 1
+
+
+def _sweep_config(args):
+    from .sweep import SweepConfig
+    from .workloads import parse_sizes
+
+    cfg = SweepConfig()
+    if args.sizes:
+        cfg.sizes = parse_sizes(args.sizes)
+    cfg.dtypes = _names(args.dtypes)
+    cfg.amsgrad = args.amsgrad
+    cfg.models = _names(args.models) if args.models != "none" else []
+    cfg.scale = args.scale
+    cfg.model_elements = args.model_elements
+    cfg.repeats = args.repeats
+    cfg.max_seconds = args.max_seconds
+    cfg.python_max_size = args.python_max_size
+    return cfg
+
+
+def cmd_bench(args) -> int:
+    from .plots import plot_throughput
+    from .subjects import collect_subjects
+    from .sweep import run_sweep
+    from .tables import summary
+
+    subjects = collect_subjects(_names(args.backends), peers=not args.no_peers)
+    df = run_sweep(_sweep_config(args), subjects, args.out, resume=args.resume,
+                   show_progress=not args.quiet)
+    _print_table(summary(df).drop(columns=["note"]).dropna(subset=["us_per_step"]),
+                 "Throughput (median of repeats; fraction_of_roofline = GB/s over the "
+                 "same-streams kernel at the same size)")
+    skipped = df[df["note"].astype(str).str.startswith("skipped")]
+    if not skipped.empty:
+        _print_table(skipped[["label", "note"]].drop_duplicates(), "Skipped")
+    if not args.no_plot:
+        from .machine import machine_id
+
+        path = plot_throughput(df, Path(args.out).with_suffix(".png"), title=machine_id())
+        print(f"\nplot: {path}")
+    print(f"tables: {args.out}.csv/.json/.md")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .bench_report import benchmark_json_to_table
+    from .plots import plot_throughput
+    from .results_io import write_tables
+    from .tables import summary
+
+    df = benchmark_json_to_table(args.json)
+    write_tables(df, args.out, markdown=summary(df))
+    _print_table(summary(df).drop(columns=["note"], errors="ignore"),
+                 f"pytest-benchmark results from {args.json}")
+    if not args.no_plot:
+        print(f"\nplot: {plot_throughput(df, Path(args.out).with_suffix('.png'))}")
+    print(f"tables: {args.out}.csv/.json/.md")
+    return 0
+
+
+def cmd_select(args) -> int:
+    from .results_io import read_table
+    from .selection import choose_backend
+    from .workloads import model_workload, parse_sizes
+
+    if args.model:
+        workload = model_workload(args.model, scale=args.scale)
+        sizes = [int(pd.Series(s).prod()) for s in workload.shapes]
+    elif args.sizes:
+        sizes = parse_sizes(args.sizes)
+    else:
+        print("select: give --sizes or --model", file=sys.stderr)
+        return 2
+    table = read_table(args.results) if args.results else None
+    choice = choose_backend(sizes, dtype=args.dtype, device=args.device, table=table,
+                            amsgrad=args.amsgrad)
+    print(choice.reason)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    result = run_demo(steps=args.steps, out_stem=args.out, include_peers=not args.no_peers)
+    _print_table(result.summary, f"Digits MLP trained with Adam on every CPU backend "
+                                 f"({args.steps} full-batch steps, same seed)")
+    print(f"\nplot: {result.plot}\ntables: {args.out}.csv/.json/.md")
+    return 0 if result.ok else 1
+
+
+def cmd_tour(args) -> int:
+    for title, fn, sub in (("backends", cmd_backends, []), ("check", cmd_check, ["check"]),
+                           ("bench", cmd_bench, ["bench"])):
+        print(f"\n# adam-bench {title}")
+        status = fn(build_parser().parse_args(sub)) if sub else fn(args)
+        if status:
+            return status
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adam-bench",
+        description="Check and measure interchangeable Adam backends. With no subcommand: "
+                    "list backends, run the agreement check, then the default throughput "
+                    "sweep (a few minutes), writing tables and plots to results/.")
+    parser.set_defaults(func=cmd_tour)
+    sub = parser.add_subparsers(title="subcommands")
+
+    p = sub.add_parser("backends", help="list backends, their device, and why any is unavailable")
+    p.set_defaults(func=cmd_backends)
+
+    p = sub.add_parser("check", help="agreement with the float64 reference, pairwise, edge cases;"
+                                     " exits 1 if any of our backends is out of tolerance")
+    p.add_argument("--steps", type=int, default=100, help="Adam steps per problem (default 100)")
+    p.add_argument("--backends", help="comma-separated backend names (default: all)")
+    p.add_argument("--dtypes", default="float32,float64", help="default: float32,float64")
+    p.add_argument("--seed", type=int, default=0, help="problem seed (default 0)")
+    p.add_argument("--no-peers", action="store_true", help="leave out torch.optim.Adam rows")
+    p.add_argument("--out", default="results/check", help="table path stem (default results/check)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("bench", help="throughput sweep over backends x dtypes x sizes, with the "
+                                     "roofline measured in the same run")
+    p.add_argument("--sizes", help='flat tensor sizes: "2^10..2^24:2" (default), "4096,2^20"')
+    p.add_argument("--backends", help="comma-separated backend names (default: all)")
+    p.add_argument("--dtypes", default="float32", help="default: float32")
+    p.add_argument("--amsgrad", action="store_true", help="also measure amsgrad (36 B/element)")
+    p.add_argument("--models", default="gpt2-small,bert-base,resnet50",
+                   help='model-shaped workloads, or "none" (default: all three)')
+    p.add_argument("--model-elements", type=int, default=2**20,
+                   help="shrink each model to about this many elements (default 2^20)")
+    p.add_argument("--scale", type=float, help="shrink models by this factor instead (1 = full)")
+    p.add_argument("--repeats", type=int, default=15, help="timed batches per cell (default 15)")
+    p.add_argument("--max-seconds", type=float, default=1.0,
+                   help="time budget per cell, at least 3 batches run (default 1.0)")
+    p.add_argument("--python-max-size", type=int, default=2**16,
+                   help="skip pure Python above this many elements (default 65536)")
+    p.add_argument("--no-peers", action="store_true", help="leave out torch.optim.Adam rows")
+    p.add_argument("--resume", action="store_true", help="skip cells already in OUT.csv")
+    p.add_argument("--out", default="results/bench", help="path stem (default results/bench)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="turn a pytest-benchmark --benchmark-json file into the "
+                                      "sweep's tables and plot")
+    p.add_argument("json", help="file written by pytest --benchmark-json=FILE")
+    p.add_argument("--out", default="results/pytest-benchmark", help="path stem")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("select", help="the fastest available backend for a workload, from the "
+                                      "newest results of this machine (or --results)")
+    p.add_argument("--sizes", help='tensor sizes, e.g. "1000,2^20"')
+    p.add_argument("--model", help="a model-shaped workload: gpt2-small, bert-base, resnet50")
+    p.add_argument("--scale", type=float, help="shrink the model by this factor")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--amsgrad", action="store_true")
+    p.add_argument("--results", help="a bench table (CSV/JSON) to choose from")
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("demo", help="train an MLP on scikit-learn's digits with every CPU "
+                                    "backend from one seed; plot the loss curves")
+    p.add_argument("--steps", type=int, default=200, help="full-batch steps (default 200)")
+    p.add_argument("--no-peers", action="store_true", help="leave out torch's Adam")
+    p.add_argument("--out", default="results/demo-digits", help="path stem")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Plots of result tables: effective bandwidth against tensor size, the roofline drawn in."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+__all__ = ["plot_throughput"]
+
+
+def plot_throughput(df: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Log-log GB/s vs elements per step for every label on flat tensors, one panel per
+    (device, dtype, amsgrad); the roofline is the thick dashed black line."""
+    flat = df[(df["workload"] == "flat") & df["seconds_median"].notna()]
+    panels = sorted(flat.groupby(["device", "dtype", "amsgrad"]).groups)
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(7 * max(len(panels), 1), 5),
+                             squeeze=False)
+    for ax, (device, dtype, amsgrad) in zip(axes[0], panels):
+        panel = flat[(flat["device"] == device) & (flat["dtype"] == dtype)]
+        roof = panel[panel["label"] == "roofline"].sort_values("elements")
+        ax.plot(roof["elements"], roof["gb_per_s"], "k--", lw=2.5, label="roofline (same streams)")
+        rows = panel[(panel["label"] != "roofline") & (panel["amsgrad"] == amsgrad)]
+        for label, group in rows.groupby("label"):
+            group = group.sort_values("elements")
+            style = ":" if (group["kind"] == "peer").all() else "-"
+            ax.plot(group["elements"], group["gb_per_s"], style, marker="o", ms=4, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("elements per step (one tensor)")
+        ax.set_ylabel("effective GB/s (DESIGN.md bytes model)")
+        ax.set_title(f"{device} {dtype}" + (" amsgrad" if amsgrad else ""))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,70 @@
+"""The roofline: Adam's memory streams with trivial arithmetic, measured in the same run.
+
+Read p, g, m, v and write p, m, v (``p += g; m += g; v += g``): the same bytes as an Adam
+step (DESIGN.md: 28 B per float32 element), so no Adam kernel can beat it by more than
+noise, and ``gb_per_s / roofline_gb_per_s`` says how close to the memory limit a kernel is.
+CPU: a Numba parallel kernel. GPU: a CuPy elementwise kernel (or Numba CUDA without CuPy).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .timing import Timing, time_step
+
+__all__ = ["measure_roofline", "roofline_unavailable_reason"]
+
+
+def roofline_unavailable_reason(device: str) -> str | None:
+    """None when a roofline kernel can run on ``device`` here, else why not."""
+    from backends import list_backends
+
+    names = {"cpu": ("numba",), "cuda": ("cupy", "numba-cuda")}[device]
+    rows = [r for r in list_backends() if r.name in names]
+    if any(r.available for r in rows):
+        return None
+    return "; ".join(f"{r.name}: {r.reason}" for r in rows)
+
+
+def _cpu(n, dtype):
+    from backends import _numba_kernels
+
+    _numba_kernels.compile_all()
+    p, m, v = (np.ones(n, dtype) for _ in range(3))
+    g = np.zeros(n, dtype)
+    return (lambda: _numba_kernels.roofline_flat(p, g, m, v)), (lambda: None)
+
+
+def _gpu(n, dtype):
+    try:
+        import cupy
+    except ImportError:
+        return _numba_cuda(n, dtype)
+    kernel = cupy.ElementwiseKernel("T g", "T p, T m, T v", "p += g; m += g; v += g",
+                                    "adam_roofline")
+    p, m, v = (cupy.ones(n, dtype) for _ in range(3))
+    g = cupy.zeros(n, dtype)
+    stream = cupy.cuda.get_current_stream()
+    return (lambda: kernel(g, p, m, v)), stream.synchronize
+
+
+def _numba_cuda(n, dtype):
+    from numba import cuda
+
+    @cuda.jit
+    def roofline(p, g, m, v):
+        for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+            gi = g[i]
+            p[i] += gi
+            m[i] += gi
+            v[i] += gi
+
+    p, m, v = (cuda.to_device(np.ones(n, dtype)) for _ in range(3))
+    g = cuda.to_device(np.zeros(n, dtype))
+    blocks = min((n + 255) // 256, 1024) or 1
+    return (lambda: roofline[blocks, 256](p, g, m, v)), cuda.synchronize
+
+
+def measure_roofline(n: int, dtype, device: str = "cpu", **timing) -> Timing:
+    """Time the roofline kernel over ``n`` elements of ``dtype`` on ``device``."""
+    step, sync = (_cpu if device == "cpu" else _gpu)(n, np.dtype(dtype))
+    return time_step(step, sync, **timing)

@@ -1,0 +1,81 @@
+"""One way to drive any Adam, ours or a peer's: make it, step it, read it back.
+
+``check`` and ``bench`` work on Steppers only, so torch.optim.Adam rows and our backends'
+rows are measured by the same code.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from backends import AdamConfig, Backend, get_backend
+
+__all__ = ["Stepper", "BackendStepper", "backend_stepper"]
+
+
+class Stepper:
+    """Adam over a fixed list of tensors. ``kind`` is "backend" (ours) or "peer"."""
+
+    label: str
+    kind: str
+    device: str
+    compile_seconds: float = 0.0
+    threads: int | None = None
+
+    def prepare(self, grads: list[np.ndarray]):
+        """Host gradients in the form ``step`` takes (device arrays for GPU code)."""
+        raise NotImplementedError
+
+    def step(self, prepared) -> None:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Block until queued work is done (timings read the clock after this)."""
+
+    def params(self) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def moments(self) -> dict[str, list[np.ndarray] | None]:
+        """exp_avg, exp_avg_sq and max_exp_avg_sq (None unless amsgrad) as host arrays."""
+        raise NotImplementedError
+
+
+class BackendStepper(Stepper):
+    """Stepper over one of our backends."""
+
+    kind = "backend"
+
+    def __init__(self, backend: Backend, params: list[np.ndarray], cfg: AdamConfig):
+        self.backend = backend
+        self.label = backend.name
+        self.device = backend.device
+        self.cfg = cfg
+        self.compile_seconds = getattr(backend, "compile_seconds", 0.0)
+        self.threads = getattr(backend, "threads", None)
+        self._params = self._to_backend([np.array(p, copy=True) for p in params])
+        self.state = backend.init_state(self._params, cfg)
+
+    def _to_backend(self, arrays):
+        if self.device == "cuda" and arrays:
+            return self.backend.flatten(arrays)[1]
+        return [self.backend.asarray(a) for a in arrays]
+
+    def prepare(self, grads):
+        return self._to_backend(grads)
+
+    def step(self, prepared) -> None:
+        self.backend.step(self._params, prepared, self.state, self.cfg)
+
+    def sync(self) -> None:
+        self.backend.synchronize()
+
+    def params(self):
+        return [self.backend.to_numpy(p) for p in self._params]
+
+    def moments(self):
+        d = self.state.to_dict()
+        return {k: d[k] for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")}
+
+
+def backend_stepper(name: str, params, cfg: AdamConfig, backend: Backend | None = None):
+    """A BackendStepper for a registered backend name (or an instance)."""
+    return BackendStepper(backend or get_backend(name), params, cfg)

@@ -1,0 +1,163 @@
+"""``adam-bench bench``: the throughput sweep over subjects x dtypes x workloads.
+
+Every cell is one subject stepping one workload; the roofline is measured for every
+element count in the same run. The table is rewritten atomically after each cell, so a
+killed sweep leaves the cells done so far, and ``resume`` skips them next time.
+"""
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from backends import AdamConfig
+
+from .machine import machine_id, machine_info
+from .results_io import read_table, write_tables
+from .roofline import measure_roofline, roofline_unavailable_reason
+from .subjects import Subject
+from .tables import add_derived, summary
+from .workloads import Workload, flat_workload, model_workload
+
+__all__ = ["SweepConfig", "Cell", "plan_cells", "run_sweep", "CELL_KEY"]
+
+CELL_KEY = ["machine", "workload", "elements", "label", "dtype", "amsgrad"]
+
+
+@dataclass
+class SweepConfig:
+    """What to sweep; the defaults finish in a few minutes on a 2-core laptop."""
+
+    sizes: list[int] = field(default_factory=lambda: [2**e for e in range(10, 25, 2)])
+    dtypes: list[str] = field(default_factory=lambda: ["float32"])
+    amsgrad: bool = False
+    models: list[str] = field(default_factory=lambda: ["gpt2-small", "bert-base", "resnet50"])
+    model_elements: int | None = 2**20
+    scale: float | None = None
+    repeats: int = 15
+    max_seconds: float = 1.0
+    python_max_size: int = 2**16
+
+    def workloads(self) -> list[Workload]:
+        flats = [flat_workload(n) for n in self.sizes]
+        models = [model_workload(m, scale=self.scale,
+                                 elements=None if self.scale else self.model_elements)
+                  for m in self.models]
+        extra = sorted({m.elements for m in models} - set(self.sizes))
+        return flats + [flat_workload(n) for n in extra] + models
+
+
+@dataclass(frozen=True)
+class Cell:
+    workload: Workload
+    subject: Subject | None  # None: the roofline
+    device: str
+    dtype: str
+    amsgrad: bool
+
+    @property
+    def label(self) -> str:
+        return self.subject.label if self.subject else "roofline"
+
+    def key(self) -> tuple:
+        return (machine_id(), self.workload.name, self.workload.elements, self.label,
+                self.dtype, self.amsgrad)
+
+
+def plan_cells(cfg: SweepConfig, subjects: list[Subject]) -> list[Cell]:
+    """Roofline first at each element count and device, then every subject."""
+    devices = sorted({s.device for s in subjects if s.make is not None} or {"cpu"})
+    cells = []
+    for dtype in cfg.dtypes:
+        for amsgrad in sorted({False, cfg.amsgrad}):
+            for workload in cfg.workloads():
+                for device in devices:
+                    if workload.name == "flat" and not amsgrad:
+                        cells.append(Cell(workload, None, device, dtype, False))
+                for subject in subjects:
+                    cells.append(Cell(workload, subject, subject.device, dtype, amsgrad))
+    return cells
+
+
+def _skip_reason(cell: Cell, cfg: SweepConfig) -> str | None:
+    subject = cell.subject
+    if subject is None:
+        return roofline_unavailable_reason(cell.device)
+    if subject.make is None:
+        return subject.reason
+    if subject.label == "python" and cell.workload.elements > cfg.python_max_size:
+        return f"pure Python skipped above {cfg.python_max_size} elements (--python-max-size)"
+    return None
+
+
+def _measure(cell: Cell, cfg: SweepConfig) -> dict:
+    timing_options = {"repeats": cfg.repeats, "max_seconds": cfg.max_seconds}
+    if cell.subject is None:
+        timing = measure_roofline(cell.workload.elements, cell.dtype, cell.device,
+                                  **timing_options)
+        return _timing_columns(timing) | {"threads": machine_info()["numba_threads"]}
+    rng = np.random.default_rng(0)
+    dtype = np.dtype(cell.dtype)
+    params = [rng.standard_normal(s).astype(dtype) for s in cell.workload.shapes]
+    grads = [rng.standard_normal(s).astype(dtype) for s in cell.workload.shapes]
+    stepper = cell.subject.make(params, AdamConfig(amsgrad=cell.amsgrad))
+    prepared = stepper.prepare(grads)
+    timing = _time_stepper(stepper, prepared, timing_options)
+    return _timing_columns(timing) | {"threads": stepper.threads,
+                                      "compile_seconds": stepper.compile_seconds}
+
+
+def _time_stepper(stepper, prepared, timing_options):
+    from .timing import time_step
+
+    return time_step(lambda: stepper.step(prepared), stepper.sync, **timing_options)
+
+
+def _timing_columns(timing) -> dict:
+    return {"seconds_median": timing.median, "seconds_min": timing.best,
+            "spread": timing.spread, "repeats": len(timing.per_step),
+            "steps_per_repeat": timing.steps_per_repeat, "warmup_seconds": timing.warmup_seconds}
+
+
+def run_sweep(cfg: SweepConfig, subjects: list[Subject], out_stem: str | Path,
+              resume: bool = False, show_progress: bool = True) -> pd.DataFrame:
+    """Measure every planned cell (skipping ones already in ``out_stem``.csv with
+    ``resume``); returns the table with derived columns, also written to ``out_stem``.*."""
+    out_stem = Path(out_stem)
+    rows = []
+    csv = out_stem.with_suffix(".csv")
+    if resume and csv.exists():
+        rows = read_table(csv).drop(columns=["bytes_per_step"], errors="ignore").to_dict("records")
+    done = {tuple(r[k] for k in CELL_KEY) for r in rows}
+    cells = [c for c in plan_cells(cfg, subjects) if c.key() not in done]
+    info = machine_info()
+    for cell in tqdm(cells, desc="adam-bench", unit="cell", disable=not show_progress):
+        row = dict(zip(CELL_KEY, cell.key()))
+        row.update({"tensors": cell.workload.tensors, "kind": cell.subject.kind
+                    if cell.subject else "roofline", "device": cell.device, "note": ""})
+        reason = _skip_reason(cell, cfg)
+        if reason:
+            row.update(seconds_median=np.nan, note=f"skipped: {reason}")
+        else:
+            row.update(_measure(cell, cfg))
+        row.update(info)
+        row["timestamp"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds")
+        rows.append(row)
+        _write(rows, out_stem, final=False)
+    return _write(rows, out_stem, final=True)
+
+
+def _write(rows, out_stem: Path, final: bool) -> pd.DataFrame:
+    df = add_derived(pd.DataFrame(rows))
+    if final:
+        write_tables(df, out_stem, markdown=summary(df))
+    else:
+        from .results_io import atomic_write_text
+
+        atomic_write_text(out_stem.with_suffix(".csv"), df.to_csv(index=False))
+    return df

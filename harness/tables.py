@@ -1,0 +1,61 @@
+"""Result-table math: the bytes model of DESIGN.md and the columns derived from timings."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["STREAMS", "bytes_per_element", "add_derived", "SUMMARY_COLUMNS", "summary"]
+
+#: Arrays read or written once per element and step: read p, g, m, v; write p, m, v
+#: (amsgrad adds read and write of max_exp_avg_sq).
+STREAMS = {False: 7, True: 9}
+
+
+def bytes_per_element(dtype, amsgrad: bool) -> int:
+    """28 (float32), 36 (float32 + amsgrad), 56 (float64), 72 (float64 + amsgrad)."""
+    return STREAMS[bool(amsgrad)] * np.dtype(dtype).itemsize
+
+
+def add_derived(df: pd.DataFrame) -> pd.DataFrame:
+    """Add bytes_per_step, elements_per_s, gb_per_s, roofline_gb_per_s,
+    fraction_of_roofline, speedup_vs_numpy and list_overhead to timing rows.
+
+    Roofline rows (label "roofline") carry their own GB/s with amsgrad False (7 streams);
+    a row's roofline is the one of its device, dtype and total element count. ``list_overhead``
+    is a model-shaped row's time over the same label's flat tensor of equal element count.
+    """
+    df = df.copy()
+    per_element = [bytes_per_element(d, a) for d, a in zip(df["dtype"], df["amsgrad"])]
+    df["bytes_per_step"] = df["elements"] * np.array(per_element, dtype=np.int64)
+    df["elements_per_s"] = df["elements"] / df["seconds_median"]
+    df["gb_per_s"] = df["bytes_per_step"] / df["seconds_median"] / 1e9
+    roof = (df[df["label"] == "roofline"]
+            .groupby(["device", "dtype", "elements"])["gb_per_s"].max()
+            .rename("roofline_gb_per_s"))
+    df = df.drop(columns=["roofline_gb_per_s"], errors="ignore").join(
+        roof, on=["device", "dtype", "elements"])
+    df["fraction_of_roofline"] = df["gb_per_s"] / df["roofline_gb_per_s"]
+    key = ["workload", "dtype", "amsgrad", "elements"]
+    numpy_time = (df[df["label"] == "numpy"].groupby(key)["seconds_median"].min()
+                  .rename("numpy_seconds"))
+    df = df.join(numpy_time, on=key)
+    df["speedup_vs_numpy"] = df.pop("numpy_seconds") / df["seconds_median"]
+    flat_time = (df[df["workload"] == "flat"].groupby(["label", "dtype", "amsgrad", "elements"])
+                 ["seconds_median"].min().rename("flat_seconds"))
+    df = df.join(flat_time, on=["label", "dtype", "amsgrad", "elements"])
+    df["list_overhead"] = np.where(df["workload"] == "flat", np.nan,
+                                   df["seconds_median"] / df.pop("flat_seconds"))
+    return df
+
+
+SUMMARY_COLUMNS = ["workload", "elements", "tensors", "label", "kind", "device", "dtype",
+                   "amsgrad", "us_per_step", "gb_per_s", "fraction_of_roofline",
+                   "speedup_vs_numpy", "list_overhead", "spread", "note"]
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """The columns a person reads, rounded: for the terminal and the Markdown table."""
+    out = df.assign(us_per_step=df["seconds_median"] * 1e6)
+    out = out[[c for c in SUMMARY_COLUMNS if c in out.columns]]
+    return out.round({"us_per_step": 1, "gb_per_s": 2, "fraction_of_roofline": 3,
+                      "speedup_vs_numpy": 2, "list_overhead": 3, "spread": 3})

@@ -1,0 +1,101 @@
+"""Workloads: flat tensor sizes, and the parameter shapes of well-known models.
+
+The shape tables are written from the published architectures (no downloads):
+GPT-2 small (Radford et al. 2019; 148 tensors, 124,439,808 parameters), BERT-base
+(Devlin et al. 2019; 199 tensors, 109,482,240) and ResNet-50 (He et al. 2016, torchvision
+layout; 161 tensors, 25,557,032; batch-norm running statistics are buffers, not parameters).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Workload", "flat_workload", "model_workload", "MODELS", "parse_sizes"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A list of tensor shapes under a name ("flat" for a single tensor)."""
+
+    name: str
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def elements(self) -> int:
+        return int(sum(np.prod(s, dtype=np.int64) for s in self.shapes))
+
+    @property
+    def tensors(self) -> int:
+        return len(self.shapes)
+
+
+def _gpt2_small():
+    d, vocab, ctx = 768, 50257, 1024
+    layer = [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,),
+             (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    return [(vocab, d), (ctx, d)] + layer * 12 + [(d,), (d,)]
+
+
+def _bert_base():
+    d, vocab, ctx = 768, 30522, 512
+    attention = [(d, d), (d,)] * 4 + [(d,), (d,)]
+    layer = attention + [(4 * d, d), (4 * d,), (d, 4 * d), (d,), (d,), (d,)]
+    return [(vocab, d), (ctx, d), (2, d), (d,), (d,)] + layer * 12 + [(d, d), (d,)]
+
+
+def _resnet50():
+    shapes = [(64, 3, 7, 7), (64,), (64,)]
+    inplanes = 64
+    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for block in range(blocks):
+            shapes += [(width, inplanes, 1, 1), (width,), (width,),
+                       (width, width, 3, 3), (width,), (width,),
+                       (4 * width, width, 1, 1), (4 * width,), (4 * width,)]
+            if block == 0:
+                shapes += [(4 * width, inplanes, 1, 1), (4 * width,), (4 * width,)]
+            inplanes = 4 * width
+    return shapes + [(1000, 2048), (1000,)]
+
+
+MODELS = {"gpt2-small": _gpt2_small, "bert-base": _bert_base, "resnet50": _resnet50}
+
+
+def model_workload(name: str, scale: float | None = None, elements: int | None = None
+                   ) -> Workload:
+    """A model's parameter list, every tensor shrunk by ``scale`` (or to ``elements`` in
+    all), each keeping at least one element; shrunk tensors are 1-D (Adam is elementwise)."""
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}; known models: {', '.join(MODELS)}")
+    shapes = [tuple(s) for s in MODELS[name]()]
+    if elements is not None:
+        scale = elements / Workload(name, tuple(shapes)).elements
+    if scale is None or scale == 1:
+        return Workload(name, tuple(shapes))
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+    sizes = [max(1, round(int(np.prod(s)) * scale)) for s in shapes]
+    return Workload(f"{name}@{scale:.3g}", tuple((n,) for n in sizes))
+
+
+def flat_workload(elements: int) -> Workload:
+    """One contiguous tensor of ``elements`` elements."""
+    return Workload("flat", ((int(elements),),))
+
+
+def parse_sizes(text: str) -> list[int]:
+    """Sizes from a CLI string: "2^10..2^24:2" (exponents 10 to 24 in steps of 2),
+    "4096,65536" or "2^12,2^20"."""
+    text = text.replace(" ", "")
+    if ".." in text:
+        lo, rest = text.split("..", 1)
+        hi, _, step = rest.partition(":")
+        exps = range(_exponent(lo), _exponent(hi) + 1, int(step or 1))
+        return [2**e for e in exps]
+    return [2 ** _exponent(t) if "^" in t else int(t) for t in text.split(",") if t]
+
+
+def _exponent(token: str) -> int:
+    if not token.startswith("2^"):
+        raise ValueError(f"size range bounds must look like 2^N, got {token!r}")
+    return int(token[2:])

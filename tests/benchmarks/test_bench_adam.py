@@ -1,0 +1,88 @@
+"""pytest-benchmark: one Adam step, parametrized over subject x size x dtype.
+
+    pytest tests/benchmarks --benchmark-only --benchmark-json=bench.json
+    adam-bench report bench.json
+
+Groups are "dtype size" so each printed group compares every subject at one size; the
+extra_info carries what ``adam-bench report`` needs. In the normal test run
+(--benchmark-disable) each body runs once as a smoke test. ADAM_BENCH_SIZES widens the
+sweep, e.g. ADAM_BENCH_SIZES="2^10..2^26:2".
+"""
+import os
+
+import numpy as np
+import pytest
+
+from backends import AdamConfig, list_backends
+from harness.bench_report import EXTRA_INFO_KEYS
+from harness.peers import peer_labels
+from harness.roofline import roofline_unavailable_reason
+from harness.subjects import collect_subjects
+from harness.workloads import parse_sizes
+
+SIZES = parse_sizes(os.environ.get("ADAM_BENCH_SIZES", "2^10..2^22:4"))
+PYTHON_MAX = 2**14
+LABELS = ["roofline"] + [r.name for r in list_backends()] + \
+    ["torch-forloop", "torch-foreach", "torch-fused"]
+_SUBJECTS = {}
+
+
+def _subject(label):
+    if not _SUBJECTS:
+        _SUBJECTS.update({s.label: s for s in collect_subjects()})
+    return _SUBJECTS[label]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda n: f"2^{n.bit_length() - 1}")
+@pytest.mark.parametrize("label", LABELS)
+def test_adam_step(benchmark, label, size, dtype):
+    benchmark.group = f"{dtype} 2^{size.bit_length() - 1}"
+    if label == "roofline":
+        _roofline(benchmark, size, dtype)
+        return
+    subject = _subject(label)
+    if subject.make is None:
+        pytest.skip(subject.reason)
+    if label == "python" and size > PYTHON_MAX:
+        pytest.skip(f"pure Python above {PYTHON_MAX} elements takes seconds a step")
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(size).astype(dtype)]
+    stepper = subject.make(params, AdamConfig())
+    prepared = stepper.prepare([rng.standard_normal(size).astype(dtype)])
+    stepper.step(prepared)  # warm-up: compilation and first-touch stay out of the timing
+    stepper.sync()
+    benchmark.extra_info.update(_info(label, subject.kind, subject.device, dtype, size))
+
+    def one_step():
+        stepper.step(prepared)
+        stepper.sync()
+
+    benchmark(one_step)
+    after = stepper.params()[0]
+    assert np.isfinite(after).all() and not np.array_equal(after, params[0])
+
+
+def _roofline(benchmark, size, dtype):
+    reason = roofline_unavailable_reason("cpu")
+    if reason:
+        pytest.skip(reason)
+    from backends import _numba_kernels
+
+    _numba_kernels.compile_all()
+    p, m, v = (np.ones(size, dtype) for _ in range(3))
+    g = np.zeros(size, dtype)
+    benchmark.extra_info.update(_info("roofline", "roofline", "cpu", dtype, size))
+    benchmark(_numba_kernels.roofline_flat, p, g, m, v)
+    assert np.all(p == 1)  # g is zero: the bytes moved, the values did not
+
+
+def _info(label, kind, device, dtype, size):
+    info = {"label": label, "kind": kind, "device": device, "workload": "flat",
+            "dtype": dtype, "amsgrad": False, "elements": size, "tensors": 1}
+    assert set(info) == set(EXTRA_INFO_KEYS)
+    return info
+
+
+def test_peer_labels_are_benchmarked():
+    assert set(peer_labels()) <= set(LABELS)

@@ -1,0 +1,70 @@
+"""The Numba CUDA kernels under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1).
+
+Collected only in a process started with that variable (tests/test_cuda_simulator.py
+starts one), because numba reads it at import time.
+"""
+import numpy as np
+import pytest
+
+from backends import AdamConfig, get_backend, list_backends
+from harness.agreement import OPTION_SETS, run_with_reference
+from harness.problems import MIXED_SHAPES, random_problem
+from harness.steppers import BackendStepper
+
+
+@pytest.fixture(scope="module")
+def backend():
+    row = next(r for r in list_backends() if r.name == "numba-cuda")
+    assert row.available, row.reason
+    return get_backend("numba-cuda")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("options", list(OPTION_SETS), ids=list(OPTION_SETS))
+def test_kernel_matches_the_reference(backend, dtype, options):
+    cfg = AdamConfig(**OPTION_SETS[options])
+    problem = random_problem(MIXED_SHAPES[:5], dtype, steps=4, seed=1)
+    errors = run_with_reference(lambda p, c: BackendStepper(backend, p, c), problem, cfg).errors
+    assert errors.within_tolerance, errors
+
+
+def test_flattened_list_is_one_launch(backend, monkeypatch):
+    launches = []
+    real = backend._launch
+    monkeypatch.setattr(backend, "_launch", lambda *a: launches.append(a[0].size) or real(*a))
+    host = [np.ones(s, np.float32) for s in [(3, 4), (5,), (1,), (0,), (7,)]]
+    _, params = backend.flatten(host)
+    _, grads = backend.flatten([h * 0.5 for h in host])
+    state = backend.init_state(params)
+    backend.step(params, grads, state, AdamConfig())
+    assert launches == [25]
+    np.testing.assert_allclose(backend.to_numpy(params[0]), 1 - 1e-3, rtol=1e-6)
+
+
+def test_separate_arrays_still_step_correctly(backend):
+    params = [backend.asarray(np.ones(4, np.float32)), backend.asarray(np.ones(3, np.float32))]
+    grads = [backend.asarray(np.full(4, 2.0, np.float32)),
+             backend.asarray(np.full(3, -2.0, np.float32))]
+    state = backend.init_state(params)
+    backend.step(params, grads, state, AdamConfig())
+    np.testing.assert_allclose(backend.to_numpy(params[0]), 1 - 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(backend.to_numpy(params[1]), 1 + 1e-3, rtol=1e-6)
+    assert state.to_dict()["exp_avg"][1].tolist() == pytest.approx([-0.2] * 3)
+
+
+def test_host_arrays_are_refused(backend):
+    params = [np.ones(3, np.float32)]
+    with pytest.raises(TypeError, match=r"params\[0\] is numpy.ndarray; the numba-cuda backend "
+                                        "needs"):
+        backend.init_state(params)
+
+
+def test_state_round_trips_through_the_host(backend):
+    _, params = backend.flatten([np.ones(5, np.float32)])
+    _, grads = backend.flatten([np.ones(5, np.float32)])
+    state = backend.init_state(params, AdamConfig(amsgrad=True))
+    backend.step(params, grads, state, AdamConfig(amsgrad=True))
+    again = backend.state_from_dict(state.to_dict())
+    assert again.step == 1
+    np.testing.assert_array_equal(backend.to_numpy(again.max_exp_avg_sq[0]),
+                                  backend.to_numpy(state.max_exp_avg_sq[0]))

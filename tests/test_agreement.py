@@ -1,0 +1,68 @@
+"""Every CPU backend against the float64 reference: every option, both dtypes, 100 steps,
+parameters and every state entry (harness.tolerances states the bounds and why)."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backends import AdamConfig, get_backend
+from harness.agreement import OPTION_SETS, run_with_reference
+from harness.problems import MIXED_SHAPES, random_problem
+from harness.steppers import BackendStepper
+
+
+def stepper_for(backend):
+    return lambda params, cfg: BackendStepper(backend, params, cfg)
+
+
+@pytest.mark.parametrize("options", list(OPTION_SETS), ids=list(OPTION_SETS))
+def test_hundred_steps_match_the_reference(cpu_backend, dtype, options):
+    cfg = AdamConfig(**OPTION_SETS[options])
+    steps = 20 if cpu_backend.name == "python" else 100
+    problem = random_problem(MIXED_SHAPES, dtype, steps, seed=3)
+    trajectory = run_with_reference(stepper_for(cpu_backend), problem, cfg)
+    errors = trajectory.errors
+    assert errors.within_tolerance, (
+        f"{errors.worst_quantity} off by {errors.worst_ratio:.3g}x tolerance at step "
+        f"{errors.worst_step}")
+    # the result really moved: a backend that does nothing must not pass
+    assert not np.allclose(trajectory.params[-1], problem.params[-1])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lr=st.floats(1e-5, 0.1), beta1=st.floats(0.0, 0.99), beta2=st.floats(0.5, 0.9999),
+       eps=st.floats(1e-10, 1e-3), weight_decay=st.floats(0.0, 0.5), decoupled=st.booleans(),
+       amsgrad=st.booleans(), maximize=st.booleans(),
+       sizes=st.lists(st.integers(0, 300), min_size=1, max_size=4),
+       dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2**16))
+def test_random_configs_match_the_reference(lr, beta1, beta2, eps, weight_decay, decoupled,
+                                            amsgrad, maximize, sizes, dtype, seed):
+    cfg = AdamConfig(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                     decoupled=decoupled, amsgrad=amsgrad, maximize=maximize)
+    problem = random_problem([(n,) for n in sizes], dtype, steps=10, seed=seed)
+    for name in ("numpy", "numba"):
+        errors = run_with_reference(stepper_for(_backend(name)), problem, cfg).errors
+        assert errors.within_tolerance, (name, errors)
+
+
+_BACKENDS = {}
+
+
+def _backend(name):
+    if name not in _BACKENDS:
+        _BACKENDS[name] = get_backend(name)
+    return _BACKENDS[name]
+
+
+def test_numpy_and_numba_are_bitwise_equal(dtype):
+    """Same operations in the same order, no fused multiply-add: identical bits."""
+    cfg = AdamConfig(weight_decay=0.01, amsgrad=True)
+    problem = random_problem(MIXED_SHAPES, dtype, steps=30, seed=5)
+    results = []
+    for name in ("numpy", "numba"):
+        stepper = BackendStepper(_backend(name), problem.copy_params(), cfg)
+        for grads in problem.grads:
+            stepper.step(stepper.prepare(grads))
+        results.append(stepper.params() + sum(stepper.moments().values(), []))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

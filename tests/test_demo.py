@@ -1,0 +1,17 @@
+"""The digits MLP trained with Adam on every CPU backend: same losses, and it learns."""
+import numpy as np
+
+from harness.demo import LOSS_RTOL, run_demo
+
+
+def test_every_backend_trains_the_same_model(tmp_path):
+    result = run_demo(steps=120, out_stem=tmp_path / "demo", include_peers=False)
+    summary = result.summary.set_index("optimizer")
+    assert set(summary.index) == {"python", "numpy", "numba"}
+    final = summary["final_loss"]
+    assert (final.max() - final.min()) / final.min() <= LOSS_RTOL
+    assert (summary["test_accuracy"] >= 0.9).all()        # chance is 0.1
+    curves = result.losses.drop(columns="step")
+    assert curves.iloc[-1].max() < 0.2 * curves.iloc[0].min()  # the loss fell 5x or more
+    np.testing.assert_allclose(curves["numba"], curves["numpy"], rtol=LOSS_RTOL)
+    assert result.ok and result.plot.exists()

@@ -1,0 +1,78 @@
+"""The Numba CPU backend: thread counts, one call for many tensors, identical numerics."""
+import numpy as np
+import pytest
+
+from backends import AdamConfig, get_backend
+from backends.numba_cpu import CHUNK
+from harness.workloads import model_workload
+
+
+def run(backend, shapes, cfg, steps=5, dtype=np.float32):
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    state = backend.init_state(params, cfg)
+    for _ in range(steps):
+        grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+        backend.step(params, grads, state, cfg)
+    return params, state
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_one_and_two_threads_give_identical_bits(amsgrad):
+    shapes = [(3 * CHUNK + 17,), (1000,), (5, 7)]
+    cfg = AdamConfig(amsgrad=amsgrad, weight_decay=0.01)
+    one, s1 = run(get_backend("numba", threads=1), shapes, cfg)
+    two, s2 = run(get_backend("numba", threads=2), shapes, cfg)
+    for a, b in zip(one + s1.exp_avg_sq, two + s2.exp_avg_sq):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_threads_setting_is_validated_and_reported():
+    import numba
+
+    assert get_backend("numba", threads=1).threads == 1
+    assert get_backend("numba").threads == numba.config.NUMBA_NUM_THREADS
+    with pytest.raises(ValueError, match=r"threads must be an int in 1\.\."):
+        get_backend("numba", threads=0)
+
+
+def test_threads_setting_does_not_leak_to_other_code():
+    import numba
+
+    before = numba.get_num_threads()
+    run(get_backend("numba", threads=1), [(CHUNK * 3,)], AdamConfig(), steps=1)
+    assert numba.get_num_threads() == before
+
+
+def test_model_shaped_list_equals_one_flat_tensor():
+    """148 GPT-2 tensors in one call give the same bits as their concatenation."""
+    workload = model_workload("gpt2-small", elements=2**18)
+    backend = get_backend("numba")
+    cfg = AdamConfig(amsgrad=True)
+    rng = np.random.default_rng(1)
+    params = [rng.standard_normal(s).astype(np.float32) for s in workload.shapes]
+    grads = [rng.standard_normal(s).astype(np.float32) for s in workload.shapes]
+    flat_p = np.concatenate([p.ravel() for p in params])
+    flat_g = np.concatenate([g.ravel() for g in grads])
+    state, flat_state = backend.init_state(params, cfg), backend.init_state([flat_p], cfg)
+    for _ in range(3):
+        backend.step(params, grads, state, cfg)
+        backend.step([flat_p], [flat_g], flat_state, cfg)
+    np.testing.assert_array_equal(np.concatenate([p.ravel() for p in params]), flat_p)
+
+
+def test_new_gradient_arrays_every_step_are_read():
+    """The address table follows new arrays (a training loop allocates grads anew)."""
+    backend = get_backend("numba")
+    params = [np.zeros(10, np.float32), np.zeros(CHUNK + 5, np.float32)]
+    state = backend.init_state(params)
+    for sign in (1.0, -1.0, 1.0):
+        before = [p.copy() for p in params]
+        grads = [np.full(p.shape, sign, np.float32) for p in params]
+        backend.step(params, grads, state, AdamConfig())
+        for b, p in zip(before, params):
+            assert np.all(np.sign(b - p) == sign)
+
+
+def test_compile_time_is_reported_apart():
+    assert get_backend("numba").compile_seconds >= 0
