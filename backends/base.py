@@ -197,6 +197,9 @@ class Backend:
 
 
 def _as_list(arrays, what) -> list:
+    """A single array as [array]; a list as it is (it is only read); other sequences copied."""
+    if type(arrays) is list:
+        return arrays
     if hasattr(arrays, "shape") and hasattr(arrays, "dtype"):
         return [arrays]
     if not isinstance(arrays, Sequence) or isinstance(arrays, (str, bytes)):

@@ -24,7 +24,7 @@ class Adam:
 
     def __init__(self, params, backend: str | Backend = "auto", **config):
         self.config = AdamConfig(**config)
-        self.params = _as_list(params, "params")
+        self.params = list(_as_list(params, "params"))
         if isinstance(backend, Backend):
             self.backend = backend
         else:
@@ -60,9 +60,9 @@ class Adam:
         arrays = {"format": np.array(_FORMAT), "step": np.array(d["state"]["step"]),
                   "backend": np.array(d["backend"]), "n_tensors": np.array(len(self.params))}
         arrays.update({f"config.{k}": np.array(v) for k, v in d["config"].items()})
-        for name, tensors in d["state"].items():
-            if isinstance(tensors, list):
-                arrays.update({f"{name}.{i}": a for i, a in enumerate(tensors)})
+        for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            for i, a in enumerate(d["state"][name] or []):
+                arrays[f"{name}.{i}"] = a
         tmp = f"{os.fspath(path)}.tmp.npz"
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
@@ -81,8 +81,8 @@ class Adam:
             state = {"step": int(f["step"])}
             for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
                 keys = [f"{name}.{i}" for i in range(n)]
-                state[name] = [f[k] for k in keys] if all(k in f for k in keys) and n else (
-                    [] if name != "max_exp_avg_sq" else None)
+                present = all(k in f.files for k in keys)
+                state[name] = [f[k] for k in keys] if present else None
             saved_backend = str(f["backend"])
         opt = cls(params, backend=backend or saved_backend, **config)
         opt.load_state_dict({"config": config, "state": state})

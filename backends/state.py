@@ -57,6 +57,8 @@ class AdamState:
         for name in _MOMENTS:
             arrays = d.get(name)
             moments[name] = None if arrays is None else [np.array(a, copy=True) for a in arrays]
+        if moments["exp_avg"] is None or moments["exp_avg_sq"] is None:
+            raise ValueError("state dict has no exp_avg or exp_avg_sq arrays")
         if len(moments["exp_avg"]) != len(moments["exp_avg_sq"]):
             raise ValueError("state dict exp_avg and exp_avg_sq differ in length")
         return cls(step=int(step), **moments)

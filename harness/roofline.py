@@ -11,7 +11,7 @@ import numpy as np
 
 from .timing import Timing, time_step
 
-__all__ = ["measure_roofline", "roofline_unavailable_reason"]
+__all__ = ["roofline_step", "measure_roofline", "roofline_unavailable_reason"]
 
 
 def roofline_unavailable_reason(device: str) -> str | None:
@@ -64,7 +64,11 @@ def _numba_cuda(n, dtype):
     return (lambda: roofline[blocks, 256](p, g, m, v)), cuda.synchronize
 
 
+def roofline_step(n: int, dtype, device: str = "cpu"):
+    """(step, sync) running the roofline kernel over ``n`` elements of ``dtype``."""
+    return (_cpu if device == "cpu" else _gpu)(n, np.dtype(dtype))
+
+
 def measure_roofline(n: int, dtype, device: str = "cpu", **timing) -> Timing:
     """Time the roofline kernel over ``n`` elements of ``dtype`` on ``device``."""
-    step, sync = (_cpu if device == "cpu" else _gpu)(n, np.dtype(dtype))
-    return time_step(step, sync, **timing)
+    return time_step(*roofline_step(n, dtype, device), **timing)

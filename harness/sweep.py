@@ -18,9 +18,10 @@ from backends import AdamConfig
 
 from .machine import machine_id, machine_info
 from .results_io import read_table, write_tables
-from .roofline import measure_roofline, roofline_unavailable_reason
+from .roofline import roofline_step, roofline_unavailable_reason
 from .subjects import Subject
 from .tables import add_derived, summary
+from .timing import time_interleaved
 from .workloads import Workload, flat_workload, model_workload
 
 __all__ = ["SweepConfig", "Cell", "plan_cells", "run_sweep", "CELL_KEY"]
@@ -95,26 +96,24 @@ def _skip_reason(cell: Cell, cfg: SweepConfig) -> str | None:
 
 
 def _measure(cell: Cell, cfg: SweepConfig) -> dict:
+    """Time the cell; a subject is timed in turn with the roofline at the same size, so
+    its ``roofline_seconds`` (and fraction of roofline) come from the same moments."""
     timing_options = {"repeats": cfg.repeats, "max_seconds": cfg.max_seconds}
+    roofline = roofline_step(cell.workload.elements, cell.dtype, cell.device)
     if cell.subject is None:
-        timing = measure_roofline(cell.workload.elements, cell.dtype, cell.device,
-                                  **timing_options)
-        return _timing_columns(timing) | {"threads": machine_info()["numba_threads"]}
+        timing, = time_interleaved([roofline], **timing_options)
+        return _timing_columns(timing) | {"threads": machine_info()["numba_threads"],
+                                          "roofline_seconds": timing.median}
     rng = np.random.default_rng(0)
     dtype = np.dtype(cell.dtype)
     params = [rng.standard_normal(s).astype(dtype) for s in cell.workload.shapes]
     grads = [rng.standard_normal(s).astype(dtype) for s in cell.workload.shapes]
     stepper = cell.subject.make(params, AdamConfig(amsgrad=cell.amsgrad))
     prepared = stepper.prepare(grads)
-    timing = _time_stepper(stepper, prepared, timing_options)
-    return _timing_columns(timing) | {"threads": stepper.threads,
-                                      "compile_seconds": stepper.compile_seconds}
-
-
-def _time_stepper(stepper, prepared, timing_options):
-    from .timing import time_step
-
-    return time_step(lambda: stepper.step(prepared), stepper.sync, **timing_options)
+    timing, roof = time_interleaved([(lambda: stepper.step(prepared), stepper.sync), roofline],
+                                    **timing_options)
+    return _timing_columns(timing) | {"threads": stepper.threads, "roofline_seconds":
+                                      roof.median, "compile_seconds": stepper.compile_seconds}
 
 
 def _timing_columns(timing) -> dict:

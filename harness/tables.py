@@ -20,8 +20,9 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
     """Add bytes_per_step, elements_per_s, gb_per_s, roofline_gb_per_s,
     fraction_of_roofline, speedup_vs_numpy and list_overhead to timing rows.
 
-    Roofline rows (label "roofline") carry their own GB/s with amsgrad False (7 streams);
-    a row's roofline is the one of its device, dtype and total element count. ``list_overhead``
+    The roofline moves 7 streams of the dtype. A row with ``roofline_seconds`` (the sweep
+    times the roofline in turn with each subject) is compared with that; otherwise with
+    the fastest roofline row of its device, dtype and element count. ``list_overhead``
     is a model-shaped row's time over the same label's flat tensor of equal element count.
     """
     df = df.copy()
@@ -34,6 +35,10 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
             .rename("roofline_gb_per_s"))
     df = df.drop(columns=["roofline_gb_per_s"], errors="ignore").join(
         roof, on=["device", "dtype", "elements"])
+    if "roofline_seconds" in df.columns:
+        roof_bytes = df["elements"] * [bytes_per_element(d, False) for d in df["dtype"]]
+        paired = roof_bytes / df["roofline_seconds"] / 1e9
+        df["roofline_gb_per_s"] = paired.fillna(df["roofline_gb_per_s"])
     df["fraction_of_roofline"] = df["gb_per_s"] / df["roofline_gb_per_s"]
     key = ["workload", "dtype", "amsgrad", "elements"]
     numpy_time = (df[df["label"] == "numpy"].groupby(key)["seconds_median"].min()

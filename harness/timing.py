@@ -1,7 +1,9 @@
-"""Timing a step: warm-up apart, batches long enough for the clock, median and spread.
+"""Timing steps: warm-up apart, batches long enough for the clock, median and spread.
 
 GPU work is asynchronous, so every timed batch ends with ``sync()`` (the device finished)
-before the host clock is read; on the CPU ``sync`` does nothing.
+before the host clock is read; on the CPU ``sync`` does nothing. Several steps can be
+timed together, batch by batch in turn, so that a machine whose bandwidth drifts (other
+tenants, clocks) affects them alike: the roofline is timed that way beside each kernel.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Timing", "time_step"]
+__all__ = ["Timing", "time_step", "time_interleaved"]
 
 
 @dataclass(frozen=True)
@@ -37,12 +39,10 @@ class Timing:
         return float((q3 - q1) / self.median) if self.median > 0 else 0.0
 
 
-def time_step(step: Callable[[], None], sync: Callable[[], None] = lambda: None,
-              repeats: int = 15, max_seconds: float = 2.0, min_batch_seconds: float = 0.01
-              ) -> Timing:
-    """Time ``step``: one warm-up call (compilation, first-touch allocation), then up to
-    ``repeats`` batches of equal length, stopping early (after at least 3) past
-    ``max_seconds``."""
+Step = tuple[Callable[[], None], Callable[[], None]]  # (step, sync)
+
+
+def _warm_and_calibrate(step, sync, min_batch_seconds) -> tuple[float, int]:
     start = time.perf_counter()
     step()
     sync()
@@ -51,15 +51,31 @@ def time_step(step: Callable[[], None], sync: Callable[[], None] = lambda: None,
     step()
     sync()
     one = max(time.perf_counter() - t0, 1e-7)
-    batch = max(1, int(min_batch_seconds / one))
+    return warmup, max(1, int(min_batch_seconds / one))
+
+
+def time_interleaved(steps: list[Step], repeats: int = 15, max_seconds: float = 2.0,
+                     min_batch_seconds: float = 0.01) -> list[Timing]:
+    """Time each (step, sync): one warm-up call each (compilation, first touch), then up
+    to ``repeats`` rounds of one batch per step, stopping early (after at least 3 rounds)
+    once ``max_seconds`` have passed."""
+    prepared = [_warm_and_calibrate(step, sync, min_batch_seconds) for step, sync in steps]
     deadline = time.perf_counter() + max_seconds
-    per_step = []
-    for _ in range(max(repeats, 1)):
-        t0 = time.perf_counter()
-        for _ in range(batch):
-            step()
-        sync()
-        per_step.append((time.perf_counter() - t0) / batch)
-        if len(per_step) >= 3 and time.perf_counter() > deadline:
+    per_step: list[list[float]] = [[] for _ in steps]
+    for round_ in range(max(repeats, 1)):
+        for (step, sync), (_, batch), out in zip(steps, prepared, per_step):
+            t0 = time.perf_counter()
+            for _ in range(batch):
+                step()
+            sync()
+            out.append((time.perf_counter() - t0) / batch)
+        if round_ >= 2 and time.perf_counter() > deadline:
             break
-    return Timing(warmup, batch, tuple(per_step))
+    return [Timing(warmup, batch, tuple(times))
+            for (warmup, batch), times in zip(prepared, per_step)]
+
+
+def time_step(step: Callable[[], None], sync: Callable[[], None] = lambda: None,
+              **options) -> Timing:
+    """Time one step alone (see ``time_interleaved`` for the options)."""
+    return time_interleaved([(step, sync)], **options)[0]
