@@ -1,18 +1,23 @@
-"""Numba CPU kernels: one element-wise Adam body, its parallel driver, and the roofline.
+"""Numba CPU kernels: one element-wise Adam body, two parallel drivers, and the roofline.
 
-``adam_table`` steps any number of tensors (one included) in one call from a table of
-buffer addresses, cut into chunks of about equal size (small tensors share a chunk, large
-ones span several), so threads get equal work. All are compiled eagerly for float32 and
-float64 (cache=True): compilation is never part of a step.
+``adam_flat`` steps one contiguous tensor; its loop is vectorized (Numba tells LLVM the
+arrays of a parallel loop do not alias). ``adam_table`` steps any number of tensors in one
+call from a table of buffer addresses, cut into chunks of about equal size (small tensors
+share a chunk, large ones span several), so threads get equal work; LLVM cannot prove
+those buffers apart, so its inner loop stays scalar (in cache that costs speed; out of
+cache memory is the limit either way). All are compiled eagerly for float32 and float64
+(cache=True): compilation is never part of a step.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import carray, njit, prange, types
 from numba.extending import intrinsic
 
-__all__ = ["adam_table", "adam_table_serial", "address", "roofline_flat", "compile_all"]
+__all__ = ["adam_flat", "adam_flat_serial", "adam_table", "adam_table_serial", "address",
+           "roofline_flat", "compile_all"]
 
 FLOAT_TYPES = (types.float32, types.float64)
 
@@ -29,24 +34,32 @@ def _pointer(typingctx, address, like):
 
 
 @njit(inline="always", cache=True)
-def _adam_span(p, g, m, v, vmax, sign, l2, decay, beta1, one_minus_beta1, beta2,
-               one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, amsgrad):
-    """The kernel body (see backends.scalars) over equal-length 1-D spans, in place."""
-    for i in range(p.size):
-        gi = sign * g[i]
-        pi = p[i]
-        if use_l2:
-            gi = gi + l2 * pi
-        pi = decay * pi
-        mi = beta1 * m[i] + one_minus_beta1 * gi
-        vi = beta2 * v[i] + (one_minus_beta2 * gi) * gi
-        m[i] = mi
-        v[i] = vi
-        if amsgrad:
-            if vi > vmax[i] or vi != vi:
-                vmax[i] = vi
-            vi = vmax[i]
-        p[i] = pi - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+def _adam_element(i, p, g, m, v, vmax, sign, l2, decay, beta1, one_minus_beta1, beta2,
+                  one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, amsgrad):
+    """The kernel body (see backends.scalars) for element ``i``, in place."""
+    gi = sign * g[i]
+    pi = p[i]
+    if use_l2:
+        gi = gi + l2 * pi
+    pi = decay * pi
+    mi = beta1 * m[i] + one_minus_beta1 * gi
+    vi = beta2 * v[i] + (one_minus_beta2 * gi) * gi
+    m[i] = mi
+    v[i] = vi
+    if amsgrad:  # np.maximum keeps NaN from either side and, unlike a branch, vectorizes
+        vi = np.maximum(vmax[i], vi)
+        vmax[i] = vi
+    p[i] = pi - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+
+
+def _adam_flat(p, g, m, v, vmax, scalars, use_l2, amsgrad):
+    """One contiguous tensor (1-D views). With parallel=True Numba hands the loop body to
+    LLVM with its arrays marked non-aliasing, so it is vectorized (vsqrtps, vdivps)."""
+    sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, \
+        inv_sqrt_bc2, eps = _unpack(scalars)
+    for i in prange(p.size):
+        _adam_element(i, p, g, m, v, vmax, sign, l2, decay, beta1, one_minus_beta1, beta2,
+                      one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, amsgrad)
 
 
 @njit(inline="always", cache=True)
@@ -73,9 +86,10 @@ def _adam_table(table, scalars, use_l2, amsgrad):
             m = carray(_pointer(addresses[t, 2], eps), n)
             v = carray(_pointer(addresses[t, 3], eps), n)
             vmax = carray(_pointer(addresses[t, 4], eps), n)
-            _adam_span(p[s:e], g[s:e], m[s:e], v[s:e], vmax[s:e], sign, l2, decay, beta1,
-                       one_minus_beta1, beta2, one_minus_beta2, step_size, inv_sqrt_bc2,
-                       eps, use_l2, amsgrad)
+            for i in range(s, e):
+                _adam_element(i, p, g, m, v, vmax, sign, l2, decay, beta1, one_minus_beta1,
+                              beta2, one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2,
+                              amsgrad)
 
 
 @njit(inline="always", cache=True)
@@ -96,7 +110,9 @@ def table_layout(table):
     return addresses, sizes, chunk_bounds, seg_tensor, seg_start, seg_stop
 
 
-#: The parallel driver, and a serial twin for work too small to pay for waking threads.
+#: The parallel drivers, and serial twins for work too small to pay for waking threads.
+adam_flat = njit(parallel=True, cache=True)(_adam_flat)
+adam_flat_serial = njit(cache=True)(_adam_flat)
 adam_table = njit(parallel=True, cache=True)(_adam_table)
 adam_table_serial = njit(cache=True)(_adam_table)
 
@@ -118,15 +134,17 @@ def roofline_flat(p, g, m, v):
 
 
 def _signatures():
-    table, roof, addr = [], [], []
+    flat, table, roof, addr = [], [], [], []
     index = types.int64[::1]
     for f in FLOAT_TYPES:
         arr = f[::1]
         tail = (arr, types.boolean, types.boolean)
         table.append((index,) + tail)
+        flat.append((arr,) * 5 + tail)
         roof.append((arr,) * 4)
         addr.extend((types.Array(f, ndim, "C"),) for ndim in range(5))
-    return {adam_table: table, adam_table_serial: table, roofline_flat: roof, address: addr}
+    return {adam_flat: flat, adam_flat_serial: flat, adam_table: table,
+            adam_table_serial: table, roofline_flat: roof, address: addr}
 
 
 SIGNATURES = _signatures()

@@ -1,10 +1,10 @@
 """Backend "numba": one fused, single-pass, parallel Numba kernel per step.
 
-Every step, of one tensor or many, is one call of ``adam_table``: a table of buffer
-addresses (kept while the same arrays come back, so a training loop pays for it once) and
-a list of equal-sized chunks, so both threads get the same work however the sizes are
-spread. Work of at most one chunk runs on the calling thread (waking the pool costs more
-than it saves). Scalars are cast to the array dtype on
+A single tensor goes to ``adam_flat`` (vectorized). A list of tensors goes to
+``adam_table`` in one call: a table of buffer addresses (kept while the same arrays come
+back, so a training loop pays for it once) and a list of equal-sized chunks, so both
+threads get the same work however the sizes are spread. Work of at most one chunk runs on
+the calling thread (waking the pool costs more than it saves). Scalars are cast to the array dtype on
 the host, so float32 math stays float32 and vectorizes.
 """
 from __future__ import annotations
@@ -63,15 +63,22 @@ class NumbaBackend(Backend):
             self._numba.set_num_threads(previous)
 
     def _launch(self, params, grads, exp_avg, exp_avg_sq, vmax, floats, scalars, dtype, cache):
+        k = self._kernels
+        if len(params) == 1:
+            p = params[0].reshape(-1)
+            kernel = k.adam_flat if p.size > CHUNK else k.adam_flat_serial
+            kernel(p, grads[0].reshape(-1), exp_avg[0].reshape(-1), exp_avg_sq[0].reshape(-1),
+                   vmax[0].reshape(-1), floats, scalars.use_l2, scalars.amsgrad)
+            return
         key = ("numba-address-table", dtype, scalars.amsgrad)
         table = cache.get(key)
         if table is None:
             table = cache[key] = _AddressTable([int(a.size) for a in params],
-                                               self._kernels.table_layout.py_func)
+                                               k.table_layout.py_func)
         if table.version != cache["validated"]["version"]:
-            table.point_at((params, grads, exp_avg, exp_avg_sq, vmax), self._kernels.address)
+            table.point_at((params, grads, exp_avg, exp_avg_sq, vmax), k.address)
             table.version = cache["validated"]["version"]
-        kernel = self._kernels.adam_table if table.chunks > 1 else self._kernels.adam_table_serial
+        kernel = k.adam_table if table.chunks > 1 else k.adam_table_serial
         kernel(table.packed, floats, scalars.use_l2, scalars.amsgrad)
 
 
