@@ -11,8 +11,7 @@ import time
 
 import numpy as np
 
-from .base import FLOAT_DTYPES, Backend, _as_list
-from .state import AdamState
+from .base import FLOAT_DTYPES, Backend
 
 __all__ = ["GpuBackend"]
 
@@ -21,10 +20,6 @@ class GpuBackend(Backend):
     """Subclasses provide ``empty``, ``address``, ``span`` and ``_launch``."""
 
     device = "cuda"
-
-    def empty(self, n: int, dtype):
-        """An uninitialized 1-D device array."""
-        raise NotImplementedError
 
     def address(self, a) -> int:
         """Device address of a's first element."""
@@ -52,34 +47,6 @@ class GpuBackend(Backend):
         self.synchronize()
         return time.perf_counter() - start
 
-    def flatten(self, arrays) -> tuple:
-        """(flat, views): host arrays copied into one device buffer, and a view per array.
-
-        Pass the views as params (and views of a second flat buffer as grads) to get one
-        kernel launch per step whatever the number of tensors.
-        """
-        arrays = [np.asarray(a) for a in arrays]
-        dtypes = {a.dtype for a in arrays}
-        if len(dtypes) != 1:
-            raise TypeError(f"flatten needs arrays of one dtype, got {sorted(map(str, dtypes))}")
-        if not arrays:
-            return self.asarray(np.zeros(0, dtype=np.float32)), []
-        flat = self.asarray(np.concatenate([a.reshape(-1) for a in arrays]))
-        return flat, _views(flat, [a.shape for a in arrays])
-
-    def init_state(self, params, cfg=None) -> AdamState:
-        params = self._check_tensors(_as_list(params, "params"), "params")
-        moments = 3 if cfg is not None and cfg.amsgrad else 2
-        lists = [self._zeros_views(params) for _ in range(moments)]
-        return AdamState(0, lists[0], lists[1], lists[2] if moments == 3 else None)
-
-    def _zeros_views(self, params) -> list:
-        if not params:
-            return []
-        flat = self.empty(sum(int(p.size) for p in params), params[0].dtype)
-        flat[:] = 0
-        return _views(flat, [p.shape for p in params])
-
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, dtype,
                 cache):
         columns = [params, grads, exp_avg, exp_avg_sq]
@@ -103,21 +70,3 @@ class GpuBackend(Backend):
                 return None
             expected += a.size * a.dtype.itemsize
         return self.span(arrays[0], sum(int(a.size) for a in arrays))
-
-    def state_from_dict(self, d):
-        host = AdamState.from_dict(d)
-
-        def to_device(arrays):
-            return None if arrays is None else self.flatten(arrays)[1]
-
-        return AdamState(host.step, to_device(host.exp_avg), to_device(host.exp_avg_sq),
-                         to_device(host.max_exp_avg_sq))
-
-
-def _views(flat, shapes) -> list:
-    views, start = [], 0
-    for shape in shapes:
-        n = int(np.prod(shape, dtype=np.int64))
-        views.append(flat[start:start + n].reshape(shape))
-        start += n
-    return views

@@ -63,21 +63,58 @@ class Backend:
         return bool(x.flags.c_contiguous)
 
     # --- state --------------------------------------------------------------------------
+    def empty(self, n: int, dtype):
+        """An uninitialized 1-D array of this backend's type."""
+        return np.empty(n, dtype=dtype)
+
+    def flatten(self, arrays) -> tuple:
+        """(flat, views): host arrays copied into one buffer of this backend's type, and a
+        view of it per array, in order.
+
+        Params that are such views (and grads that are views of a second flat buffer) are
+        stepped as one contiguous tensor: one kernel call whatever the number of tensors.
+        """
+        arrays = [np.asarray(a) for a in arrays]
+        dtypes = {a.dtype for a in arrays}
+        if len(dtypes) > 1:
+            raise TypeError(f"flatten needs arrays of one dtype, got {sorted(map(str, dtypes))}")
+        if not arrays:
+            return self.asarray(np.zeros(0, dtype=np.float32)), []
+        flat = self.asarray(np.concatenate([a.reshape(-1) for a in arrays]))
+        return flat, _views(flat, [a.shape for a in arrays])
+
     def init_state(self, params, cfg: AdamConfig | None = None) -> AdamState:
-        """Zero moments for ``params``; ``max_exp_avg_sq`` too when ``cfg.amsgrad``."""
+        """Zero moments for ``params``; ``max_exp_avg_sq`` too when ``cfg.amsgrad``. Each
+        moment's tensors are views into one buffer per dtype, back to back."""
         params = self._check_tensors(_as_list(params, "params"), "params")
         amsgrad = cfg is not None and cfg.amsgrad
         return AdamState(
             step=0,
-            exp_avg=[self.zeros_like(p) for p in params],
-            exp_avg_sq=[self.zeros_like(p) for p in params],
-            max_exp_avg_sq=[self.zeros_like(p) for p in params] if amsgrad else None,
+            exp_avg=self._zeros_views(params),
+            exp_avg_sq=self._zeros_views(params),
+            max_exp_avg_sq=self._zeros_views(params) if amsgrad else None,
         )
+
+    def _zeros_views(self, params) -> list:
+        views = [None] * len(params)
+        for dtype, idx in _group_by_dtype(params).items():
+            flat = self.empty(sum(int(params[i].size) for i in idx), dtype)
+            flat[:] = 0
+            for i, view in zip(idx, _views(flat, [params[i].shape for i in idx])):
+                views[i] = view
+        return views
 
     def state_from_dict(self, d: dict) -> AdamState:
         """An AdamState of this backend's arrays from ``AdamState.to_dict`` output."""
         host = AdamState.from_dict(d)
-        convert = lambda arrays: None if arrays is None else [self.asarray(a) for a in arrays]
+
+        def convert(arrays):
+            if arrays is None:
+                return None
+            if len({a.dtype for a in arrays}) > 1:
+                return [self.asarray(a) for a in arrays]
+            return self.flatten(arrays)[1]
+
         return AdamState(host.step, convert(host.exp_avg), convert(host.exp_avg_sq),
                          convert(host.max_exp_avg_sq))
 
@@ -86,7 +123,7 @@ class Backend:
         """One Adam step of every tensor, in place; ``state.step`` goes up by one."""
         params, grads, groups = self._validate(params, grads, state, cfg)
         if cfg.amsgrad and state.max_exp_avg_sq is None:
-            state.max_exp_avg_sq = [self.zeros_like(p) for p in params]
+            state.max_exp_avg_sq = self._zeros_views(params)
         scalars = StepScalars.for_step(cfg, state.step + 1)
         amax = state.max_exp_avg_sq if cfg.amsgrad else None
         columns = (params, grads, state.exp_avg, state.exp_avg_sq, amax)
@@ -206,6 +243,15 @@ def _as_list(arrays, what) -> list:
         raise TypeError(f"{what} must be an array or a sequence of arrays, "
                         f"got {type(arrays).__name__}")
     return list(arrays)
+
+
+def _views(flat, shapes) -> list:
+    views, start = [], 0
+    for shape in shapes:
+        n = int(np.prod(shape, dtype=np.int64))
+        views.append(flat[start:start + n].reshape(shape))
+        start += n
+    return views
 
 
 def _group_by_dtype(params) -> dict:

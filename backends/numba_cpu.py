@@ -1,6 +1,7 @@
 """Backend "numba": one fused, single-pass, parallel Numba kernel per step.
 
-A single tensor goes to ``adam_flat`` (vectorized). A list of tensors goes to
+A single tensor, or a list of views that lie back to back in memory (``flatten`` makes
+them), goes to ``adam_flat`` (vectorized). Any other list of tensors goes to
 ``adam_table`` in one call: a table of buffer addresses (kept while the same arrays come
 back, so a training loop pays for it once) and a list of equal-sized chunks, so both
 threads get the same work however the sizes are spread. Work of at most one chunk runs on
@@ -78,6 +79,10 @@ class NumbaBackend(Backend):
         if table.version != cache["validated"]["version"]:
             table.point_at((params, grads, exp_avg, exp_avg_sq, vmax), k.address)
             table.version = cache["validated"]["version"]
+        if table.spans is not None:
+            kernel = k.adam_flat if table.total > CHUNK else k.adam_flat_serial
+            kernel(*table.spans, floats, scalars.use_l2, scalars.amsgrad)
+            return
         kernel = k.adam_table if table.chunks > 1 else k.adam_table_serial
         kernel(table.packed, floats, scalars.use_l2, scalars.amsgrad)
 
@@ -109,17 +114,39 @@ class _AddressTable:
         n_tensors, n_seg = len(sizes), len(segments)
         self.packed = np.zeros(3 + 6 * n_tensors + len(bounds) + 3 * n_seg, dtype=np.int64)
         self.packed[:3] = (n_tensors, self.chunks, n_seg)
-        self.addresses, sizes_view, bounds_view, seg_tensor, seg_start, seg_stop = \
+        self.addresses, self.sizes, bounds_view, seg_tensor, seg_start, seg_stop = \
             layout(self.packed)
-        sizes_view[:] = sizes
+        self.sizes[:] = sizes
         bounds_view[:] = bounds
         if segments:
             seg_tensor[:], seg_start[:], seg_stop[:] = zip(*segments)
+        self.total = int(sum(sizes))
         self.refs: list = []
+        self.spans: list | None = None
         self.version = None
 
     def point_at(self, columns, address) -> None:
-        """Fill the addresses of these five lists of arrays."""
+        """Fill the addresses of these five lists of arrays, and find out whether each
+        list lies back to back in memory (views of a flat buffer, see Backend.flatten)."""
         for col, arrays in enumerate(columns):
             self.addresses[:, col] = [address(a) for a in arrays]
         self.refs = [list(arrays) for arrays in columns]
+        self.spans = self._contiguous_spans(columns)
+
+    def _contiguous_spans(self, columns) -> list | None:
+        """One 1-D array per column covering all its tensors, or None if any column has
+        gaps. The span covers exactly the tensors' own bytes, which ``refs`` keeps alive."""
+        nonempty = np.flatnonzero(self.sizes)
+        if nonempty.size == 0:
+            return None
+        itemsize = columns[0][0].dtype.itemsize
+        sizes = self.sizes[nonempty]
+        spans = []
+        for col, arrays in enumerate(columns):
+            starts = self.addresses[nonempty, col]
+            if np.any(starts[1:] != starts[:-1] + sizes[:-1] * itemsize):
+                return None
+            first = arrays[int(nonempty[0])].reshape(-1)
+            spans.append(np.lib.stride_tricks.as_strided(first, shape=(self.total,),
+                                                         strides=(itemsize,)))
+        return spans

@@ -40,12 +40,14 @@ class Stepper:
 
 
 class BackendStepper(Stepper):
-    """Stepper over one of our backends."""
+    """Stepper over one of our backends; params are copied, never shared with the caller."""
 
     kind = "backend"
 
-    def __init__(self, backend: Backend, params: list[np.ndarray], cfg: AdamConfig):
+    def __init__(self, backend: Backend, params: list[np.ndarray], cfg: AdamConfig,
+                 flat_buffer: bool = False):
         self.backend = backend
+        self.flat_buffer = flat_buffer or backend.device == "cuda"
         self.label = backend.name
         self.device = backend.device
         self.cfg = cfg
@@ -55,7 +57,9 @@ class BackendStepper(Stepper):
         self.state = backend.init_state(self._params, cfg)
 
     def _to_backend(self, arrays):
-        if self.device == "cuda" and arrays:
+        """Backend arrays; views of one flat buffer with ``flat_buffer`` (always on GPUs,
+        where a step is then one launch)."""
+        if self.flat_buffer:
             return self.backend.flatten(arrays)[1]
         return [self.backend.asarray(a) for a in arrays]
 

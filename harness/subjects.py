@@ -39,7 +39,8 @@ def collect_subjects(backends: list[str] | None = None, peers: bool = True,
         if device and backend.device != device:
             continue
         subjects.append(Subject(name, "backend", backend.device,
-                                lambda params, cfg, be=backend: BackendStepper(be, params, cfg)))
+                                lambda params, cfg, be=backend, **layout:
+                                BackendStepper(be, params, cfg, **layout)))
     if peers and device in (None, "cpu"):
         reason = torch_unavailable_reason()
         for impl in PEER_IMPLEMENTATIONS:

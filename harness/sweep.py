@@ -1,8 +1,9 @@
 """``adam-bench bench``: the throughput sweep over subjects x dtypes x workloads.
 
-Every cell is one subject stepping one workload; the roofline is measured for every
-element count in the same run. The table is rewritten atomically after each cell, so a
-killed sweep leaves the cells done so far, and ``resume`` skips them next time.
+Every cell is one subject stepping one workload, timed in turn with the roofline kernel at
+the same element count (harness.timing), so each row's fraction of roofline comes from the
+same moments. The table is rewritten atomically after each cell, so a killed sweep leaves
+the cells done so far, and ``resume`` skips them next time.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tqdm import tqdm
 from backends import AdamConfig
 
 from .machine import machine_id, machine_info
-from .results_io import read_table, write_tables
+from .results_io import atomic_write_text, read_table, write_tables
 from .roofline import roofline_step, roofline_unavailable_reason
 from .subjects import Subject
 from .tables import add_derived, summary
@@ -46,8 +47,9 @@ class SweepConfig:
     def workloads(self) -> list[Workload]:
         flats = [flat_workload(n) for n in self.sizes]
         models = [model_workload(m, scale=self.scale,
-                                 elements=None if self.scale else self.model_elements)
-                  for m in self.models]
+                                 elements=None if self.scale else self.model_elements,
+                                 flat_buffer=flat)
+                  for flat in (False, True) for m in self.models]
         extra = sorted({m.elements for m in models} - set(self.sizes))
         return flats + [flat_workload(n) for n in extra] + models
 
@@ -90,6 +92,8 @@ def _skip_reason(cell: Cell, cfg: SweepConfig) -> str | None:
         return roofline_unavailable_reason(cell.device)
     if subject.make is None:
         return subject.reason
+    if cell.workload.flat_buffer and subject.kind != "backend":
+        return "the flat-buffer layout is ours (Backend.flatten); peers get separate tensors"
     if subject.label == "python" and cell.workload.elements > cfg.python_max_size:
         return f"pure Python skipped above {cfg.python_max_size} elements (--python-max-size)"
     return None
@@ -108,7 +112,8 @@ def _measure(cell: Cell, cfg: SweepConfig) -> dict:
     dtype = np.dtype(cell.dtype)
     params = [rng.standard_normal(s).astype(dtype) for s in cell.workload.shapes]
     grads = [rng.standard_normal(s).astype(dtype) for s in cell.workload.shapes]
-    stepper = cell.subject.make(params, AdamConfig(amsgrad=cell.amsgrad))
+    layout = {"flat_buffer": True} if cell.workload.flat_buffer else {}
+    stepper = cell.subject.make(params, AdamConfig(amsgrad=cell.amsgrad), **layout)
     prepared = stepper.prepare(grads)
     timing, roof = time_interleaved([(lambda: stepper.step(prepared), stepper.sync), roofline],
                                     **timing_options)
@@ -130,7 +135,7 @@ def run_sweep(cfg: SweepConfig, subjects: list[Subject], out_stem: str | Path,
     rows = []
     csv = out_stem.with_suffix(".csv")
     if resume and csv.exists():
-        rows = read_table(csv).drop(columns=["bytes_per_step"], errors="ignore").to_dict("records")
+        rows = read_table(csv).to_dict("records")
     done = {tuple(r[k] for k in CELL_KEY) for r in rows}
     cells = [c for c in plan_cells(cfg, subjects) if c.key() not in done]
     info = machine_info()
@@ -156,7 +161,5 @@ def _write(rows, out_stem: Path, final: bool) -> pd.DataFrame:
     if final:
         write_tables(df, out_stem, markdown=summary(df))
     else:
-        from .results_io import atomic_write_text
-
         atomic_write_text(out_stem.with_suffix(".csv"), df.to_csv(index=False))
     return df

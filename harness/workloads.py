@@ -16,10 +16,13 @@ __all__ = ["Workload", "flat_workload", "model_workload", "MODELS", "parse_sizes
 
 @dataclass(frozen=True)
 class Workload:
-    """A list of tensor shapes under a name ("flat" for a single tensor)."""
+    """A list of tensor shapes under a name ("flat" for a single tensor). With
+    ``flat_buffer`` the tensors are views of one buffer (``Backend.flatten``), as a
+    framework with flat parameter storage would hand them over."""
 
     name: str
     shapes: tuple[tuple[int, ...], ...]
+    flat_buffer: bool = False
 
     @property
     def elements(self) -> int:
@@ -61,8 +64,8 @@ def _resnet50():
 MODELS = {"gpt2-small": _gpt2_small, "bert-base": _bert_base, "resnet50": _resnet50}
 
 
-def model_workload(name: str, scale: float | None = None, elements: int | None = None
-                   ) -> Workload:
+def model_workload(name: str, scale: float | None = None, elements: int | None = None,
+                   flat_buffer: bool = False) -> Workload:
     """A model's parameter list, every tensor shrunk by ``scale`` (or to ``elements`` in
     all), each keeping at least one element; shrunk tensors are 1-D (Adam is elementwise)."""
     if name not in MODELS:
@@ -70,12 +73,13 @@ def model_workload(name: str, scale: float | None = None, elements: int | None =
     shapes = [tuple(s) for s in MODELS[name]()]
     if elements is not None:
         scale = elements / Workload(name, tuple(shapes)).elements
+    suffix = "+flat-buffer" if flat_buffer else ""
     if scale is None or scale == 1:
-        return Workload(name, tuple(shapes))
+        return Workload(name + suffix, tuple(shapes), flat_buffer)
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1], got {scale!r}")
     sizes = [max(1, round(int(np.prod(s)) * scale)) for s in shapes]
-    return Workload(f"{name}@{scale:.3g}", tuple((n,) for n in sizes))
+    return Workload(f"{name}@{scale:.3g}{suffix}", tuple((n,) for n in sizes), flat_buffer)
 
 
 def flat_workload(elements: int) -> Workload:

@@ -76,3 +76,25 @@ def test_new_gradient_arrays_every_step_are_read():
 
 def test_compile_time_is_reported_apart():
     assert get_backend("numba").compile_seconds >= 0
+
+
+def test_views_of_a_flat_buffer_take_the_single_tensor_kernel():
+    """Params and grads made by flatten lie back to back: one vectorized call, same bits
+    as the table kernel over separate arrays."""
+    backend = get_backend("numba")
+    cfg = AdamConfig(amsgrad=True, weight_decay=0.1)
+    rng = np.random.default_rng(2)
+    shapes = [(0,), (CHUNK + 3,), (7, 9), (1,)]
+    host_p = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    host_g = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    _, views = backend.flatten(host_p)
+    _, grad_views = backend.flatten(host_g)
+    separate = [p.copy() for p in host_p]
+    s_views, s_sep = backend.init_state(views, cfg), backend.init_state(separate, cfg)
+    for _ in range(3):
+        backend.step(views, grad_views, s_views, cfg)
+        backend.step(separate, [g.copy() for g in host_g], s_sep, cfg)
+    table = next(v for k, v in s_views.cache.items() if k[0] == "numba-address-table")
+    assert table.spans is not None
+    for a, b in zip(views, separate):
+        np.testing.assert_array_equal(a, b)
