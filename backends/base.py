@@ -49,10 +49,6 @@ class Backend:
         """This backend's array -> host NumPy array."""
         return to_host(x)
 
-    def zeros_like(self, x):
-        """A new zero array of x's shape and dtype, of this backend's type."""
-        return np.zeros_like(x)
-
     def synchronize(self) -> None:
         """Wait until queued device work is finished (no-op on the CPU)."""
 

@@ -60,9 +60,6 @@ class CupyBackend(GpuBackend):
     def asarray(self, a):
         return self._cupy.asarray(a)
 
-    def zeros_like(self, x):
-        return self._cupy.zeros_like(x)
-
     def empty(self, n, dtype):
         return self._cupy.empty(n, dtype=dtype)
 

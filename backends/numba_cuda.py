@@ -54,11 +54,6 @@ class NumbaCudaBackend(GpuBackend):
     def asarray(self, a):
         return self._cuda.to_device(np.ascontiguousarray(a))
 
-    def zeros_like(self, x):
-        out = self._cuda.device_array(x.shape, dtype=x.dtype)
-        out[:] = 0
-        return out
-
     def empty(self, n, dtype):
         return self._cuda.device_array(n, dtype=dtype)
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .timing import Timing, time_step
-
-__all__ = ["roofline_step", "measure_roofline", "roofline_unavailable_reason"]
+__all__ = ["roofline_step", "roofline_unavailable_reason"]
 
 
 def roofline_unavailable_reason(device: str) -> str | None:
@@ -67,8 +65,3 @@ def _numba_cuda(n, dtype):
 def roofline_step(n: int, dtype, device: str = "cpu"):
     """(step, sync) running the roofline kernel over ``n`` elements of ``dtype``."""
     return (_cpu if device == "cpu" else _gpu)(n, np.dtype(dtype))
-
-
-def measure_roofline(n: int, dtype, device: str = "cpu", **timing) -> Timing:
-    """Time the roofline kernel over ``n`` elements of ``dtype`` on ``device``."""
-    return time_step(*roofline_step(n, dtype, device), **timing)

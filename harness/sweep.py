@@ -100,25 +100,36 @@ def _skip_reason(cell: Cell, cfg: SweepConfig) -> str | None:
 
 
 def _measure(cell: Cell, cfg: SweepConfig) -> dict:
-    """Time the cell; a subject is timed in turn with the roofline at the same size, so
-    its ``roofline_seconds`` (and fraction of roofline) come from the same moments."""
+    """Time the cell in turn with the roofline at the same element count, and a
+    model-shaped cell also with the same subject on one flat tensor of that size, so
+    ``roofline_seconds`` and ``flat_seconds`` come from the same moments as the cell's."""
     timing_options = {"repeats": cfg.repeats, "max_seconds": cfg.max_seconds}
     roofline = roofline_step(cell.workload.elements, cell.dtype, cell.device)
     if cell.subject is None:
         timing, = time_interleaved([roofline], **timing_options)
         return _timing_columns(timing) | {"threads": machine_info()["numba_threads"],
                                           "roofline_seconds": timing.median}
+    stepper, step = _stepper(cell.subject, cell.workload, cell.dtype, cell.amsgrad)
+    steps = [step, roofline]
+    if cell.workload.name != "flat":
+        steps.append(_stepper(cell.subject, flat_workload(cell.workload.elements), cell.dtype,
+                              cell.amsgrad)[1])
+    timings = time_interleaved(steps, **timing_options)
+    extra = {"flat_seconds": timings[2].median} if len(timings) == 3 else {}
+    return _timing_columns(timings[0]) | extra | {
+        "threads": stepper.threads, "roofline_seconds": timings[1].median,
+        "compile_seconds": stepper.compile_seconds}
+
+
+def _stepper(subject: Subject, workload: Workload, dtype: str, amsgrad: bool):
+    """(stepper, (step, sync)) of ``subject`` on seeded random params and grads."""
     rng = np.random.default_rng(0)
-    dtype = np.dtype(cell.dtype)
-    params = [rng.standard_normal(s).astype(dtype) for s in cell.workload.shapes]
-    grads = [rng.standard_normal(s).astype(dtype) for s in cell.workload.shapes]
-    layout = {"flat_buffer": True} if cell.workload.flat_buffer else {}
-    stepper = cell.subject.make(params, AdamConfig(amsgrad=cell.amsgrad), **layout)
+    params = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
+    grads = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
+    layout = {"flat_buffer": True} if workload.flat_buffer else {}
+    stepper = subject.make(params, AdamConfig(amsgrad=amsgrad), **layout)
     prepared = stepper.prepare(grads)
-    timing, roof = time_interleaved([(lambda: stepper.step(prepared), stepper.sync), roofline],
-                                    **timing_options)
-    return _timing_columns(timing) | {"threads": stepper.threads, "roofline_seconds":
-                                      roof.median, "compile_seconds": stepper.compile_seconds}
+    return stepper, (lambda: stepper.step(prepared), stepper.sync)
 
 
 def _timing_columns(timing) -> dict:

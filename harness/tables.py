@@ -23,7 +23,8 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
     The roofline moves 7 streams of the dtype. A row with ``roofline_seconds`` (the sweep
     times the roofline in turn with each subject) is compared with that; otherwise with
     the fastest roofline row of its device, dtype and element count. ``list_overhead``
-    is a model-shaped row's time over the same label's flat tensor of equal element count.
+    is a model-shaped row's time over the same label's flat tensor of equal element count
+    (its own paired ``flat_seconds`` when the sweep measured one, else the flat row).
     """
     df = df.copy()
     per_element = [bytes_per_element(d, a) for d, a in zip(df["dtype"], df["amsgrad"])]
@@ -46,10 +47,13 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
     df = df.join(numpy_time, on=key)
     df["speedup_vs_numpy"] = df.pop("numpy_seconds") / df["seconds_median"]
     flat_time = (df[df["workload"] == "flat"].groupby(["label", "dtype", "amsgrad", "elements"])
-                 ["seconds_median"].min().rename("flat_seconds"))
+                 ["seconds_median"].min().rename("flat_row_seconds"))
     df = df.join(flat_time, on=["label", "dtype", "amsgrad", "elements"])
+    flat_seconds = df.pop("flat_row_seconds")
+    if "flat_seconds" in df.columns:
+        flat_seconds = df["flat_seconds"].fillna(flat_seconds)
     df["list_overhead"] = np.where(df["workload"] == "flat", np.nan,
-                                   df["seconds_median"] / df.pop("flat_seconds"))
+                                   df["seconds_median"] / flat_seconds)
     return df
 
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Timing", "time_step", "time_interleaved"]
+__all__ = ["Timing", "time_interleaved"]
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,3 @@ def time_interleaved(steps: list[Step], repeats: int = 15, max_seconds: float = 
             break
     return [Timing(warmup, batch, tuple(times))
             for (warmup, batch), times in zip(prepared, per_step)]
-
-
-def time_step(step: Callable[[], None], sync: Callable[[], None] = lambda: None,
-              **options) -> Timing:
-    """Time one step alone (see ``time_interleaved`` for the options)."""
-    return time_interleaved([(step, sync)], **options)[0]
