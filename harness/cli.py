@@ -146,8 +146,12 @@ def cmd_select(args) -> int:
         print("select: give --sizes or --model", file=sys.stderr)
         return 2
     table = read_table(args.results) if args.results else None
-    choice = choose_backend(sizes, dtype=args.dtype, device=args.device, table=table,
-                            amsgrad=args.amsgrad)
+    try:
+        choice = choose_backend(sizes, dtype=args.dtype, device=args.device, table=table,
+                                amsgrad=args.amsgrad)
+    except ValueError as exc:
+        print(f"select: {exc}", file=sys.stderr)
+        return 2
     print(choice.reason)
     return 0
 

@@ -15,11 +15,15 @@ __all__ = ["plot_throughput"]
 def plot_throughput(df: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     """Log-log GB/s vs elements per step for every label on flat tensors, one panel per
     (device, dtype, amsgrad); the roofline is the thick dashed black line."""
-    flat = df[(df["workload"] == "flat") & df["seconds_median"].notna()]
+    power_of_two = (df["elements"] & (df["elements"] - 1)) == 0  # the swept sizes
+    flat = df[(df["workload"] == "flat") & df["seconds_median"].notna() & power_of_two]
     panels = sorted(flat.groupby(["device", "dtype", "amsgrad"]).groups)
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(7 * max(len(panels), 1), 5),
-                             squeeze=False)
-    for ax, (device, dtype, amsgrad) in zip(axes[0], panels):
+    cols = min(len(panels), 2) or 1
+    rows = -(-len(panels) // cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 5 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (device, dtype, amsgrad) in zip(axes.flat, panels):
         panel = flat[(flat["device"] == device) & (flat["dtype"] == dtype)]
         roof = panel[panel["label"] == "roofline"].sort_values("elements")
         ax.plot(roof["elements"], roof["gb_per_s"], "k--", lw=2.5, label="roofline (same streams)")

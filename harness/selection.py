@@ -1,7 +1,7 @@
 """Backend selection from measured results: the fastest available backend for a workload.
 
-The table is the newest ``results/bench*.csv`` measured on this machine (CPU model, cores
-and GPU name match), or one passed in. Without a usable table the built-in order decides:
+The table is every ``results/bench*.csv`` row measured on this machine (CPU model, cores
+and GPU name match; the newest of each cell), or one passed in. Without a usable table the built-in order decides:
 on CPU numba, then numpy, then python; on CUDA cupy, then numba-cuda.
 """
 from __future__ import annotations
@@ -31,16 +31,15 @@ class Choice:
 
 
 def newest_table(results_dir: str | Path = RESULTS_DIR) -> pd.DataFrame | None:
-    """Rows measured on this machine from the newest bench table in ``results_dir``."""
-    paths = sorted(Path(results_dir).glob("bench*.csv"), key=lambda p: p.stat().st_mtime,
-                   reverse=True)
-    for path in paths:
-        df = read_table(path)
-        if "machine" in df.columns:
-            mine = df[df["machine"] == machine_id()]
-            if not mine.empty:
-                return mine
-    return None
+    """This machine's rows from every bench table in ``results_dir``, the newest
+    measurement of each cell kept (tables from several sweeps complement each other)."""
+    tables = [read_table(path) for path in Path(results_dir).glob("bench*.csv")]
+    tables = [t[t["machine"] == machine_id()] for t in tables if "machine" in t.columns]
+    rows = pd.concat([t for t in tables if not t.empty] or [pd.DataFrame()])
+    if rows.empty:
+        return None
+    key = ["workload", "label", "dtype", "amsgrad", "elements"]
+    return rows.sort_values("timestamp").drop_duplicates(key, keep="last")
 
 
 def choose_backend(sizes, dtype: str = "float32", device: str = "cpu",
@@ -57,7 +56,8 @@ def choose_backend(sizes, dtype: str = "float32", device: str = "cpu",
     total = int(sum(int(n) for n in sizes))
     available = {r.name for r in list_backends() if r.available and r.device == device}
     if not available:
-        raise ValueError(f"no available backend for device {device!r}")
+        raise ValueError(f"no available backend for device {device!r} "
+                         "(adam-bench backends says why)")
     if table is None:
         table = newest_table()
     estimates = _estimates(table, total, dtype, device, amsgrad, available) \
