@@ -122,6 +122,10 @@ def cmd_report(args) -> int:
     from .results_io import write_tables
     from .tables import summary
 
+    if Path(args.out).with_suffix(".json").resolve() == Path(args.json).resolve():
+        print(f"report: --out {args.out} would overwrite {args.json}; choose another --out",
+              file=sys.stderr)
+        return 2
     df = benchmark_json_to_table(args.json)
     write_tables(df, args.out, markdown=summary(df))
     _print_table(summary(df).drop(columns=["note"], errors="ignore"),
@@ -225,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="turn a pytest-benchmark --benchmark-json file into the "
                                       "sweep's tables and plot")
     p.add_argument("json", help="file written by pytest --benchmark-json=FILE")
-    p.add_argument("--out", default="results/pytest-benchmark", help="path stem")
+    p.add_argument("--out", default="results/pytest-benchmark-report", help="path stem")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     p.set_defaults(func=cmd_report)
 

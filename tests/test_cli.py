@@ -117,3 +117,10 @@ def test_report_turns_benchmark_json_into_tables(tmp_path, capsys):
     df = pd.read_csv(tmp_path / "report.csv")
     assert df.set_index("label").fraction_of_roofline["numba"] == pytest.approx(1.0)
     assert (tmp_path / "report.png").exists()
+
+
+def test_report_refuses_to_overwrite_its_input(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    path.write_text("{}")
+    assert main(["report", str(path), "--out", str(tmp_path / "bench")]) == 2
+    assert path.read_text() == "{}"
