@@ -165,8 +165,9 @@ class Backend:
         columns = (params, grads, state.exp_avg, state.exp_avg_sq, state.max_exp_avg_sq)
         ids = [list(map(id, columns[c])) for c in range(len(names))]
         seen = state.cache.get("validated")
-        if seen is None or seen["ids"][0] != ids[0]:
-            seen = {"ids": [None] * 5, "refs": [None] * 5, "eps": None, "version": 0,
+        if seen is None or seen["ids"][0] != ids[0]:  # new params: check everything again
+            version = seen["version"] if seen else 0
+            seen = {"ids": [None] * 5, "refs": [None] * 5, "eps": None, "version": version,
                     "groups": _group_by_dtype(params)}
         stale = [c for c in range(len(names)) if seen["ids"][c] != ids[c]]
         for c in stale:

@@ -98,3 +98,19 @@ def test_views_of_a_flat_buffer_take_the_single_tensor_kernel():
     assert table.spans is not None
     for a, b in zip(views, separate):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shapes", [[(5,)], [(5,), (CHUNK + 1,)]], ids=["one", "many"])
+def test_new_param_arrays_with_the_same_state_are_the_ones_stepped(shapes):
+    """Handing the state other (same-shaped) params must step those, not the first ones."""
+    backend = get_backend("numba")
+    first = [np.zeros(s, np.float32) for s in shapes]
+    state = backend.init_state(first)
+    grads = [np.ones(s, np.float32) for s in shapes]
+    backend.step(first, grads, state, AdamConfig())
+    second = [p.copy() for p in first]
+    frozen = [p.copy() for p in first]
+    backend.step(second, grads, state, AdamConfig())
+    for f, old, new in zip(frozen, first, second):
+        np.testing.assert_array_equal(old, f)        # the first params were left alone
+        assert np.all(new < f)                       # the second ones moved
