@@ -89,7 +89,8 @@ def test_bench_resume_measures_only_missing_cells(tmp_path, monkeypatch):
                         or real(cell, cfg))
     main(BENCH + ["--out", str(out_stem), "--resume"])
     full = pd.read_csv(out_stem.with_suffix(".csv"))
-    assert len(calls) == full.seconds_median.notna().sum() - partial.seconds_median.notna().sum()
+    measured_before, measured_after = (t.seconds_median.notna().sum() for t in (partial, full))
+    assert len(calls) == measured_after - measured_before
     assert not full.duplicated(subset=sweep.CELL_KEY).any()
 
 

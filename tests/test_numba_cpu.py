@@ -74,8 +74,19 @@ def test_new_gradient_arrays_every_step_are_read():
             assert np.all(np.sign(b - p) == sign)
 
 
-def test_compile_time_is_reported_apart():
-    assert get_backend("numba").compile_seconds >= 0
+def test_steps_never_compile():
+    """Kernels are compiled when the backend is made, for both dtypes and every option."""
+    from backends import _numba_kernels
+
+    backend = get_backend("numba")
+    compile_time = backend.compile_seconds  # reported apart from any step
+    assert isinstance(compile_time, float)
+    before = {kernel: len(kernel.signatures) for kernel in _numba_kernels.SIGNATURES}
+    for dtype in (np.float32, np.float64):
+        for cfg in (AdamConfig(), AdamConfig(amsgrad=True, weight_decay=0.1, maximize=True)):
+            run(backend, [(CHUNK * 2, 3), (4, 5, 6, 7), (9,)], cfg, steps=1, dtype=dtype)
+            run(backend, [(CHUNK * 2,)], cfg, steps=1, dtype=dtype)
+    assert {kernel: len(kernel.signatures) for kernel in _numba_kernels.SIGNATURES} == before
 
 
 def test_views_of_a_flat_buffer_take_the_single_tensor_kernel():
