@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends import AdamConfig, Backend, get_backend
+from backends import AdamConfig, Backend
 
-__all__ = ["Stepper", "BackendStepper", "backend_stepper"]
+__all__ = ["Stepper", "BackendStepper"]
 
 
 class Stepper:
@@ -78,8 +78,3 @@ class BackendStepper(Stepper):
     def moments(self):
         d = self.state.to_dict()
         return {k: d[k] for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")}
-
-
-def backend_stepper(name: str, params, cfg: AdamConfig, backend: Backend | None = None):
-    """A BackendStepper for a registered backend name (or an instance)."""
-    return BackendStepper(backend or get_backend(name), params, cfg)
