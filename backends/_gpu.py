@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from .base import FLOAT_DTYPES, Backend
+from .base import FLOAT_DTYPES, Backend, first_of_contiguous
 
 __all__ = ["GpuBackend"]
 
@@ -64,9 +64,7 @@ class GpuBackend(Backend):
         """One 1-D array over all of ``arrays`` if they lie back to back, else None."""
         if len(arrays) == 1:
             return arrays[0].reshape(-1)
-        expected = self.address(arrays[0])
-        for a in arrays:
-            if a.size and self.address(a) != expected:
-                return None
-            expected += a.size * a.dtype.itemsize
-        return self.span(arrays[0], sum(int(a.size) for a in arrays))
+        sizes = [int(a.size) for a in arrays]
+        first = first_of_contiguous([self.address(a) for a in arrays], sizes,
+                                    arrays[0].dtype.itemsize)
+        return None if first is None else self.span(arrays[first], sum(sizes))

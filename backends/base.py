@@ -242,6 +242,21 @@ def _as_list(arrays, what) -> list:
     return list(arrays)
 
 
+def first_of_contiguous(starts, sizes, itemsize: int) -> int | None:
+    """Index of the first non-empty tensor when the non-empty tensors (first-element
+    addresses ``starts``, element counts ``sizes``) lie back to back in memory, else None.
+    Empty tensors are skipped: their address can be anything."""
+    starts = np.asarray(starts, dtype=np.int64)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    nonempty = np.flatnonzero(sizes)
+    if nonempty.size == 0:
+        return None
+    starts, sizes = starts[nonempty], sizes[nonempty]
+    if np.any(starts[1:] != starts[:-1] + sizes[:-1] * itemsize):
+        return None
+    return int(nonempty[0])
+
+
 def _views(flat, shapes) -> list:
     views, start = [], 0
     for shape in shapes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Backend
+from .base import Backend, first_of_contiguous
 
 __all__ = ["NumbaBackend", "CHUNK"]
 
@@ -136,17 +136,13 @@ class _AddressTable:
     def _contiguous_spans(self, columns) -> list | None:
         """One 1-D array per column covering all its tensors, or None if any column has
         gaps. The span covers exactly the tensors' own bytes, which ``refs`` keeps alive."""
-        nonempty = np.flatnonzero(self.sizes)
-        if nonempty.size == 0:
-            return None
         itemsize = columns[0][0].dtype.itemsize
-        sizes = self.sizes[nonempty]
         spans = []
         for col, arrays in enumerate(columns):
-            starts = self.addresses[nonempty, col]
-            if np.any(starts[1:] != starts[:-1] + sizes[:-1] * itemsize):
+            first = first_of_contiguous(self.addresses[:, col], self.sizes, itemsize)
+            if first is None:
                 return None
-            first = arrays[int(nonempty[0])].reshape(-1)
-            spans.append(np.lib.stride_tricks.as_strided(first, shape=(self.total,),
+            spans.append(np.lib.stride_tricks.as_strided(arrays[first].reshape(-1),
+                                                         shape=(self.total,),
                                                          strides=(itemsize,)))
         return spans

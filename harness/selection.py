@@ -1,8 +1,9 @@
 """Backend selection from measured results: the fastest available backend for a workload.
 
 The table is every ``results/bench*.csv`` row measured on this machine (CPU model, cores
-and GPU name match; the newest of each cell), or one passed in. Without a usable table the built-in order decides:
-on CPU numba, then numpy, then python; on CUDA cupy, then numba-cuda.
+and GPU name match; the newest of each cell), or one passed in. Without a usable table
+the built-in order decides: on CPU numba, then numpy, then python; on CUDA cupy, then
+numba-cuda.
 """
 from __future__ import annotations
 
