@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from .base import FLOAT_DTYPES, Backend, first_of_contiguous
+from .scalars import StepScalars
 
 __all__ = ["GpuBackend"]
 
@@ -36,7 +37,6 @@ class GpuBackend(Backend):
     def _timed_warm_up(self) -> float:
         """Compile every kernel variant with one tiny launch each; returns seconds."""
         from .config import AdamConfig
-        from .scalars import StepScalars
 
         start = time.perf_counter()
         for dtype in FLOAT_DTYPES:
@@ -47,8 +47,9 @@ class GpuBackend(Backend):
         self.synchronize()
         return time.perf_counter() - start
 
-    def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, dtype,
+    def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
                 cache):
+        scalars = StepScalars.for_step(cfg, t)
         columns = [params, grads, exp_avg, exp_avg_sq]
         if max_exp_avg_sq is not None:
             columns.append(max_exp_avg_sq)

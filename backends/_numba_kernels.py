@@ -1,25 +1,40 @@
-"""Numba CPU kernels: one element-wise Adam body, two parallel drivers, and the roofline.
+"""Numba CPU kernels: one element-wise Adam body, two drivers (serial and parallel), and
+the roofline.
 
-``adam_flat`` steps one contiguous tensor; its loop is vectorized (Numba tells LLVM the
-arrays of a parallel loop do not alias). ``adam_table`` steps any number of tensors in one
-call from a table of buffer addresses, cut into chunks of about equal size (small tensors
-share a chunk, large ones span several), so threads get equal work; LLVM cannot prove
-those buffers apart, so its inner loop stays scalar (in cache that costs speed; out of
-cache memory is the limit either way). All are compiled eagerly for float32 and float64
-(cache=True): compilation is never part of a step.
+``adam_flat`` steps one contiguous tensor; ``adam_table`` steps any number of tensors in
+one call from a table of buffer addresses, cut into chunks of about equal size (small
+tensors share a chunk, large ones span several), so threads get equal work. Both take
+the hyperparameters as a float64 array and the step number, and compute the step's
+constants once, in double, before the loop (``backends.scalars.step_constants``, the same
+function the other backends call), then cast them to the array dtype so float32 math
+stays float32.
+
+Every inner loop is vectorized by LLVM (vsqrtps, vdivps): the element body takes and
+returns scalars (passing arrays into it leaves reference counting calls in the loop, and
+LLVM does not vectorize loops with calls), ``_sqrt`` is LLVM's sqrt intrinsic (Numba's
+``math.sqrt`` is a call into libm), and the numpy error model drops the division-by-zero
+check (an early exit). Where LLVM cannot prove the buffers apart it checks at run time.
+All kernels are compiled eagerly for float32 and float64 (cache=True): compilation is
+never part of a step.
 """
 from __future__ import annotations
 
-import math
+import types as pytypes
 
 import numpy as np
 from numba import carray, njit, prange, types
 from numba.extending import intrinsic
 
+from .scalars import step_constants
+
 __all__ = ["adam_flat", "adam_flat_serial", "adam_table", "adam_table_serial", "address",
-           "roofline_flat", "compile_all"]
+           "roofline_flat", "compile_all", "HYPER_FIELDS"]
 
 FLOAT_TYPES = (types.float32, types.float64)
+#: AdamConfig fields in the order of the kernels' float64 ``hyper`` argument.
+HYPER_FIELDS = ("lr", "beta1", "beta2", "eps", "weight_decay", "decoupled", "maximize",
+                "amsgrad")
+KERNEL_OPTIONS = {"cache": True, "error_model": "numpy"}
 
 
 @intrinsic
@@ -33,64 +48,84 @@ def _pointer(typingctx, address, like):
     return signature, codegen
 
 
+@intrinsic
+def _sqrt(typingctx, x):
+    """IEEE square root as LLVM's intrinsic, which the loop vectorizer maps to vsqrtps."""
+    def codegen(context, builder, sig, args):
+        return builder.call(builder.module.declare_intrinsic("llvm.sqrt", [args[0].type]),
+                            args)
+
+    return x(x), codegen
+
+
+step_constants_jit = njit(inline="always", cache=True)(step_constants)
+
+
+@njit(cache=True)  # not inlined in Numba's IR: parfor array analysis trips on the tuple
+def _constants(hyper, t, like):
+    """(constants cast to ``like``'s dtype, use_l2, amsgrad) of step ``t``."""
+    lr, beta1, beta2, eps, weight_decay, decoupled, maximize, amsgrad = (
+        hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0, hyper[6] != 0,
+        hyper[7] != 0)
+    sign, l2, decay, beta1, omb1, beta2, omb2, step_size, inv_sqrt_bc2, eps = \
+        step_constants_jit(lr, beta1, beta2, eps, weight_decay, decoupled, maximize, t)
+    cast = like.dtype.type
+    constants = (cast(sign), cast(l2), cast(decay), cast(beta1), cast(omb1), cast(beta2),
+                 cast(omb2), cast(step_size), cast(inv_sqrt_bc2), cast(eps))
+    return constants, weight_decay != 0 and not decoupled, amsgrad
+
+
 @njit(inline="always", cache=True)
-def _adam_element(i, p, g, m, v, vmax, sign, l2, decay, beta1, one_minus_beta1, beta2,
-                  one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, amsgrad):
-    """The kernel body (see backends.scalars) for element ``i``, in place."""
-    gi = sign * g[i]
-    pi = p[i]
+def _adam_element(p, g, m, v, vmax, constants, use_l2, amsgrad):
+    """The body of backends.scalars for one element: new (p, m, v, vmax)."""
+    sign, l2, decay, beta1, omb1, beta2, omb2, step_size, inv_sqrt_bc2, eps = constants
+    g = sign * g
     if use_l2:
-        gi = gi + l2 * pi
-    pi = decay * pi
-    mi = beta1 * m[i] + one_minus_beta1 * gi
-    vi = beta2 * v[i] + (one_minus_beta2 * gi) * gi
-    m[i] = mi
-    v[i] = vi
-    if amsgrad:  # np.maximum keeps NaN from either side and, unlike a branch, vectorizes
-        vi = np.maximum(vmax[i], vi)
-        vmax[i] = vi
-    p[i] = pi - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+        g = g + l2 * p
+    p = decay * p
+    m = beta1 * m + omb1 * g
+    v = beta2 * v + (omb2 * g) * g
+    # np.maximum keeps NaN from either side and, unlike a branch, vectorizes
+    vmax = np.maximum(vmax, v) if amsgrad else v
+    return p - step_size * m / (_sqrt(vmax) * inv_sqrt_bc2 + eps), m, v, vmax
 
 
-def _adam_flat(p, g, m, v, vmax, scalars, use_l2, amsgrad):
-    """One contiguous tensor (1-D views). With parallel=True Numba hands the loop body to
-    LLVM with its arrays marked non-aliasing, so it is vectorized (vsqrtps, vdivps)."""
-    sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, \
-        inv_sqrt_bc2, eps = _unpack(scalars)
+def _adam_flat(p, g, m, v, vmax, hyper, t):
+    """One contiguous tensor (1-D views); ``vmax`` is only read and written with amsgrad."""
+    constants, use_l2, amsgrad = _constants(hyper, t, p)
     for i in prange(p.size):
-        _adam_element(i, p, g, m, v, vmax, sign, l2, decay, beta1, one_minus_beta1, beta2,
-                      one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, amsgrad)
+        p[i], m[i], v[i], vmax_i = _adam_element(p[i], g[i], m[i], v[i],
+                                                 vmax[i] if amsgrad else v[i],
+                                                 constants, use_l2, amsgrad)
+        if amsgrad:
+            vmax[i] = vmax_i
 
 
-@njit(inline="always", cache=True)
-def _unpack(s):
-    return s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9]
-
-
-def _adam_table(table, scalars, use_l2, amsgrad):
+def _adam_table(table, like, hyper, t):
     """Many tensors in one call, described by one int64 array (see ``table_layout``):
-    per tensor t the addresses of (p, g, m, v, vmax) and its size; per chunk c (one
+    per tensor the addresses of (p, g, m, v, vmax) and its size; per chunk c (one
     parallel task) a run of segments, segment k covering elements start:stop of a tensor.
+    ``like`` is any array of the tensors' dtype (only its type is used).
     """
-    sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, \
-        inv_sqrt_bc2, eps = _unpack(scalars)
+    constants, use_l2, amsgrad = _constants(hyper, t, like)
+    eps = constants[9]
     addresses, sizes, chunk_bounds, seg_tensor, seg_start, seg_stop = table_layout(table)
     for c in prange(chunk_bounds.size - 1):
         for k in range(chunk_bounds[c], chunk_bounds[c + 1]):
-            t = seg_tensor[k]
-            n = sizes[t]
-            s = seg_start[k]
-            e = seg_stop[k]
+            tensor, s, e = seg_tensor[k], seg_start[k], seg_stop[k]
+            n = sizes[tensor]
             # slices indexed from 0: indexing the whole tensor from s runs 4x slower here
-            p = carray(_pointer(addresses[t, 0], eps), n)[s:e]
-            g = carray(_pointer(addresses[t, 1], eps), n)[s:e]
-            m = carray(_pointer(addresses[t, 2], eps), n)[s:e]
-            v = carray(_pointer(addresses[t, 3], eps), n)[s:e]
-            vmax = carray(_pointer(addresses[t, 4], eps), n)[s:e]
+            p = carray(_pointer(addresses[tensor, 0], eps), n)[s:e]
+            g = carray(_pointer(addresses[tensor, 1], eps), n)[s:e]
+            m = carray(_pointer(addresses[tensor, 2], eps), n)[s:e]
+            v = carray(_pointer(addresses[tensor, 3], eps), n)[s:e]
+            vmax = carray(_pointer(addresses[tensor, 4], eps), n)[s:e]
             for i in range(e - s):
-                _adam_element(i, p, g, m, v, vmax, sign, l2, decay, beta1, one_minus_beta1,
-                              beta2, one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2,
-                              amsgrad)
+                p[i], m[i], v[i], vmax_i = _adam_element(p[i], g[i], m[i], v[i],
+                                                         vmax[i] if amsgrad else v[i],
+                                                         constants, use_l2, amsgrad)
+                if amsgrad:
+                    vmax[i] = vmax_i
 
 
 @njit(inline="always", cache=True)
@@ -111,11 +146,21 @@ def table_layout(table):
     return addresses, sizes, chunk_bounds, seg_tensor, seg_start, seg_stop
 
 
+def _serial_twin(fn):
+    """A copy of ``fn`` named ``<name>_serial``. Numba's on-disk cache files a compiled
+    function under its qualified name and signature, not its options, so a serial and a
+    parallel build of one Python function would each load whichever was compiled first."""
+    twin = pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial")
+    twin.__qualname__ = fn.__qualname__ + "_serial"
+    twin.__doc__ = fn.__doc__
+    return twin
+
+
 #: The parallel drivers, and serial twins for work too small to pay for waking threads.
-adam_flat = njit(parallel=True, cache=True)(_adam_flat)
-adam_flat_serial = njit(cache=True)(_adam_flat)
-adam_table = njit(parallel=True, cache=True)(_adam_table)
-adam_table_serial = njit(cache=True)(_adam_table)
+adam_flat = njit(parallel=True, **KERNEL_OPTIONS)(_adam_flat)
+adam_flat_serial = njit(**KERNEL_OPTIONS)(_serial_twin(_adam_flat))
+adam_table = njit(parallel=True, **KERNEL_OPTIONS)(_adam_table)
+adam_table_serial = njit(**KERNEL_OPTIONS)(_serial_twin(_adam_table))
 
 
 @njit(cache=True)
@@ -124,7 +169,7 @@ def address(a):
     return a.ctypes.data
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, **KERNEL_OPTIONS)
 def roofline_flat(p, g, m, v):
     """The ceiling: Adam's streams (read p, g, m, v; write p, m, v), trivial arithmetic."""
     for i in prange(p.size):
@@ -136,12 +181,11 @@ def roofline_flat(p, g, m, v):
 
 def _signatures():
     flat, table, roof, addr = [], [], [], []
-    index = types.int64[::1]
+    hyper, step = types.float64[::1], types.int64
     for f in FLOAT_TYPES:
         arr = f[::1]
-        tail = (arr, types.boolean, types.boolean)
-        table.append((index,) + tail)
-        flat.append((arr,) * 5 + tail)
+        table.append((types.int64[::1], arr, hyper, step))
+        flat.append((arr,) * 5 + (hyper, step))
         roof.append((arr,) * 4)
         addr.extend((types.Array(f, ndim, "C"),) for ndim in range(5))
     return {adam_flat: flat, adam_flat_serial: flat, adam_table: table,

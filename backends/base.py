@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from .config import AdamConfig
-from .scalars import StepScalars
 from .state import AdamState, to_host
 
 __all__ = ["Backend", "BackendUnavailable", "FLOAT_DTYPES"]
@@ -26,9 +25,10 @@ class BackendUnavailable(RuntimeError):
 
 class Backend:
     """One Adam implementation. Subclasses set ``name``, ``device``, ``array_type`` and
-    implement ``_update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, dtype,
-    cache)``, which receives same-dtype lists and updates them in place; ``cache`` is the
-    state's dict for derived data the backend wants to keep between steps.
+    implement ``_update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
+    cache)``, which receives same-dtype lists and updates them in place as step ``t``
+    (1-based; ``StepScalars.for_step(cfg, t)`` gives the kernel's scalars); ``cache`` is
+    the state's dict for derived data the backend wants to keep between steps.
     """
 
     name: str = ""
@@ -118,79 +118,107 @@ class Backend:
     def step(self, params, grads, state: AdamState, cfg: AdamConfig) -> None:
         """One Adam step of every tensor, in place; ``state.step`` goes up by one."""
         params, grads, groups = self._validate(params, grads, state, cfg)
-        if cfg.amsgrad and state.max_exp_avg_sq is None:
-            state.max_exp_avg_sq = self._zeros_views(params)
-        scalars = StepScalars.for_step(cfg, state.step + 1)
+        t = state.step + 1
         amax = state.max_exp_avg_sq if cfg.amsgrad else None
         columns = (params, grads, state.exp_avg, state.exp_avg_sq, amax)
         if len(groups) == 1:
             (dtype, _), = groups.items()
-            self._update(*columns, scalars, dtype, state.cache)
+            self._update(*columns, cfg, t, dtype, state.cache)
         else:
             for dtype, idx in groups.items():
                 pick = [None if c is None else [c[i] for i in idx] for c in columns]
-                self._update(*pick, scalars, dtype, state.cache)
+                self._update(*pick, cfg, t, dtype, state.cache)
         state.step += 1
 
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq,
-                scalars: StepScalars, dtype: np.dtype, cache: dict) -> None:
+                cfg: AdamConfig, t: int, dtype: np.dtype, cache: dict) -> None:
         raise NotImplementedError
 
     # --- validation ---------------------------------------------------------------------
     def _validate(self, params, grads, state, cfg):
         """(params, grads, {dtype: tensor indices}) after every check, or an exception.
+        Only when every check has passed, a first amsgrad step gets its zero
+        ``max_exp_avg_sq``.
 
         Per-array checks are remembered in ``state.cache["validated"]`` by array identity
-        (the cache holds the arrays, so an id cannot be reused): a training loop that passes
-        the same arrays each step pays for them once, and a new array is always checked.
-        Its ``version`` goes up whenever an array changed, for backends that derive data
-        from the arrays (addresses) to know when to refresh it.
+        (it holds the arrays, so an id cannot be reused): a training loop that passes the
+        same arrays each step pays for them once, and a new array is always checked. Its
+        ``key`` (the ids of every array stepped) is replaced whenever some array changed,
+        and ``ids`` holds one id list per column (params, grads, exp_avg,
+        exp_avg_sq, max_exp_avg_sq), replaced exactly when that column's arrays change:
+        backends that derive data from the arrays (addresses) compare them by identity.
         """
-        if not isinstance(cfg, AdamConfig):
+        if type(cfg) is not AdamConfig and not isinstance(cfg, AdamConfig):
             raise TypeError(f"cfg must be an AdamConfig, got {type(cfg).__name__}")
-        if not isinstance(state, AdamState):
+        if type(state) is not AdamState and not isinstance(state, AdamState):
             raise TypeError(f"state must be an AdamState, got {type(state).__name__}")
-        if isinstance(state.step, bool) or not isinstance(state.step, (int, np.integer)) \
-                or state.step < 0:
-            raise ValueError(f"state.step must be an int >= 0, got {state.step!r}")
-        params = _as_list(params, "params")
-        grads = _as_list(grads, "grads")
+        step = state.step
+        if type(step) is not int and (isinstance(step, bool)
+                                      or not isinstance(step, (int, np.integer))) or step < 0:
+            raise ValueError(f"state.step must be an int >= 0, got {step!r}")
+        if type(params) is not list:
+            params = _as_list(params, "params")
+        if type(grads) is not list:
+            grads = _as_list(grads, "grads")
+        m, v = state.exp_avg, state.exp_avg_sq
+        amax = state.max_exp_avg_sq if cfg.amsgrad else None
+        # every array's id, columns separated by None: one tuple, cheap to build and compare
+        key = (*map(id, params), None, *map(id, grads), None, *(() if m is None else map(id, m)),
+               None, *(() if v is None else map(id, v)), None,
+               *(() if amax is None else map(id, amax)))
+        seen = state.cache.get("validated")
+        if seen is not None and key == seen["key"] and cfg is seen["cfg"]:
+            if not all(map(self._is_writeable, params)):  # the user may freeze one any time
+                self._check_writeable(params, "params")
+            return params, grads, seen["groups"]
+        columns = (params, grads, m, v, amax)
+        return self._validate_changed(params, grads, state, cfg, columns, key, seen)
+
+    def _validate_changed(self, params, grads, state, cfg, columns, key, seen):
+        """The rest of ``_validate`` when some array or the config differs from the last
+        step's."""
         if len(grads) != len(params):
             raise ValueError(f"params and grads differ in length: {len(params)} vs {len(grads)}")
         if cfg.amsgrad and state.max_exp_avg_sq is None and state.step != 0:
             raise ValueError("amsgrad=True but state has no max_exp_avg_sq: it was "
                              "stepped with amsgrad=False")
-        names = _COLUMN_NAMES if cfg.amsgrad and state.max_exp_avg_sq is not None \
-            else _COLUMN_NAMES[:4]
-        columns = (params, grads, state.exp_avg, state.exp_avg_sq, state.max_exp_avg_sq)
-        ids = [list(map(id, columns[c])) for c in range(len(names))]
-        seen = state.cache.get("validated")
-        if seen is None or seen["ids"][0] != ids[0]:  # new params: check everything again
-            version = seen["version"] if seen else 0
-            seen = {"ids": [None] * 5, "refs": [None] * 5, "eps": None, "version": version,
-                    "groups": _group_by_dtype(params)}
-        stale = [c for c in range(len(names)) if seen["ids"][c] != ids[c]]
-        for c in stale:
-            self._check_column(columns[c], names[c], params)
-        if 0 not in stale:
+        ids = [None if c is None else list(map(id, c)) for c in columns]
+        if seen is None or seen["ids"][0] != ids[0]:  # new params: check all again
+            seen = {"ids": [None] * 5, "refs": [None] * 5, "eps": None, "key": None,
+                    "cfg": None, "groups": _group_by_dtype(params)}
+        else:
             self._check_writeable(params, "params")
+        stale = []
+        for c, arrays in enumerate(columns):
+            if c == 4 and arrays is None:  # no amsgrad, or its first step
+                continue
+            if arrays is None or ids[c] != seen["ids"][c]:
+                self._check_column(arrays, _COLUMN_NAMES[c], params)
+                stale.append(c)
         if seen["eps"] != cfg.eps:
             for dtype in seen["groups"]:
                 if dtype.type(cfg.eps) == 0:
                     raise ValueError(f"eps={cfg.eps!r} rounds to 0 in {dtype}; use a larger eps")
+        # every check passed: from here on, state may change
+        if cfg.amsgrad and state.max_exp_avg_sq is None:
+            state.max_exp_avg_sq = self._zeros_views(params)
+            columns = columns[:4] + (state.max_exp_avg_sq,)
+            ids[4] = list(map(id, state.max_exp_avg_sq))
+            key += tuple(ids[4])
+            stale.append(4)
         for c in stale:
             seen["ids"][c], seen["refs"][c] = ids[c], list(columns[c])
-        seen["version"] += bool(stale)
-        seen["eps"] = cfg.eps
+        seen["key"], seen["eps"], seen["cfg"] = key, cfg.eps, cfg
         state.cache["validated"] = seen
         return params, grads, seen["groups"]
 
     def _check_writeable(self, arrays, what) -> None:
         """Params are the user's: one may be made read-only between steps, so this part of
         the check runs every step (state arrays belong to the optimizer)."""
-        for i, a in enumerate(arrays):
-            if not self._is_writeable(a):
-                raise ValueError(f"{what}[{i}] is read-only; it must be writeable")
+        if all(map(self._is_writeable, arrays)):
+            return
+        i = next(i for i, a in enumerate(arrays) if not self._is_writeable(a))
+        raise ValueError(f"{what}[{i}] is read-only; it must be writeable")
 
     def _check_column(self, arrays, name, params):
         if name == "params":
@@ -234,6 +262,8 @@ def _as_list(arrays, what) -> list:
     """A single array as [array]; a list as it is (it is only read); other sequences copied."""
     if type(arrays) is list:
         return arrays
+    if type(arrays) is np.ndarray:
+        return [arrays]
     if hasattr(arrays, "shape") and hasattr(arrays, "dtype"):
         return [arrays]
     if not isinstance(arrays, Sequence) or isinstance(arrays, (str, bytes)):

@@ -5,8 +5,8 @@ them), goes to ``adam_flat`` (vectorized). Any other list of tensors goes to
 ``adam_table`` in one call: a table of buffer addresses (kept while the same arrays come
 back, so a training loop pays for it once) and a list of equal-sized chunks, so both
 threads get the same work however the sizes are spread. Work of at most one chunk runs on
-the calling thread (waking the pool costs more than it saves). Scalars are cast to the array dtype on
-the host, so float32 math stays float32 and vectorizes.
+the calling thread (waking the pool costs more than it saves). The kernels compute the
+step's constants themselves, once per call (see _numba_kernels).
 """
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ import numpy as np
 
 from .base import Backend, first_of_contiguous
 
-__all__ = ["NumbaBackend", "CHUNK"]
+__all__ = ["NumbaBackend", "CHUNK", "SERIAL_MAX"]
 
 #: Elements per parallel task: large enough to amortize scheduling, small enough to balance.
 CHUNK = 1 << 15
+#: Up to this many elements, one tensor is stepped on the calling thread.
+SERIAL_MAX = 1 << 13
 
 
 class NumbaBackend(Backend):
@@ -47,55 +49,63 @@ class NumbaBackend(Backend):
         self.threads = threads or limit
         self._numba = numba
         self._kernels = _numba_kernels
+        self._all_threads = limit
+        self._last_hyper = (None, None)
         self.compile_seconds = _numba_kernels.compile_all()
 
-    def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, dtype,
+    def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
                 cache):
-        floats = np.array(scalars.floats(), dtype=dtype)
-        vmax = max_exp_avg_sq if max_exp_avg_sq is not None else exp_avg_sq
-        if self.threads == self._numba.config.NUMBA_NUM_THREADS:
-            self._launch(params, grads, exp_avg, exp_avg_sq, vmax, floats, scalars, dtype, cache)
+        table = cache.get((_AddressTable, dtype))
+        if table is None or table.key is not cache["validated"]["key"]:
+            table = self._table(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, dtype,
+                                cache)
+        hyper = self._hyper(cfg)
+        if self.threads == self._all_threads:
+            table.kernel(*table.arguments, hyper, t)
             return
         previous = self._numba.get_num_threads()
         self._numba.set_num_threads(self.threads)
         try:
-            self._launch(params, grads, exp_avg, exp_avg_sq, vmax, floats, scalars, dtype, cache)
+            table.kernel(*table.arguments, hyper, t)
         finally:
             self._numba.set_num_threads(previous)
 
-    def _launch(self, params, grads, exp_avg, exp_avg_sq, vmax, floats, scalars, dtype, cache):
-        k = self._kernels
-        if len(params) == 1:
-            p = params[0].reshape(-1)
-            kernel = k.adam_flat if p.size > CHUNK else k.adam_flat_serial
-            kernel(p, grads[0].reshape(-1), exp_avg[0].reshape(-1), exp_avg_sq[0].reshape(-1),
-                   vmax[0].reshape(-1), floats, scalars.use_l2, scalars.amsgrad)
-            return
-        key = ("numba-address-table", dtype, scalars.amsgrad)
-        table = cache.get(key)
-        if table is None:
-            table = cache[key] = _AddressTable([int(a.size) for a in params],
-                                               k.table_layout.py_func)
-        if table.version != cache["validated"]["version"]:
-            table.point_at((params, grads, exp_avg, exp_avg_sq, vmax), k.address)
-            table.version = cache["validated"]["version"]
-        if table.spans is not None:
-            kernel = k.adam_flat if table.total > CHUNK else k.adam_flat_serial
-            kernel(*table.spans, floats, scalars.use_l2, scalars.amsgrad)
-            return
-        kernel = k.adam_table if table.chunks > 1 else k.adam_table_serial
-        kernel(table.packed, floats, scalars.use_l2, scalars.amsgrad)
+    def _hyper(self, cfg) -> np.ndarray:
+        """The kernels' float64 hyperparameter array for ``cfg`` (kept for the last cfg)."""
+        if self._last_hyper[0] is not cfg:
+            values = [float(getattr(cfg, name)) for name in self._kernels.HYPER_FIELDS]
+            self._last_hyper = (cfg, np.array(values, dtype=np.float64))
+        return self._last_hyper[1]
+
+    def _table(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, dtype, cache):
+        """The address table of these arrays, pointed at them again (see
+        Backend._validate for the ids it compares)."""
+        seen = cache["validated"]
+        table = cache.get((_AddressTable, dtype))
+        ids = seen["ids"]
+        if max_exp_avg_sq is None:  # the kernels never touch vmax then; any valid address
+            max_exp_avg_sq, ids = exp_avg_sq, ids[:4] + ids[3:4]
+        if table is None or table.ids[0] is not ids[0]:
+            table = cache[(_AddressTable, dtype)] = _AddressTable(
+                [int(a.size) for a in params], dtype, self._kernels.table_layout.py_func)
+        table.refresh((params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq), ids,
+                      self._kernels.address)
+        table.choose_kernel(self._kernels)
+        table.key = seen["key"]
+        return table
 
 
 class _AddressTable:
     """The packed int64 table ``adam_table`` reads: buffer addresses of (p, g, m, v, vmax)
-    per tensor, sizes, and chunks of about CHUNK elements made of segments of tensors.
+    per tensor, sizes, and chunks of about CHUNK elements made of segments of tensors;
+    and, when every column lies back to back in memory, one 1-D span per column for
+    ``adam_flat`` instead.
 
     It holds references to the arrays it points into, so they stay alive (and cannot be
-    resized) while it does. ``version`` is the validation version it was filled for.
+    resized) while it does. ``ids`` are the validation's id lists it was filled from.
     """
 
-    def __init__(self, sizes: list[int], layout):
+    def __init__(self, sizes: list[int], dtype, layout):
         bounds, segments = [0], []
         room = CHUNK
         for t, n in enumerate(sizes):
@@ -121,28 +131,50 @@ class _AddressTable:
         if segments:
             seg_tensor[:], seg_start[:], seg_stop[:] = zip(*segments)
         self.total = int(sum(sizes))
-        self.refs: list = []
+        self.like = np.empty(0, dtype)
+        self.key = None
+        self.ids: list = [None] * 5
+        self.refs: list = [None] * 5
+        self.column_spans: list = [None] * 5
         self.spans: list | None = None
-        self.version = None
 
-    def point_at(self, columns, address) -> None:
-        """Fill the addresses of these five lists of arrays, and find out whether each
-        list lies back to back in memory (views of a flat buffer, see Backend.flatten)."""
+    def refresh(self, columns, ids, address) -> None:
+        """Point each column whose arrays changed (its id list is not the one it was
+        filled from) at its new arrays, and see whether each lies back to back in memory
+        (views of a flat buffer, see Backend.flatten)."""
+        changed = False
         for col, arrays in enumerate(columns):
-            self.addresses[:, col] = [address(a) for a in arrays]
-        self.refs = [list(arrays) for arrays in columns]
-        self.spans = self._contiguous_spans(columns)
+            if self.ids[col] is not ids[col]:
+                self.addresses[:, col] = [address(a) for a in arrays]
+                self.refs[col] = list(arrays)
+                self.column_spans[col] = self._span(col, arrays)
+                self.ids[col] = ids[col]
+                changed = True
+        if changed:
+            whole = all(span is not None for span in self.column_spans)
+            self.spans = list(self.column_spans) if whole else None
 
-    def _contiguous_spans(self, columns) -> list | None:
-        """One 1-D array per column covering all its tensors, or None if any column has
-        gaps. The span covers exactly the tensors' own bytes, which ``refs`` keeps alive."""
-        itemsize = columns[0][0].dtype.itemsize
-        spans = []
-        for col, arrays in enumerate(columns):
-            first = first_of_contiguous(self.addresses[:, col], self.sizes, itemsize)
-            if first is None:
-                return None
-            spans.append(np.lib.stride_tricks.as_strided(arrays[first].reshape(-1),
-                                                         shape=(self.total,),
-                                                         strides=(itemsize,)))
-        return spans
+    def choose_kernel(self, kernels) -> None:
+        """Set ``kernel`` and its leading ``arguments`` (hyper and t follow): one
+        contiguous span per column goes to adam_flat, anything else to adam_table, on
+        the calling thread when the work is too small to pay for waking threads."""
+        if self.spans is not None:
+            serial = self.total <= SERIAL_MAX
+            self.kernel = kernels.adam_flat_serial if serial else kernels.adam_flat
+            self.arguments = tuple(self.spans)
+        else:
+            serial = self.chunks <= 1
+            self.kernel = kernels.adam_table_serial if serial else kernels.adam_table
+            self.arguments = (self.packed, self.like)
+
+    def _span(self, col, arrays):
+        """One 1-D array covering all of a column's tensors, or None if it has gaps. The
+        span covers exactly the tensors' own bytes, which ``refs`` keeps alive."""
+        if len(arrays) == 1:
+            return arrays[0].reshape(-1)
+        itemsize = self.like.itemsize
+        first = first_of_contiguous(self.addresses[:, col], self.sizes, itemsize)
+        if first is None:
+            return None
+        return np.lib.stride_tricks.as_strided(arrays[first].reshape(-1),
+                                               shape=(self.total,), strides=(itemsize,))

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .base import Backend
+from .scalars import StepScalars
 
 __all__ = ["NumpyBackend"]
 
@@ -55,9 +56,9 @@ class NumpyBackend(Backend):
             self._scratch[key] = (np.empty(n, dtype), np.empty(n, dtype))
         return self._scratch[key]
 
-    def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, dtype,
+    def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
                 cache):
-        c = _cast(scalars, dtype)
+        c = _cast(StepScalars.for_step(cfg, t), dtype)
         columns = [params, grads, exp_avg, exp_avg_sq]
         if max_exp_avg_sq is not None:
             columns.append(max_exp_avg_sq)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from .base import Backend
+from .scalars import StepScalars
 
 __all__ = ["PythonBackend"]
 
@@ -19,8 +20,9 @@ class PythonBackend(Backend):
     name = "python"
     device = "cpu"
 
-    def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars, dtype,
+    def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
                 cache):
+        scalars = StepScalars.for_step(cfg, t)
         for i in range(len(params)):
             vmax = None if max_exp_avg_sq is None else _view(max_exp_avg_sq[i])
             _adam_loop(_view(params[i]), _view(grads[i]), _view(exp_avg[i]),

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from .config import AdamConfig
 
-__all__ = ["StepScalars"]
+__all__ = ["StepScalars", "step_constants"]
 
 
 class StepScalars(NamedTuple):
@@ -44,22 +44,34 @@ class StepScalars(NamedTuple):
 
     @classmethod
     def for_step(cls, cfg: AdamConfig, t: int) -> "StepScalars":
-        bias_correction1 = 1.0 - cfg.beta1**t
-        bias_correction2 = 1.0 - cfg.beta2**t
+        constants = step_constants(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay,
+                                   cfg.decoupled, cfg.maximize, t)
         use_l2 = cfg.weight_decay != 0 and not cfg.decoupled
-        return cls(
-            -1.0 if cfg.maximize else 1.0,                           # sign
-            cfg.weight_decay if use_l2 else 0.0,                     # l2
-            use_l2,                                                  # use_l2
-            1.0 - cfg.lr * cfg.weight_decay if cfg.decoupled else 1.0,  # decay
-            cfg.beta1, 1.0 - cfg.beta1, cfg.beta2, 1.0 - cfg.beta2,
-            cfg.lr / bias_correction1,                               # step_size
-            1.0 / math.sqrt(bias_correction2),                       # inv_sqrt_bc2
-            cfg.eps,
-            cfg.amsgrad,
-        )
+        sign, l2, decay, beta1, omb1, beta2, omb2, step_size, inv_sqrt_bc2, eps = constants
+        return cls(sign, l2, use_l2, decay, beta1, omb1, beta2, omb2, step_size, inv_sqrt_bc2,
+                   eps, cfg.amsgrad)
 
     def floats(self) -> tuple[float, ...]:
         """The real-valued scalars in kernel argument order."""
         return (self.sign, self.l2, self.decay, self.beta1, self.one_minus_beta1,
                 self.beta2, self.one_minus_beta2, self.step_size, self.inv_sqrt_bc2, self.eps)
+
+
+def step_constants(lr, beta1, beta2, eps, weight_decay, decoupled, maximize, t):
+    """The kernel's ten real constants of step ``t`` in double, in ``floats()`` order.
+
+    Plain arithmetic on plain arguments, so the Numba backend compiles this same function
+    into its kernels. ``t`` is made a float first: ``beta ** t`` is then C's ``pow`` in
+    Python and in Numba alike (Numba would multiply out an integer power, off by an ulp).
+    """
+    t = float(t)
+    bias_correction1 = 1.0 - beta1 ** t
+    bias_correction2 = 1.0 - beta2 ** t
+    use_l2 = weight_decay != 0 and not decoupled
+    return (-1.0 if maximize else 1.0,                           # sign
+            weight_decay if use_l2 else 0.0,                     # l2
+            1.0 - lr * weight_decay if decoupled else 1.0,       # decay
+            beta1, 1.0 - beta1, beta2, 1.0 - beta2,
+            lr / bias_correction1,                               # step_size
+            1.0 / math.sqrt(bias_correction2),                   # inv_sqrt_bc2
+            eps)
