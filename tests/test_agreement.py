@@ -66,3 +66,21 @@ def test_numpy_and_numba_are_bitwise_equal(dtype):
         results.append(stepper.params() + sum(stepper.moments().values(), []))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("step", [1, 7, 999, 12_345, 10**6])
+def test_numba_kernel_constants_match_the_host_ones_at_any_step(step, dtype):
+    """The Numba kernels compute the bias corrections themselves (beta ** t in double):
+    one step from ``step`` gives the NumPy backend's bits, which use StepScalars."""
+    cfg = AdamConfig(weight_decay=0.01, decoupled=True, beta2=0.99)
+    problem = random_problem(MIXED_SHAPES, dtype, steps=1, seed=6)
+    results = []
+    for name in ("numpy", "numba"):
+        backend = _backend(name)
+        params = problem.copy_params()
+        state = backend.init_state(params, cfg)
+        state.step = step
+        backend.step(params, problem.grads[0], state, cfg)
+        results.append(params)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

@@ -1,4 +1,8 @@
 """The Numba CPU backend: thread counts, one call for many tensors, identical numerics."""
+import platform
+import re
+
+import numba
 import numpy as np
 import pytest
 
@@ -125,3 +129,19 @@ def test_new_param_arrays_with_the_same_state_are_the_ones_stepped(shapes):
     for f, old, new in zip(frozen, first, second):
         np.testing.assert_array_equal(old, f)        # the first params were left alone
         assert np.all(new < f)                       # the second ones moved
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="looks for x86 packed square roots in the machine code")
+@pytest.mark.parametrize("name", ["adam_flat_serial", "adam_table_serial"])
+def test_element_loops_are_vectorized(name):
+    """LLVM turns the element loop into packed SIMD (sqrtps / sqrtpd). Passing arrays into
+    the element body or Python's error model each stop that, and this fails."""
+    from backends import _numba_kernels
+
+    kernel = getattr(_numba_kernels, name)
+    options = {k: v for k, v in _numba_kernels.KERNEL_OPTIONS.items() if k != "cache"}
+    fresh = numba.njit(**options)(kernel.py_func)  # cached code cannot be inspected
+    for signature in _numba_kernels.SIGNATURES[kernel]:
+        fresh.compile(signature)
+        assert re.search(r"\bv?sqrtp[sd]\b", fresh.inspect_asm(signature)), signature
