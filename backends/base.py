@@ -5,6 +5,7 @@ parameters and state exactly as they were. Backends implement ``_update`` only.
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,8 +53,8 @@ class Backend:
     def synchronize(self) -> None:
         """Wait until queued device work is finished (no-op on the CPU)."""
 
-    def _is_writeable(self, x) -> bool:
-        return bool(x.flags.writeable)
+    #: x -> whether x may be written (a C-level getter: it runs for every param each step)
+    _is_writeable = staticmethod(operator.attrgetter("flags.writeable"))
 
     def _is_contiguous(self, x) -> bool:
         return bool(x.flags.c_contiguous)

@@ -16,7 +16,7 @@ import pytest
 from backends import AdamConfig, list_backends
 from harness.bench_report import EXTRA_INFO_KEYS
 from harness.peers import peer_labels
-from harness.roofline import roofline_unavailable_reason
+from harness.roofline import roofline_arrays, roofline_unavailable_reason
 from harness.subjects import collect_subjects
 from harness.workloads import parse_sizes
 
@@ -70,8 +70,7 @@ def _roofline(benchmark, size, dtype):
     from backends import _numba_kernels
 
     _numba_kernels.compile_all()
-    p, m, v = (np.ones(size, dtype) for _ in range(3))
-    g = np.zeros(size, dtype)
+    p, g, m, v = roofline_arrays(size, dtype)
     benchmark.extra_info.update(_info("roofline", "roofline", "cpu", dtype, size))
     benchmark(_numba_kernels.roofline_flat, p, g, m, v)
     assert np.all(p == 1)  # g is zero: the bytes moved, the values did not
