@@ -3,7 +3,8 @@
 ``init_state`` puts all moments of a step in one device allocation (views into it), and
 ``_update`` launches once over the whole span when the params, grads and moments of the
 step each lie back to back in memory (as ``flatten`` arranges); otherwise it launches once
-per tensor. Device memory is allocated only in ``init_state``, never in a step.
+per tensor. That plan is made when the arrays change, not every step. Device memory is
+allocated only in ``init_state``, never in a step.
 """
 from __future__ import annotations
 
@@ -49,17 +50,26 @@ class GpuBackend(Backend):
 
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
                 cache):
+        key = cache["validated"]["key"]
+        plan = cache.get((GpuBackend, dtype))
+        if plan is None or plan[0] is not key:
+            columns = [params, grads, exp_avg, exp_avg_sq]
+            if max_exp_avg_sq is not None:
+                columns.append(max_exp_avg_sq)
+            plan = cache[(GpuBackend, dtype)] = (key, self._launches(columns))
         scalars = StepScalars.for_step(cfg, t)
-        columns = [params, grads, exp_avg, exp_avg_sq]
-        if max_exp_avg_sq is not None:
-            columns.append(max_exp_avg_sq)
+        for p, g, m, v, *vmax in plan[1]:
+            self._launch(p, g, m, v, vmax[0] if vmax else None, scalars, dtype)
+
+    def _launches(self, columns) -> list[tuple]:
+        """The 1-D arrays of each launch: one launch over whole spans when every column
+        lies back to back, else one per tensor. Kept until the arrays change (the
+        validation's key, see Backend._validate), so a step reads no addresses."""
         spans = [self._as_span(arrays) for arrays in columns]
         if all(s is not None for s in spans):
-            self._launch(*spans[:4], spans[4] if len(spans) == 5 else None, scalars, dtype)
-            return
-        for i in range(len(params)):
-            flat = [arrays[i].reshape(-1) for arrays in columns]
-            self._launch(*flat[:4], flat[4] if len(flat) == 5 else None, scalars, dtype)
+            return [tuple(spans)]
+        return [tuple(arrays[i].reshape(-1) for arrays in columns)
+                for i in range(len(columns[0]))]
 
     def _as_span(self, arrays):
         """One 1-D array over all of ``arrays`` if they lie back to back, else None."""

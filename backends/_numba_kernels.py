@@ -2,7 +2,7 @@
 the roofline.
 
 ``adam_flat`` steps one contiguous tensor; ``adam_table`` steps any number of tensors in
-one call from a table of buffer addresses, cut into chunks of about equal size (small
+one call from a table of buffer addresses, cut into chunks of about CHUNK elements (small
 tensors share a chunk, large ones span several), so threads get equal work. Both take
 the hyperparameters as a float64 array and the step number, and compute the step's
 constants once, in double, before the loop (``backends.scalars.step_constants``, the same
@@ -33,6 +33,9 @@ __all__ = ["adam_flat", "adam_flat_serial", "adam_table", "adam_table_serial", "
            "roofline_flat", "compile_all", "HYPER_FIELDS"]
 
 FLOAT_TYPES = (types.float32, types.float64)
+#: Elements per chunk of the table kernel: large enough to amortize the per-chunk work,
+#: small enough that the threads' equal shares of chunks are equal shares of work.
+CHUNK = 1 << 15
 #: AdamConfig fields in the order of the kernels' float64 ``hyper`` argument.
 HYPER_FIELDS = ("lr", "beta1", "beta2", "eps", "weight_decay", "decoupled", "maximize",
                 "amsgrad")

@@ -3,9 +3,9 @@
 A single tensor, or a list of views that lie back to back in memory (``flatten`` makes
 them), goes to ``adam_flat`` (vectorized). Any other list of tensors goes to
 ``adam_table`` in one call: a table of buffer addresses (kept while the same arrays come
-back, so a training loop pays for it once) and a list of equal-sized chunks, so both
-threads get the same work however the sizes are spread. Work of at most one chunk runs on
-the calling thread (waking the pool costs more than it saves). The kernels compute the
+back, so a training loop pays for it once) and a list of equal-sized chunks, so threads
+get equal work however the sizes are spread. Small steps run on the calling thread
+(waking the pool costs more than it saves). The kernels compute the
 step's constants themselves, once per call (see _numba_kernels).
 """
 from __future__ import annotations
@@ -14,10 +14,8 @@ import numpy as np
 
 from .base import Backend, first_of_contiguous
 
-__all__ = ["NumbaBackend", "CHUNK", "SERIAL_MAX"]
+__all__ = ["NumbaBackend", "SERIAL_MAX"]
 
-#: Elements per parallel task: large enough to amortize scheduling, small enough to balance.
-CHUNK = 1 << 15
 #: Up to this many elements, one tensor is stepped on the calling thread.
 SERIAL_MAX = 1 << 13
 
@@ -60,7 +58,7 @@ class NumbaBackend(Backend):
             table = self._table(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, dtype,
                                 cache)
         hyper = self._hyper(cfg)
-        if self.threads == self._all_threads:
+        if self.threads == self._all_threads or not table.parallel:
             table.kernel(*table.arguments, hyper, t)
             return
         previous = self._numba.get_num_threads()
@@ -87,7 +85,7 @@ class NumbaBackend(Backend):
             max_exp_avg_sq, ids = exp_avg_sq, ids[:4] + ids[3:4]
         if table is None or table.ids[0] is not ids[0]:
             table = cache[(_AddressTable, dtype)] = _AddressTable(
-                [int(a.size) for a in params], dtype, self._kernels.table_layout.py_func)
+                [int(a.size) for a in params], dtype, self._kernels)
         table.refresh((params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq), ids,
                       self._kernels.address)
         table.choose_kernel(self._kernels)
@@ -97,7 +95,8 @@ class NumbaBackend(Backend):
 
 class _AddressTable:
     """The packed int64 table ``adam_table`` reads: buffer addresses of (p, g, m, v, vmax)
-    per tensor, sizes, and chunks of about CHUNK elements made of segments of tensors;
+    per tensor, sizes, and chunks of about ``kernels.CHUNK`` elements made of segments of
+    tensors;
     and, when every column lies back to back in memory, one 1-D span per column for
     ``adam_flat`` instead.
 
@@ -105,9 +104,9 @@ class _AddressTable:
     resized) while it does. ``ids`` are the validation's id lists it was filled from.
     """
 
-    def __init__(self, sizes: list[int], dtype, layout):
+    def __init__(self, sizes: list[int], dtype, kernels):
         bounds, segments = [0], []
-        room = CHUNK
+        chunk = room = kernels.CHUNK
         for t, n in enumerate(sizes):
             s = 0
             while s < n:
@@ -117,7 +116,7 @@ class _AddressTable:
                 room -= take
                 if room == 0:
                     bounds.append(len(segments))
-                    room = CHUNK
+                    room = chunk
         if bounds[-1] != len(segments):
             bounds.append(len(segments))
         self.chunks = len(bounds) - 1
@@ -125,7 +124,7 @@ class _AddressTable:
         self.packed = np.zeros(3 + 6 * n_tensors + len(bounds) + 3 * n_seg, dtype=np.int64)
         self.packed[:3] = (n_tensors, self.chunks, n_seg)
         self.addresses, self.sizes, bounds_view, seg_tensor, seg_start, seg_stop = \
-            layout(self.packed)
+            kernels.table_layout.py_func(self.packed)
         self.sizes[:] = sizes
         bounds_view[:] = bounds
         if segments:
@@ -155,16 +154,17 @@ class _AddressTable:
             self.spans = list(self.column_spans) if whole else None
 
     def choose_kernel(self, kernels) -> None:
-        """Set ``kernel`` and its leading ``arguments`` (hyper and t follow): one
-        contiguous span per column goes to adam_flat, anything else to adam_table, on
-        the calling thread when the work is too small to pay for waking threads."""
+        """Set ``kernel``, its leading ``arguments`` (hyper and t follow) and whether it is
+        ``parallel``: one contiguous span per column goes to adam_flat, anything else to
+        adam_table, on the calling thread when the work is too small to pay for waking
+        threads."""
         if self.spans is not None:
-            serial = self.total <= SERIAL_MAX
-            self.kernel = kernels.adam_flat_serial if serial else kernels.adam_flat
+            self.parallel = self.total > SERIAL_MAX
+            self.kernel = kernels.adam_flat if self.parallel else kernels.adam_flat_serial
             self.arguments = tuple(self.spans)
         else:
-            serial = self.chunks <= 1
-            self.kernel = kernels.adam_table_serial if serial else kernels.adam_table
+            self.parallel = self.chunks > 1
+            self.kernel = kernels.adam_table if self.parallel else kernels.adam_table_serial
             self.arguments = (self.packed, self.like)
 
     def _span(self, col, arrays):

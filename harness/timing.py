@@ -58,12 +58,15 @@ def time_interleaved(steps: list[Step], repeats: int = 15, max_seconds: float = 
                      min_batch_seconds: float = 0.01) -> list[Timing]:
     """Time each (step, sync): one warm-up call each (compilation, first touch), then up
     to ``repeats`` rounds of one batch per step, stopping early (after at least 3 rounds)
-    once ``max_seconds`` have passed."""
+    once ``max_seconds`` have passed. Each batch follows one untimed step, so a step
+    whose data fits in cache is timed warm whatever ran before it."""
     prepared = [_warm_and_calibrate(step, sync, min_batch_seconds) for step, sync in steps]
     deadline = time.perf_counter() + max_seconds
     per_step: list[list[float]] = [[] for _ in steps]
     for round_ in range(max(repeats, 1)):
         for (step, sync), (_, batch), out in zip(steps, prepared, per_step):
+            step()  # untimed: the steps timed in turn evict each other's data from cache
+            sync()
             t0 = time.perf_counter()
             for _ in range(batch):
                 step()

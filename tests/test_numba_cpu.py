@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from backends import AdamConfig, get_backend
-from backends.numba_cpu import CHUNK, _AddressTable
+from backends._numba_kernels import CHUNK
+from backends.numba_cpu import _AddressTable
 from harness.workloads import model_workload
 
 
