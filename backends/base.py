@@ -158,15 +158,16 @@ class Backend:
                                       or not isinstance(step, (int, np.integer))) or step < 0:
             raise ValueError(f"state.step must be an int >= 0, got {step!r}")
         if type(params) is not list:
-            params = _as_list(params, "params")
+            params = [params] if type(params) is np.ndarray else _as_list(params, "params")
         if type(grads) is not list:
-            grads = _as_list(grads, "grads")
+            grads = [grads] if type(grads) is np.ndarray else _as_list(grads, "grads")
         m, v = state.exp_avg, state.exp_avg_sq
         amax = state.max_exp_avg_sq if cfg.amsgrad else None
-        # every array's id, columns separated by None: one tuple, cheap to build and compare
-        key = (*map(id, params), None, *map(id, grads), None, *(() if m is None else map(id, m)),
-               None, *(() if v is None else map(id, v)), None,
-               *(() if amax is None else map(id, amax)))
+        try:  # the columns' lengths, then every array's id: one flat tuple, cheap to compare
+            key = (len(params), len(grads), len(m), len(v), -1 if amax is None else len(amax),
+                   *map(id, [*params, *grads, *m, *v, *(amax or ())]))
+        except TypeError:  # a state column that is no sequence: the checks below say which
+            key = None
         seen = state.cache.get("validated")
         if seen is not None and key == seen["key"] and cfg is seen["cfg"]:
             if not all(map(self._is_writeable, params)):  # the user may freeze one any time
@@ -183,7 +184,7 @@ class Backend:
         if cfg.amsgrad and state.max_exp_avg_sq is None and state.step != 0:
             raise ValueError("amsgrad=True but state has no max_exp_avg_sq: it was "
                              "stepped with amsgrad=False")
-        ids = [None if c is None else list(map(id, c)) for c in columns]
+        ids = [list(map(id, c)) if isinstance(c, (list, tuple)) else None for c in columns]
         if seen is None or seen["ids"][0] != ids[0]:  # new params: check all again
             seen = {"ids": [None] * 5, "refs": [None] * 5, "eps": None, "key": None,
                     "cfg": None, "groups": _group_by_dtype(params)}
@@ -200,12 +201,15 @@ class Backend:
             for dtype in seen["groups"]:
                 if dtype.type(cfg.eps) == 0:
                     raise ValueError(f"eps={cfg.eps!r} rounds to 0 in {dtype}; use a larger eps")
+        if key is None:
+            raise TypeError("state.exp_avg, state.exp_avg_sq and state.max_exp_avg_sq must "
+                            "be lists of arrays")
         # every check passed: from here on, state may change
         if cfg.amsgrad and state.max_exp_avg_sq is None:
             state.max_exp_avg_sq = self._zeros_views(params)
             columns = columns[:4] + (state.max_exp_avg_sq,)
             ids[4] = list(map(id, state.max_exp_avg_sq))
-            key += tuple(ids[4])
+            key = key[:4] + (len(ids[4]),) + key[5:] + tuple(ids[4])
             stale.append(4)
         for c in stale:
             seen["ids"][c], seen["refs"][c] = ids[c], list(columns[c])
@@ -231,6 +235,8 @@ class Backend:
 
 
     def _check_moment(self, arrays, what, params):
+        if arrays is not None and not isinstance(arrays, (list, tuple)):
+            raise TypeError(f"{what} must be a list of arrays, got {type(arrays).__name__}")
         if arrays is None or len(arrays) != len(params):
             n = "none" if arrays is None else len(arrays)
             raise ValueError(f"{what} holds {n} tensors but params has {len(params)}: "

@@ -80,6 +80,20 @@ def test_state_for_other_tensors(cpu_backend):
                     r"state.exp_avg\[0\] has shape \(12,\) but params\[0\] has \(3, 4\)")
 
 
+@pytest.mark.parametrize("bad", [5, None])
+def test_state_moments_that_are_no_list(cpu_backend, bad):
+    params, grads, state, cfg = make_setup(cpu_backend)
+    before = [cpu_backend.to_numpy(a).copy() for a in params + state.exp_avg]
+    state.exp_avg_sq = bad
+    match = (r"state.exp_avg_sq must be a list of arrays, got int" if bad is not None
+             else r"state.exp_avg_sq holds none tensors but params has 2")
+    with pytest.raises(TypeError if bad is not None else ValueError, match=match):
+        cpu_backend.step(params, grads, state, cfg)
+    for old, new in zip(before, params + state.exp_avg):
+        np.testing.assert_array_equal(old, cpu_backend.to_numpy(new))
+    assert state.step == 1
+
+
 def test_wrong_array_kind(cpu_backend):
     params, grads, state, cfg = make_setup(cpu_backend)
     expect_rejected(cpu_backend, params, [grads[0], grads[1].tolist()], state, cfg, TypeError,
