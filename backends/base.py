@@ -121,15 +121,16 @@ class Backend:
         params, grads, groups = self._validate(params, grads, state, cfg)
         t = state.step + 1
         amax = state.max_exp_avg_sq if cfg.amsgrad else None
-        columns = (params, grads, state.exp_avg, state.exp_avg_sq, amax)
         if len(groups) == 1:
-            (dtype, _), = groups.items()
-            self._update(*columns, cfg, t, dtype, state.cache)
+            for dtype in groups:
+                self._update(params, grads, state.exp_avg, state.exp_avg_sq, amax, cfg, t,
+                             dtype, state.cache)
         else:
+            columns = (params, grads, state.exp_avg, state.exp_avg_sq, amax)
             for dtype, idx in groups.items():
                 pick = [None if c is None else [c[i] for i in idx] for c in columns]
                 self._update(*pick, cfg, t, dtype, state.cache)
-        state.step += 1
+        state.step = t
 
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq,
                 cfg: AdamConfig, t: int, dtype: np.dtype, cache: dict) -> None:

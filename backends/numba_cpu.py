@@ -57,7 +57,9 @@ class NumbaBackend(Backend):
         if table is None or table.key is not cache["validated"]["key"]:
             table = self._table(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, dtype,
                                 cache)
-        hyper = self._hyper(cfg)
+        last_cfg, hyper = self._last_hyper
+        if last_cfg is not cfg:
+            hyper = self._hyper(cfg)
         if self.threads == self._all_threads or not table.parallel:
             table.kernel(*table.arguments, hyper, t)
             return
@@ -69,10 +71,9 @@ class NumbaBackend(Backend):
             self._numba.set_num_threads(previous)
 
     def _hyper(self, cfg) -> np.ndarray:
-        """The kernels' float64 hyperparameter array for ``cfg`` (kept for the last cfg)."""
-        if self._last_hyper[0] is not cfg:
-            values = [float(getattr(cfg, name)) for name in self._kernels.HYPER_FIELDS]
-            self._last_hyper = (cfg, np.array(values, dtype=np.float64))
+        """The kernels' float64 hyperparameter array for ``cfg``, kept as the last one."""
+        values = [float(getattr(cfg, name)) for name in self._kernels.HYPER_FIELDS]
+        self._last_hyper = (cfg, np.array(values, dtype=np.float64))
         return self._last_hyper[1]
 
     def _table(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, dtype, cache):
