@@ -10,7 +10,7 @@ from backends import AdamConfig
 from backends.reference import reference_step, ReferenceState
 
 from .problems import Problem
-from .tolerances import first_moment_tolerance, param_tolerance, second_moment_tolerance
+from .tolerances import ErrorBounds
 
 __all__ = ["OPTION_SETS", "Trajectory", "Errors", "run_with_reference", "compare", "pairwise"]
 
@@ -67,11 +67,13 @@ def compare(actual, expected, tolerance, dtype, step: int, quantity: str) -> Err
 
 @dataclass
 class Trajectory:
-    """Final host params and moments of a stepper, and its worst error on the way."""
+    """Final host params and moments of a stepper, its worst error on the way, and the
+    final params' tolerance against the reference (per tensor, per element)."""
 
     params: list[np.ndarray]
     moments: dict
     errors: Errors
+    param_tolerances: list[np.ndarray]
 
 
 def run_with_reference(make_stepper, problem: Problem, cfg: AdamConfig) -> Trajectory:
@@ -80,30 +82,26 @@ def run_with_reference(make_stepper, problem: Problem, cfg: AdamConfig) -> Traje
     dtype = problem.params[0].dtype if problem.params else np.dtype(np.float32)
     ref_p = [p.astype(np.float64) for p in problem.params]
     ref_s = [ReferenceState.zeros_like(p, cfg.amsgrad) for p in problem.params]
-    g_max = [np.zeros(p.shape) for p in problem.params]
+    bounds = [ErrorBounds(p.shape, dtype, cfg) for p in problem.params]
     errors = Errors()
     for t, grads in enumerate(problem.grads, start=1):
         stepper.step(stepper.prepare(grads))
         for i, g in enumerate(grads):
-            g_eff = np.abs(g.astype(np.float64)) + cfg.weight_decay * np.abs(ref_p[i])
-            g_max[i] = np.fmax(g_max[i], g_eff)
-            ref_p[i], ref_s[i] = reference_step(ref_p[i], g, ref_s[i], t, cfg)
-        errors = errors.merge(_step_errors(stepper, ref_p, ref_s, g_max, dtype, t, cfg))
-    return Trajectory(stepper.params(), stepper.moments(), errors)
+            p_before = ref_p[i]
+            ref_p[i], ref_s[i] = reference_step(p_before, g, ref_s[i], t, cfg)
+            bounds[i].advance(t, p_before, g, ref_p[i], ref_s[i])
+        errors = errors.merge(_step_errors(stepper, ref_p, ref_s, bounds, dtype, t, cfg))
+    return Trajectory(stepper.params(), stepper.moments(), errors, [b.p for b in bounds])
 
 
-def _step_errors(stepper, ref_p, ref_s, g_max, dtype, t, cfg) -> Errors:
+def _step_errors(stepper, ref_p, ref_s, bounds, dtype, t, cfg) -> Errors:
     moments = stepper.moments()
-    checks = [("p", stepper.params(), ref_p,
-               [param_tolerance(p, dtype, t, cfg) for p in ref_p]),
-              ("exp_avg", moments["exp_avg"], [s.m for s in ref_s],
-               [first_moment_tolerance(g, dtype, cfg) for g in g_max]),
-              ("exp_avg_sq", moments["exp_avg_sq"], [s.v for s in ref_s],
-               [second_moment_tolerance(s.v, g, dtype, cfg) for s, g in zip(ref_s, g_max)])]
+    checks = [("p", stepper.params(), ref_p, [b.p for b in bounds]),
+              ("exp_avg", moments["exp_avg"], [s.m for s in ref_s], [b.m for b in bounds]),
+              ("exp_avg_sq", moments["exp_avg_sq"], [s.v for s in ref_s], [b.v for b in bounds])]
     if cfg.amsgrad:
         checks.append(("max_exp_avg_sq", moments["max_exp_avg_sq"], [s.v_max for s in ref_s],
-                       [second_moment_tolerance(s.v_max, g, dtype, cfg)
-                        for s, g in zip(ref_s, g_max)]))
+                       [b.v_max for b in bounds]))
     errors = Errors()
     for quantity, actual, expected, tolerances in checks:
         for a, e, tol in zip(actual, expected, tolerances):
@@ -111,14 +109,14 @@ def _step_errors(stepper, ref_p, ref_s, g_max, dtype, t, cfg) -> Errors:
     return errors
 
 
-def pairwise(trajectories: dict[str, Trajectory], dtype, steps: int, cfg: AdamConfig):
-    """(label_a, label_b, Errors) for every pair: final params, tolerance doubled (a triangle
-    through the reference: each may be off by its own tolerance)."""
+def pairwise(trajectories: dict[str, Trajectory], dtype, steps: int):
+    """(label_a, label_b, Errors) for every pair: final params, within the sum of the two
+    tolerances (a triangle through the reference: each may be off by its own)."""
     rows = []
     for (a, ta), (b, tb) in itertools.combinations(trajectories.items(), 2):
         errors = Errors()
-        for pa, pb in zip(ta.params, tb.params):
-            tol = 2 * param_tolerance(pb.astype(np.float64), dtype, steps, cfg)
-            errors = errors.merge(compare(pa, pb, tol, dtype, steps, "p"))
+        for pa, pb, tol_a, tol_b in zip(ta.params, tb.params, ta.param_tolerances,
+                                        tb.param_tolerances):
+            errors = errors.merge(compare(pa, pb, tol_a + tol_b, dtype, steps, "p"))
         rows.append((a, b, errors))
     return rows

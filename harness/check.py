@@ -62,7 +62,7 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
                              **_error_columns(trajectory.errors)})
                 if progress:
                     progress()
-            for a, b, errors in pairwise(trajectories, np.dtype(dtype), steps, cfg):
+            for a, b, errors in pairwise(trajectories, np.dtype(dtype), steps):
                 kind = "backend" if kinds[a] == kinds[b] == "backend" else "peer"
                 pair_rows.append({"subject": a, "other": b, "kind": kind, "dtype": dtype,
                                   "options": option_name, **_error_columns(errors)})

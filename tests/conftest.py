@@ -6,12 +6,21 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from backends import AdamConfig, get_backend, list_backends
 
 # The CUDA-simulator tests need NUMBA_ENABLE_CUDASIM=1 before numba is imported, so they
 # run in their own process (tests/test_cuda_simulator.py starts it), not in this one.
 collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["cuda_sim"]
+
+# Drawn examples are the same on every run, so CI never fails by the luck of the draw;
+# `pytest --hypothesis-profile=explore` draws many fresh ones to look for new failures.
+settings.register_profile("ci", max_examples=25, derandomize=True, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", settings.get_profile("ci"), max_examples=3000,
+                          derandomize=False)
+settings.load_profile("ci")
 
 CPU_BACKENDS = [r.name for r in list_backends() if r.device == "cpu"]
 DTYPES = ["float32", "float64"]
