@@ -143,12 +143,13 @@ class Backend:
         ``max_exp_avg_sq``.
 
         Per-array checks are remembered in ``state.cache["validated"]`` by array identity
-        (it holds the arrays, so an id cannot be reused): a training loop that passes the
-        same arrays each step pays for them once, and a new array is always checked. Its
-        ``key`` (the ids of every array stepped) is replaced whenever some array changed,
-        and ``ids`` holds one id list per column (params, grads, exp_avg,
-        exp_avg_sq, max_exp_avg_sq), replaced exactly when that column's arrays change:
-        backends that derive data from the arrays (addresses) compare them by identity.
+        (``arrays`` holds them all, so none can be freed and its id reused): a training
+        loop that passes the same arrays each step pays one identity test per array, and
+        a new array is always checked. Its ``key`` (a new object) is replaced whenever some
+        array or the config changed, and ``ids`` holds one id list per column (params,
+        grads, exp_avg, exp_avg_sq, max_exp_avg_sq), replaced exactly when that column's
+        arrays change: backends that derive data from the arrays (addresses) compare
+        those by identity.
         """
         if type(cfg) is not AdamConfig and not isinstance(cfg, AdamConfig):
             raise TypeError(f"cfg must be an AdamConfig, got {type(cfg).__name__}")
@@ -164,20 +165,21 @@ class Backend:
             grads = [grads] if type(grads) is np.ndarray else _as_list(grads, "grads")
         m, v = state.exp_avg, state.exp_avg_sq
         amax = state.max_exp_avg_sq if cfg.amsgrad else None
-        try:  # the columns' lengths, then every array's id: one flat tuple, cheap to compare
-            key = (len(params), len(grads), len(m), len(v), -1 if amax is None else len(amax),
-                   *map(id, [*params, *grads, *m, *v, *(amax or ())]))
+        try:  # the columns' lengths, and every array in one list: C loops compare them
+            lengths = (len(params), len(grads), len(m), len(v), -1 if amax is None else len(amax))
+            arrays = [*params, *grads, *m, *v, *(amax or ())]
         except TypeError:  # a state column that is no sequence: the checks below say which
-            key = None
+            lengths = arrays = None
         seen = state.cache.get("validated")
-        if seen is not None and key == seen["key"] and cfg is seen["cfg"]:
+        if (seen is not None and cfg is seen["cfg"] and lengths == seen["lengths"]
+                and all(map(operator.is_, arrays, seen["arrays"]))):
             if not all(map(self._is_writeable, params)):  # the user may freeze one any time
                 self._check_writeable(params, "params")
             return params, grads, seen["groups"]
         columns = (params, grads, m, v, amax)
-        return self._validate_changed(params, grads, state, cfg, columns, key, seen)
+        return self._validate_changed(params, grads, state, cfg, columns, lengths, seen)
 
-    def _validate_changed(self, params, grads, state, cfg, columns, key, seen):
+    def _validate_changed(self, params, grads, state, cfg, columns, lengths, seen):
         """The rest of ``_validate`` when some array or the config differs from the last
         step's."""
         if len(grads) != len(params):
@@ -187,8 +189,8 @@ class Backend:
                              "stepped with amsgrad=False")
         ids = [list(map(id, c)) if isinstance(c, (list, tuple)) else None for c in columns]
         if seen is None or seen["ids"][0] != ids[0]:  # new params: check all again
-            seen = {"ids": [None] * 5, "refs": [None] * 5, "eps": None, "key": None,
-                    "cfg": None, "groups": _group_by_dtype(params)}
+            seen = {"ids": [None] * 5, "eps": None, "key": None, "cfg": None,
+                    "groups": _group_by_dtype(params)}
         else:
             self._check_writeable(params, "params")
         stale = []
@@ -202,19 +204,17 @@ class Backend:
             for dtype in seen["groups"]:
                 if dtype.type(cfg.eps) == 0:
                     raise ValueError(f"eps={cfg.eps!r} rounds to 0 in {dtype}; use a larger eps")
-        if key is None:
-            raise TypeError("state.exp_avg, state.exp_avg_sq and state.max_exp_avg_sq must "
-                            "be lists of arrays")
         # every check passed: from here on, state may change
         if cfg.amsgrad and state.max_exp_avg_sq is None:
             state.max_exp_avg_sq = self._zeros_views(params)
             columns = columns[:4] + (state.max_exp_avg_sq,)
             ids[4] = list(map(id, state.max_exp_avg_sq))
-            key = key[:4] + (len(ids[4]),) + key[5:] + tuple(ids[4])
+            lengths = lengths[:4] + (len(ids[4]),)
             stale.append(4)
         for c in stale:
-            seen["ids"][c], seen["refs"][c] = ids[c], list(columns[c])
-        seen["key"], seen["eps"], seen["cfg"] = key, cfg.eps, cfg
+            seen["ids"][c] = ids[c]
+        seen["lengths"], seen["arrays"] = lengths, [a for c in columns if c for a in c]
+        seen["key"], seen["eps"], seen["cfg"] = object(), cfg.eps, cfg
         state.cache["validated"] = seen
         return params, grads, seen["groups"]
 
