@@ -5,20 +5,12 @@ import math
 
 from numba import cuda
 
+from .scalars import adam_moments
+
 __all__ = ["adam", "adam_amsgrad"]
 
 
-@cuda.jit(device=True, inline=True)
-def _moments(p, g, m, v, sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
-             use_l2):
-    """Steps 0-2 of the body (backends.scalars): returns (decayed p, new m, new v)."""
-    g = sign * g
-    if use_l2:
-        g = g + l2 * p
-    p = decay * p
-    m = beta1 * m + one_minus_beta1 * g
-    v = beta2 * v + (one_minus_beta2 * g) * g
-    return p, m, v
+_moments = cuda.jit(device=True, inline=True)(adam_moments)
 
 
 @cuda.jit

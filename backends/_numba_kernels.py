@@ -27,7 +27,7 @@ import numpy as np
 from numba import carray, njit, prange, types
 from numba.extending import intrinsic
 
-from .scalars import step_constants
+from .scalars import adam_moments, step_constants
 
 __all__ = ["adam_flat", "adam_flat_serial", "adam_table", "adam_table_serial", "address",
            "roofline_flat", "compile_all", "HYPER_FIELDS"]
@@ -70,16 +70,14 @@ def _constants(hyper, t, like):
     return constants, weight_decay != 0 and not decoupled, amsgrad
 
 
+_moments = njit(inline="always", cache=True)(adam_moments)
+
+
 @njit(inline="always", cache=True)
 def _adam_element(p, g, m, v, vmax, constants, use_l2, amsgrad):
     """The body of backends.scalars for one element: new (p, m, v, vmax)."""
     sign, l2, decay, beta1, omb1, beta2, omb2, step_size, inv_sqrt_bc2, eps = constants
-    g = sign * g
-    if use_l2:
-        g = g + l2 * p
-    p = decay * p
-    m = beta1 * m + omb1 * g
-    v = beta2 * v + (omb2 * g) * g
+    p, m, v = _moments(p, g, m, v, sign, l2, decay, beta1, omb1, beta2, omb2, use_l2)
     # np.maximum keeps NaN from either side and, unlike a branch, vectorizes
     vmax = np.maximum(vmax, v) if amsgrad else v
     return p - step_size * m / (math.sqrt(vmax) * inv_sqrt_bc2 + eps), m, v, vmax

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from .config import AdamConfig
 
-__all__ = ["StepScalars", "step_constants"]
+__all__ = ["StepScalars", "step_constants", "adam_moments"]
 
 
 class StepScalars(NamedTuple):
@@ -75,3 +75,18 @@ def step_constants(lr, beta1, beta2, eps, weight_decay, decoupled, maximize, t):
             lr / bias_correction1,                               # step_size
             1.0 / math.sqrt(bias_correction2),                   # inv_sqrt_bc2
             eps)
+
+
+def adam_moments(p, g, m, v, sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
+                 use_l2):
+    """Lines 1-5 of the body above for one element: (decayed p, new m, new v).
+
+    Plain arithmetic on scalars, so the Numba CPU and CUDA kernels compile this same
+    function (in the arrays' dtype: they pass constants of that type)."""
+    g = sign * g
+    if use_l2:
+        g = g + l2 * p
+    p = decay * p
+    m = beta1 * m + one_minus_beta1 * g
+    v = beta2 * v + (one_minus_beta2 * g) * g
+    return p, m, v
