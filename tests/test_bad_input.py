@@ -69,6 +69,15 @@ def test_read_only_params_after_steps_that_passed(cpu_backend):
                     r"params\[0\] is read-only")
 
 
+def test_state_entry_replaced_after_steps_that_passed(cpu_backend):
+    """A moment swapped in after checked steps is checked itself, not trusted by position."""
+    params, grads, state, cfg = make_setup(cpu_backend)
+    cpu_backend.step(params, grads, state, cfg)
+    state.exp_avg_sq[1] = np.zeros(6, np.float32)
+    expect_rejected(cpu_backend, params, grads, state, cfg, ValueError,
+                    r"state.exp_avg_sq\[1\] has shape \(6,\) but params\[1\] has \(5,\)")
+
+
 def test_state_for_other_tensors(cpu_backend):
     params, grads, state, cfg = make_setup(cpu_backend)
     other = cpu_backend.init_state([params[0]])
