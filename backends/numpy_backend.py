@@ -66,8 +66,8 @@ class NumpyBackend(Backend):
         total = sum(flat[0].size for flat in tensors)
         parallel = self.threads > 1 and total >= PARALLEL_MIN_ELEMENTS
         chunk = self.chunk_bytes * (PARALLEL_CHUNK_FACTOR if parallel else 1) // dtype.itemsize
-        blocks = [(t, s, min(s + chunk, flat[0].size))
-                  for t, flat in enumerate(tensors) for s in range(0, flat[0].size, chunk)]
+        blocks = [(i, s, min(s + chunk, flat[0].size))
+                  for i, flat in enumerate(tensors) for s in range(0, flat[0].size, chunk)]
         workers = min(self.threads, len(blocks)) if parallel else 1
         shares = np.array_split(np.arange(len(blocks)), workers)
         run = lambda w: self._run_blocks(tensors, [blocks[i] for i in shares[w]],
@@ -86,8 +86,8 @@ class NumpyBackend(Backend):
     def _run_blocks(tensors, blocks, scratch, c) -> None:
         scratch_a, scratch_b = scratch
         with np.errstate(all="ignore"):  # NaN/Inf propagate as in every kernel, silently
-            for t, start, stop in blocks:
-                views = [a[start:stop] for a in tensors[t]]
+            for i, start, stop in blocks:
+                views = [a[start:stop] for a in tensors[i]]
                 _adam_block(*views[:4], views[4] if len(views) == 5 else None,
                             scratch_a[: stop - start], scratch_b[: stop - start], c)
 
