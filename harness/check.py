@@ -1,5 +1,6 @@
 """``adam-bench check``: agreement of every subject with the reference, pairwise, and on
-edge cases. Only our backends decide the verdict; torch's rows are shown beside them."""
+edge cases. Our backends and the emulated GPU kernels decide the verdict; torch's rows
+are shown beside them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +15,10 @@ from .edge_cases import EDGE_CASES, run_edge_case
 from .problems import MIXED_SHAPES, random_problem
 from .subjects import Subject
 
-__all__ = ["CheckReport", "run_check"]
+__all__ = ["CheckReport", "run_check", "OURS"]
+
+#: Subject kinds that decide the verdict.
+OURS = ("backend", "emulated")
 
 
 @dataclass
@@ -26,8 +30,9 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        """True when every backend of ours is within tolerance everywhere."""
-        ours = lambda df: df[df["kind"] == "backend"]
+        """True when every backend of ours (and emulated GPU kernel) is within tolerance
+        everywhere."""
+        ours = lambda df: df[df["kind"].isin(OURS)]
         return bool(ours(self.agreement)["within_tolerance"].all()
                     and ours(self.pairs)["within_tolerance"].all()
                     and ours(self.edges)["passed"].all())
@@ -63,7 +68,7 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
                 if progress:
                     progress()
             for a, b, errors in pairwise(trajectories, np.dtype(dtype), steps):
-                kind = "backend" if kinds[a] == kinds[b] == "backend" else "peer"
+                kind = "backend" if kinds[a] in OURS and kinds[b] in OURS else "peer"
                 pair_rows.append({"subject": a, "other": b, "kind": kind, "dtype": dtype,
                                   "options": option_name, **_error_columns(errors)})
         for case in EDGE_CASES:

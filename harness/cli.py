@@ -40,7 +40,8 @@ def cmd_check(args) -> int:
     from .results_io import write_tables
     from .subjects import collect_subjects
 
-    subjects = collect_subjects(_names(args.backends), peers=not args.no_peers)
+    subjects = collect_subjects(_names(args.backends), peers=not args.no_peers,
+                                emulated=not args.backends)
     dtypes = _names(args.dtypes)
     runnable = sum(s.make is not None for s in subjects)
     with tqdm(total=runnable * len(dtypes) * 5, desc="adam-bench check", unit="run",

@@ -13,7 +13,8 @@ __all__ = ["Stepper", "BackendStepper"]
 
 
 class Stepper:
-    """Adam over a fixed list of tensors. ``kind`` is "backend" (ours) or "peer"."""
+    """Adam over a fixed list of tensors. ``kind`` is "backend" (ours), "emulated" (a GPU
+    kernel's arithmetic on the CPU, harness.emulated_gpu) or "peer"."""
 
     label: str
     kind: str

@@ -6,6 +6,7 @@ from typing import Callable
 
 from backends import BackendUnavailable, backend_names, get_backend
 
+from .emulated_gpu import EMULATED, EmulatedGpuStepper
 from .peers import PEER_IMPLEMENTATIONS, TorchStepper, torch_unavailable_reason
 from .steppers import BackendStepper
 
@@ -24,8 +25,10 @@ class Subject:
 
 
 def collect_subjects(backends: list[str] | None = None, peers: bool = True,
-                     device: str | None = None) -> list[Subject]:
-    """Subjects for these backend names (default: all registered) and torch's three Adams.
+                     device: str | None = None, emulated: bool = False) -> list[Subject]:
+    """Subjects for these backend names (default: all registered) and torch's three Adams;
+    with ``emulated``, also the GPU kernels' arithmetic emulated on the CPU
+    (harness.emulated_gpu), judged like our backends.
 
     Each backend is constructed once here (kernels compiled), outside any timing.
     """
@@ -41,6 +44,11 @@ def collect_subjects(backends: list[str] | None = None, peers: bool = True,
         subjects.append(Subject(name, "backend", backend.device,
                                 lambda params, cfg, be=backend, **layout:
                                 BackendStepper(be, params, cfg, **layout)))
+    if emulated and device in (None, "cpu"):
+        for name in EMULATED:
+            subjects.append(Subject(f"{name} (emulated)", "emulated", "cpu",
+                                    lambda params, cfg, n=name: EmulatedGpuStepper(n, params,
+                                                                                   cfg)))
     if peers and device in (None, "cpu"):
         reason = torch_unavailable_reason()
         for impl in PEER_IMPLEMENTATIONS:

@@ -1,0 +1,186 @@
+"""The GPU kernels compiled to PTX and SASS (no GPU needed): every kernel, float32 and
+float64, with and without amsgrad, for sm_80 and sm_90; each property also fails on a
+mutant. Skipped only without the compiler wheels (the [gpu-compile] extra, which CI
+installs through [test])."""
+from __future__ import annotations
+
+import inspect
+import itertools
+import re
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+from harness import machine_code as mc
+
+_REASON = mc.compiler_unavailable_reason()
+pytestmark = pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
+
+CASES = list(itertools.product(mc.KERNELS, ("float32", "float64"), (False, True), mc.ARCHS))
+IDS = [f"{b}-{d}-{'amsgrad' if a else 'adam'}-sm{arch}" for b, d, a, arch in CASES]
+
+
+@lru_cache(maxsize=None)
+def _compiled(backend, dtype, amsgrad, arch):
+    ptx = mc.kernel_ptx(backend, dtype, amsgrad, arch)
+    return ptx, mc.ptx_to_sass(ptx, arch)
+
+
+def _bytes_model(amsgrad):
+    """Loads p, g, m, v (and vmax); stores p, m, v (and vmax): 28 / 36 bytes per float32
+    element, as harness.tables' bytes model counts."""
+    return (5, 4) if amsgrad else (4, 3)
+
+
+def _assert_no_f64(ptx):
+    found = mc.f64_instructions(ptx)
+    assert not found, f"{len(found)} float64 instructions in a float32 kernel: {found[:5]}"
+
+
+def _assert_ieee(ptx):
+    ops = {op for op, _ in mc.instructions(ptx)}
+    assert any(op.startswith("sqrt.rn.") for op in ops), "no IEEE sqrt.rn"
+    assert any(op.startswith("div.rn.") for op in ops), "no IEEE div.rn"
+    approximate = sorted(op for op in ops if ".approx" in op or op.startswith("div.full"))
+    assert not approximate, f"approximate arithmetic: {approximate}"
+    ftz = sorted(op for op in ops if ".ftz" in op)
+    assert not ftz, f"flush-to-zero instructions: {ftz}"
+
+
+def _assert_machine_limits(sass):
+    assert sass.spill_bytes == 0, f"{sass.spill_bytes} bytes of register spills"
+    assert sass.registers <= mc.REGISTER_CEILING, \
+        f"{sass.registers} registers > {mc.REGISTER_CEILING} (below 50% occupancy)"
+
+
+@pytest.mark.parametrize("backend,dtype,amsgrad,arch", CASES, ids=IDS)
+def test_float32_kernels_hold_no_float64_instruction(backend, dtype, amsgrad, arch):
+    ptx, _ = _compiled(backend, dtype, amsgrad, arch)
+    if dtype == "float32":
+        _assert_no_f64(ptx)
+    else:
+        assert mc.f64_instructions(ptx), "a float64 kernel with no float64 arithmetic"
+
+
+@pytest.mark.parametrize("backend,dtype,amsgrad,arch", CASES, ids=IDS)
+def test_global_memory_per_element_is_the_bytes_model(backend, dtype, amsgrad, arch):
+    ptx, sass = _compiled(backend, dtype, amsgrad, arch)
+    assert mc.per_element_memory(ptx) == {_bytes_model(amsgrad)}
+    assert sass.per_element_memory() == _bytes_model(amsgrad)
+
+
+@pytest.mark.parametrize("backend,dtype,amsgrad,arch", CASES, ids=IDS)
+def test_ieee_sqrt_and_division_without_flush_to_zero(backend, dtype, amsgrad, arch):
+    _assert_ieee(_compiled(backend, dtype, amsgrad, arch)[0])
+
+
+@pytest.mark.parametrize("backend,dtype,amsgrad,arch", CASES, ids=IDS)
+def test_no_spills_and_registers_under_the_ceiling(backend, dtype, amsgrad, arch):
+    _assert_machine_limits(_compiled(backend, dtype, amsgrad, arch)[1])
+
+
+# --- mutants: each assertion above fails on a plausible bug -------------------------------
+
+def _numba_mutant(old: str, new: str, name="adam"):
+    """A kernel of _numba_cuda_kernels with one source line changed."""
+    from backends import _numba_cuda_kernels
+
+    source = inspect.getsource(_numba_cuda_kernels)
+    assert old in source
+    namespace = {"__name__": "backends._numba_cuda_mutant", "__package__": "backends"}
+    exec(compile(source.replace(old, new), "<mutant>", "exec"), namespace)
+    return namespace[name]
+
+
+def _cupy_mutant_ptx(dtype="float32", amsgrad=False, old=None, new=None, options=None):
+    from backends import _cupy_kernels
+
+    source = _cupy_kernels.kernel_source(dtype, amsgrad)
+    if old is not None:
+        assert old in source
+        source = source.replace(old, new)
+    return _cupy_kernels.compile_kernel(dtype, amsgrad, "90", "ptx",
+                                        options or _cupy_kernels.NVRTC_OPTIONS,
+                                        source).decode()
+
+
+def test_mutant_a_python_float_literal_makes_float64_instructions():
+    kernel = _numba_mutant("inv_sqrt_bc2 + eps)", "inv_sqrt_bc2 + eps * 1.0)")
+    ptx = mc.numba_ptx(kernel, "float32", False, "90")
+    assert len(mc.f64_instructions(ptx)) > 10
+    with pytest.raises(AssertionError, match="float64 instructions"):
+        _assert_no_f64(ptx)
+
+
+def test_mutant_rereading_p_after_the_stores_is_an_extra_load():
+    """(In the L2 copy p is read twice; without L2 the first read is dead.)"""
+    ptx = _cupy_mutant_ptx(old="p[i] = pi - ", new="p[i] = decay * p[i] - ")
+    assert (5, 3) in mc.per_element_memory(ptx)
+    kernel = _numba_mutant("p[i] = pi - step_size", "p[i] = decay * p[i] - step_size")
+    assert (5, 3) in mc.per_element_memory(mc.numba_ptx(kernel, "float32", False, "90"))
+
+
+def test_mutant_cupys_default_ftz_is_found():
+    from backends import _cupy_kernels
+
+    ptx = _cupy_mutant_ptx(options=(*_cupy_kernels.NVRTC_OPTIONS, "-ftz=true"))
+    with pytest.raises(AssertionError, match="flush-to-zero"):
+        _assert_ieee(ptx)
+
+
+def test_mutant_fast_math_is_found():
+    from backends import _numba_cuda_kernels
+
+    ptx = mc.numba_ptx(_numba_cuda_kernels.adam, "float32", False, "90", fastmath=True)
+    with pytest.raises(AssertionError, match="approximate|flush-to-zero|IEEE"):
+        _assert_ieee(ptx)
+
+
+def test_mutant_spills_and_too_many_registers_are_found():
+    ptx, _ = _compiled("cupy", "float64", True, "90")
+    with pytest.raises(AssertionError, match="spills"):
+        _assert_machine_limits(mc.ptx_to_sass(ptx, "90", ["-maxrregcount=16"]))
+    with pytest.raises(AssertionError, match="registers >"):
+        _assert_machine_limits(mc.ptx_to_sass(ptx, "90", ["-Xptxas=-O0"]))
+
+
+# --- the emulated GPU subjects follow the compiled operation order ------------------------
+
+def _emulated_ops(dtype, amsgrad, use_l2):
+    from backends import AdamConfig
+    from backends.scalars import StepScalars
+    from harness.emulated_gpu import CountingOps, gpu_element_update
+
+    cfg = AdamConfig(weight_decay=0.1 if use_l2 else 0.0, amsgrad=amsgrad)
+    ops = CountingOps()
+    x = np.ones(3, dtype)
+    gpu_element_update(ops, x, x, x, x, x if amsgrad else None, StepScalars.for_step(cfg, 1),
+                       np.dtype(dtype))
+    return dict(ops.counts)
+
+
+@pytest.mark.parametrize("backend,dtype,amsgrad,arch", CASES, ids=IDS)
+def test_emulation_performs_the_kernels_operations(backend, dtype, amsgrad, arch):
+    """Each element copy in the PTX (with and without L2) has exactly the emulation's
+    FMAs, multiplies, divisions and square roots."""
+    ptx, _ = _compiled(backend, dtype, amsgrad, arch)
+    compiled = {tuple(sorted(mc.element_ops(body).items())) for body in mc.element_bodies(ptx)}
+    emulated = {tuple(sorted(_emulated_ops(dtype, amsgrad, l2).items())) for l2 in (False, True)}
+    assert compiled == emulated
+
+
+def test_mutant_a_kernel_without_contraction_differs_from_the_emulation():
+    ptx = _cupy_mutant_ptx(options=("-ftz=false", "-prec-div=true", "-prec-sqrt=true",
+                                    "-fmad=false"))
+    compiled = {tuple(sorted(mc.element_ops(b).items())) for b in mc.element_bodies(ptx)}
+    assert all(dict(ops).get("fma", 0) == 0 for ops in compiled)
+    assert compiled != {tuple(sorted(_emulated_ops("float32", False, l2).items()))
+                        for l2 in (False, True)}
+
+
+def test_sass_reader_counts_only_the_kernels_own_code():
+    _, sass = _compiled("numba-cuda", "float32", False, "90")
+    assert re.search(r"\.text\.__cuda_sm\w+_div_rn", sass.text), "expected the division slow path"
+    ops = sass.kernel_opcodes()
+    assert ops["MUFU.RSQ"] > 0 and not any(op.startswith("RET") for op in ops)
