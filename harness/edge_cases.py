@@ -52,9 +52,11 @@ def _zero_grads(dtype):
 
 
 def _subnormal_grads(dtype):
+    """Gradients of +-tiny/16 (2^-130 in float32): subnormal, and so are the first
+    moments they make; flush-to-zero would make those 0."""
     problem = _problem(dtype)
-    tiny = np.finfo(dtype).smallest_subnormal
-    problem.grads = [[(np.sign(g) * tiny * 3).astype(dtype) for g in grads]
+    subnormal = np.finfo(dtype).tiny / 16
+    problem.grads = [[(np.sign(g) * subnormal).astype(dtype) for g in grads]
                      for grads in problem.grads]
     return problem
 
@@ -88,6 +90,12 @@ def _zero_moments(problem, params, moments, cfg) -> str:
     return why.strip()
 
 
+def _subnormal_moments_kept(problem, params, moments, cfg) -> str:
+    if not any(np.any(m != 0) for m in moments["exp_avg"]):
+        return "exp_avg is all zero: subnormals were flushed to zero"
+    return ""
+
+
 def _huge_expected(problem, params, moments, cfg) -> str:
     for i, (p0, p, v) in enumerate(zip(problem.params, params, moments["exp_avg_sq"])):
         hit = np.zeros(p0.size, bool)
@@ -109,7 +117,7 @@ def _nan_expected(problem, params, moments, cfg) -> str:
 EDGE_CASES = [
     EdgeCase("zero-grad", _zero_grads, AdamConfig(), _zero_moments),
     EdgeCase("lr=0", _problem, AdamConfig(lr=0.0, weight_decay=0.1, decoupled=True), _unchanged),
-    EdgeCase("subnormal-grad", _subnormal_grads, AdamConfig()),
+    EdgeCase("subnormal-grad", _subnormal_grads, AdamConfig(), _subnormal_moments_kept),
     EdgeCase("huge-grad", _huge_grads, AdamConfig(), _huge_expected, reference=False),
     EdgeCase("nan-inf-grad", _nan_inf_grads, AdamConfig(), _nan_expected),
     EdgeCase("beta1=0", _problem, AdamConfig(beta1=0.0)),
