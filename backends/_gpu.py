@@ -3,11 +3,12 @@
 ``init_state`` puts all moments of a step in one device allocation (views into it), and
 ``_update`` launches once over the whole span when the params, grads and moments of the
 step each lie back to back in memory (as ``flatten`` arranges); otherwise it launches once
-per tensor. That plan is made when the arrays change, not every step. Device memory is
-allocated only in ``init_state``, never in a step.
+per tensor. That plan is made when the arrays change, not every step (nor for a new
+config). Device memory is allocated only in ``init_state``, never in a step.
 """
 from __future__ import annotations
 
+import operator
 import time
 
 import numpy as np
@@ -50,21 +51,22 @@ class GpuBackend(Backend):
 
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
                 cache):
-        key = cache["validated"]["key"]
+        columns = [params, grads, exp_avg, exp_avg_sq]
+        if max_exp_avg_sq is not None:
+            columns.append(max_exp_avg_sq)
+        ids = cache["validated"]["ids"][:len(columns)]
         plan = cache.get((GpuBackend, dtype))
-        if plan is None or plan[0] is not key:
-            columns = [params, grads, exp_avg, exp_avg_sq]
-            if max_exp_avg_sq is not None:
-                columns.append(max_exp_avg_sq)
-            plan = cache[(GpuBackend, dtype)] = (key, self._launches(columns))
+        if plan is None or len(plan[0]) != len(ids) or any(map(operator.is_not, plan[0], ids)):
+            plan = cache[(GpuBackend, dtype)] = (ids, self._launches(columns))
         scalars = StepScalars.for_step(cfg, t)
         for p, g, m, v, *vmax in plan[1]:
             self._launch(p, g, m, v, vmax[0] if vmax else None, scalars, dtype)
 
     def _launches(self, columns) -> list[tuple]:
         """The 1-D arrays of each launch: one launch over whole spans when every column
-        lies back to back, else one per tensor. Kept until the arrays change (the
-        validation's key, see Backend._validate), so a step reads no addresses."""
+        lies back to back, else one per tensor. Kept until some column's arrays change
+        (the validation's id lists, see Backend._validate; a new config, e.g. a learning
+        rate schedule's, keeps it), so a step reads no addresses."""
         spans = [self._as_span(arrays) for arrays in columns]
         if all(s is not None for s in spans):
             return [tuple(spans)]

@@ -41,6 +41,26 @@ def test_flattened_list_is_one_launch(backend, monkeypatch):
     np.testing.assert_allclose(backend.to_numpy(params[0]), 1 - 1e-3, rtol=1e-6)
 
 
+def test_launch_plan_is_kept_until_the_arrays_change(backend, monkeypatch):
+    """Device addresses are read when the arrays change, not every step, nor when a
+    learning-rate schedule passes a new config each step."""
+    reads = []
+    real = backend.address
+    monkeypatch.setattr(backend, "address", lambda a: reads.append(1) or real(a))
+    host = [np.ones(s, np.float32) for s in [(3, 4), (5,)]]
+    params = backend.flatten(host)[1]
+    grads = backend.flatten(host)[1]
+    state = backend.init_state(params)
+    backend.step(params, grads, state, AdamConfig())
+    first = len(reads)
+    assert first > 0
+    for lr in (1e-3, 5e-4, 2e-4):
+        backend.step(params, grads, state, AdamConfig(lr=lr))
+    assert len(reads) == first
+    backend.step(params, backend.flatten(host)[1], state, AdamConfig())
+    assert len(reads) > first
+
+
 def test_separate_arrays_still_step_correctly(backend):
     params = [backend.asarray(np.ones(4, np.float32)), backend.asarray(np.ones(3, np.float32))]
     grads = [backend.asarray(np.full(4, 2.0, np.float32)),
