@@ -171,6 +171,16 @@ def cmd_demo(args) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_gpu_report(args) -> int:
+    from .gpu_report import gpu_unavailable_reason, run_gpu_report
+
+    reason = gpu_unavailable_reason()
+    if reason:
+        print(f"gpu-report: needs a GPU; none usable here ({reason})", file=sys.stderr)
+        return 1
+    return run_gpu_report(repeats=args.repeats, max_seconds=args.max_seconds)
+
+
 def cmd_tour(args) -> int:
     for title, fn, sub in (("backends", cmd_backends, []), ("check", cmd_check, ["check"]),
                            ("bench", cmd_bench, ["bench"])):
@@ -251,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-peers", action="store_true", help="leave out torch's Adam")
     p.add_argument("--out", default="results/demo-digits", help="path stem")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("gpu-report", help="on a GPU: the GPU tests, check and the GPU sweep "
+                                          "(2^12..2^28), written to results/*-<gpu>.*")
+    p.add_argument("--repeats", type=int, default=15, help="timed batches per cell (default 15)")
+    p.add_argument("--max-seconds", type=float, default=2.0,
+                   help="time budget per cell, at least 3 batches run (default 2.0)")
+    p.set_defaults(func=cmd_gpu_report)
     return parser
 
 

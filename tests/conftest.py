@@ -11,8 +11,10 @@ from hypothesis import HealthCheck, settings
 from backends import AdamConfig, get_backend, list_backends
 
 # The CUDA-simulator tests need NUMBA_ENABLE_CUDASIM=1 before numba is imported, so they
-# run in their own process (tests/test_cuda_simulator.py starts it), not in this one.
-collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["cuda_sim"]
+# run in their own process (tests/test_cuda_simulator.py starts it), not in this one;
+# `adam-bench gpu-report` runs them on a real GPU with ADAM_BENCH_CUDA_TESTS=1.
+_CUDA_TESTS = "1" in (os.environ.get("NUMBA_ENABLE_CUDASIM"), os.environ.get("ADAM_BENCH_CUDA_TESTS"))
+collect_ignore = [] if _CUDA_TESTS else ["cuda_sim"]
 
 # Drawn examples are the same on every run, so CI never fails by the luck of the draw;
 # `pytest --hypothesis-profile=explore` draws many fresh ones to look for new failures.
