@@ -34,6 +34,11 @@ class CupyBackend(GpuBackend):
         except ImportError as exc:
             return f"cupy is not installed ({exc}); pip install -e '.[cuda12]' or '.[cuda13]'"
         try:
+            from cuda.bindings import nvrtc  # noqa: F401  (compiles the kernel)
+        except ImportError as exc:
+            return (f"NVRTC's Python bindings are not installed ({exc}); "
+                    "pip install -e '.[cuda12]' or '.[cuda13]'")
+        try:
             if cupy.cuda.runtime.getDeviceCount() < 1:
                 return "no CUDA device found by cupy"
         except Exception as exc:  # CUDARuntimeError and friends: report which
@@ -80,7 +85,8 @@ class CupyBackend(GpuBackend):
             return
         blocks = min(math.ceil(n / THREADS_PER_BLOCK), 1024)
         arrays = (p, g, m, v) if vmax is None else (p, g, m, v, vmax)
+        pointers = tuple(a.data for a in arrays)  # MemoryPointer: passed as a device pointer
         args = tuple(dtype.type(x) for x in scalars.floats())
         kernel = self._kernels[dtype, vmax is not None]
         kernel((blocks,), (THREADS_PER_BLOCK,),
-               (*arrays, *args, np.bool_(scalars.use_l2), np.int64(n)))
+               (*pointers, *args, np.bool_(scalars.use_l2), np.int64(n)))
