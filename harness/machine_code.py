@@ -38,9 +38,10 @@ REGISTER_CEILING = 64
 def compiler_unavailable_reason() -> str | None:
     """None when NVVM, NVRTC, nvJitLink and nvdisasm are all importable here."""
     try:
-        from cuda.bindings import nvjitlink, nvrtc  # noqa: F401
-        from numba import cuda  # noqa: F401
+        from cuda.bindings import nvjitlink, nvrtc
+        from numba.cuda.cudadrv import nvvm
 
+        nvvm.NVVM()  # loads libnvvm
         _nvdisasm()
         err, *_ = nvrtc.nvrtcVersion()
         if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:

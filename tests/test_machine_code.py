@@ -117,6 +117,7 @@ def test_mutant_rereading_p_after_the_stores_is_an_extra_load():
     """(In the L2 copy p is read twice; without L2 the first read is dead.)"""
     ptx = _cupy_mutant_ptx(old="p[i] = pi - ", new="p[i] = decay * p[i] - ")
     assert (5, 3) in mc.per_element_memory(ptx)
+    assert mc.ptx_to_sass(ptx, "90").per_element_memory()[0] > 4
     kernel = _numba_mutant("p[i] = pi - step_size", "p[i] = decay * p[i] - step_size")
     assert (5, 3) in mc.per_element_memory(mc.numba_ptx(kernel, "float32", False, "90"))
 
