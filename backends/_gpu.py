@@ -36,6 +36,12 @@ class GpuBackend(Backend):
         """One kernel launch over 1-D arrays (``vmax`` is None unless amsgrad)."""
         raise NotImplementedError
 
+    def event_timer(self):
+        """(start, stop) timing device work with CUDA events: ``start()`` records one,
+        ``stop()`` records another, waits for it and returns the seconds between them as
+        the GPU measured them. None where there are no events (the CUDA simulator)."""
+        raise NotImplementedError
+
     def _timed_warm_up(self) -> float:
         """Compile every kernel variant with one tiny launch each; returns seconds."""
         from .config import AdamConfig

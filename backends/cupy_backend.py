@@ -17,7 +17,7 @@ from . import _cupy_kernels
 from ._gpu import GpuBackend
 from .base import FLOAT_DTYPES
 
-__all__ = ["CupyBackend"]
+__all__ = ["CupyBackend", "cupy_event_timer"]
 
 THREADS_PER_BLOCK = 256
 
@@ -79,6 +79,9 @@ class CupyBackend(GpuBackend):
     def span(self, first, n):
         return self._cupy.ndarray((n,), dtype=first.dtype, memptr=first.data)
 
+    def event_timer(self):
+        return cupy_event_timer(self._cupy)
+
     def _launch(self, p, g, m, v, vmax, scalars, dtype):
         n = p.size
         if n == 0:
@@ -90,3 +93,15 @@ class CupyBackend(GpuBackend):
         kernel = self._kernels[dtype, vmax is not None]
         kernel((blocks,), (THREADS_PER_BLOCK,),
                (*pointers, *args, np.bool_(scalars.use_l2), np.int64(n)))
+
+
+def cupy_event_timer(cupy):
+    """GpuBackend.event_timer with CuPy's events, on its current stream."""
+    begin, end = cupy.cuda.Event(), cupy.cuda.Event()
+
+    def stop() -> float:
+        end.record()
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(begin, end) / 1e3
+
+    return begin.record, stop

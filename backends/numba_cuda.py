@@ -13,7 +13,7 @@ import numpy as np
 
 from ._gpu import GpuBackend
 
-__all__ = ["NumbaCudaBackend"]
+__all__ = ["NumbaCudaBackend", "numba_event_timer"]
 
 THREADS_PER_BLOCK = 256
 
@@ -83,6 +83,9 @@ class NumbaCudaBackend(GpuBackend):
                      "data": (self.address(first), False), "version": 3}
         return self._cuda.from_cuda_array_interface(interface, owner=first, sync=False)
 
+    def event_timer(self):
+        return None if self.simulated else numba_event_timer(self._cuda)
+
     def _launch(self, p, g, m, v, vmax, scalars, dtype):
         n = p.size
         if n == 0:
@@ -92,6 +95,19 @@ class NumbaCudaBackend(GpuBackend):
         kernel = self._kernels.adam_amsgrad if vmax is not None else self._kernels.adam
         extra = (vmax,) if vmax is not None else ()
         kernel[blocks, THREADS_PER_BLOCK](p, g, m, v, *extra, *args, scalars.use_l2)
+
+
+def numba_event_timer(cuda):
+    """GpuBackend.event_timer with numba.cuda's events, on the default stream (where the
+    kernels launch)."""
+    begin, end = cuda.event(timing=True), cuda.event(timing=True)
+
+    def stop() -> float:
+        end.record()
+        end.synchronize()
+        return cuda.event_elapsed_time(begin, end) / 1e3
+
+    return begin.record, stop
 
 
 def _device_array_type(cuda):

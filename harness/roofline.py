@@ -42,6 +42,8 @@ def _cpu(n, dtype):
 
 
 def _gpu(n, dtype):
+    from backends.cupy_backend import cupy_event_timer
+
     try:
         import cupy
     except ImportError:
@@ -50,11 +52,13 @@ def _gpu(n, dtype):
                                     "adam_roofline")
     p, g, m, v = (cupy.asarray(a) for a in roofline_arrays(n, dtype))
     stream = cupy.cuda.get_current_stream()
-    return (lambda: kernel(g, p, m, v)), stream.synchronize
+    return (lambda: kernel(g, p, m, v)), stream.synchronize, cupy_event_timer(cupy)
 
 
 def _numba_cuda(n, dtype):
     from numba import cuda
+
+    from backends.numba_cuda import numba_event_timer
 
     @cuda.jit
     def roofline(p, g, m, v):
@@ -66,9 +70,10 @@ def _numba_cuda(n, dtype):
 
     p, g, m, v = (cuda.to_device(a) for a in roofline_arrays(n, dtype))
     blocks = min((n + 255) // 256, 1024) or 1
-    return (lambda: roofline[blocks, 256](p, g, m, v)), cuda.synchronize
+    return (lambda: roofline[blocks, 256](p, g, m, v)), cuda.synchronize, numba_event_timer(cuda)
 
 
 def roofline_step(n: int, dtype, device: str = "cpu"):
-    """(step, sync) running the roofline kernel over ``n`` elements of ``dtype``."""
+    """(step, sync) running the roofline kernel over ``n`` elements of ``dtype``; on a GPU
+    (step, sync, timer) with a CUDA-event timer."""
     return (_cpu if device == "cpu" else _gpu)(n, np.dtype(dtype))

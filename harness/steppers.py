@@ -32,6 +32,10 @@ class Stepper:
     def sync(self) -> None:
         """Block until queued work is done (timings read the clock after this)."""
 
+    def timer(self):
+        """A device timer for harness.timing (None: the host clock times this stepper)."""
+        return None
+
     def params(self) -> list[np.ndarray]:
         raise NotImplementedError
 
@@ -72,6 +76,10 @@ class BackendStepper(Stepper):
 
     def sync(self) -> None:
         self.backend.synchronize()
+
+    def timer(self):
+        make = getattr(self.backend, "event_timer", None)
+        return make() if make else None
 
     def params(self):
         return [self.backend.to_numpy(p) for p in self._params]

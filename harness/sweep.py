@@ -122,14 +122,14 @@ def _measure(cell: Cell, cfg: SweepConfig) -> dict:
 
 
 def _stepper(subject: Subject, workload: Workload, dtype: str, amsgrad: bool):
-    """(stepper, (step, sync)) of ``subject`` on seeded random params and grads."""
+    """(stepper, (step, sync, timer)) of ``subject`` on seeded random params and grads."""
     rng = np.random.default_rng(0)
     params = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
     grads = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
     layout = {"flat_buffer": True} if workload.flat_buffer else {}
     stepper = subject.make(params, AdamConfig(amsgrad=amsgrad), **layout)
     prepared = stepper.prepare(grads)
-    return stepper, (lambda: stepper.step(prepared), stepper.sync)
+    return stepper, (lambda: stepper.step(prepared), stepper.sync, stepper.timer())
 
 
 def _timing_columns(timing) -> dict:

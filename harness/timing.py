@@ -1,7 +1,8 @@
 """Timing steps: warm-up apart, batches long enough for the clock, median and spread.
 
 GPU work is asynchronous, so every timed batch ends with ``sync()`` (the device finished)
-before the host clock is read; on the CPU ``sync`` does nothing. Several steps can be
+before the host clock is read; on the CPU ``sync`` does nothing. A GPU step may bring a
+device timer (CUDA events): its batches are then timed by the GPU's own clock. Several steps can be
 timed together, batch by batch in turn, so that a machine whose bandwidth drifts (other
 tenants, clocks) affects them alike: the roofline is timed that way beside each kernel.
 """
@@ -39,7 +40,10 @@ class Timing:
         return float((q3 - q1) / self.median) if self.median > 0 else 0.0
 
 
-Step = tuple[Callable[[], None], Callable[[], None]]  # (step, sync)
+#: (step, sync) or (step, sync, timer); a timer is None or (start, stop): ``start()``
+#: records a device event, ``stop()`` records another, waits for it and returns the
+#: seconds between the two (GpuBackend.event_timer).
+Step = tuple
 
 
 def _warm_and_calibrate(step, sync, min_batch_seconds) -> tuple[float, int]:
@@ -54,24 +58,36 @@ def _warm_and_calibrate(step, sync, min_batch_seconds) -> tuple[float, int]:
     return warmup, max(1, int(min_batch_seconds / one))
 
 
+def _time_batch(step, sync, timer, batch: int) -> float:
+    """Seconds for ``batch`` steps: by the device timer when there is one, else by the
+    host clock after ``sync``."""
+    if timer is not None:
+        start, stop = timer
+        start()
+        for _ in range(batch):
+            step()
+        return stop()
+    t0 = time.perf_counter()
+    for _ in range(batch):
+        step()
+    sync()
+    return time.perf_counter() - t0
+
+
 def time_interleaved(steps: list[Step], repeats: int = 15, max_seconds: float = 2.0,
                      min_batch_seconds: float = 0.01) -> list[Timing]:
     """Time each (step, sync): one warm-up call each (compilation, first touch), then up
     to ``repeats`` rounds of one batch per step, stopping early (after at least 3 rounds)
     once ``max_seconds`` have passed. Each batch follows one untimed step, so a step
     whose data fits in cache is timed warm whatever ran before it."""
-    prepared = [_warm_and_calibrate(step, sync, min_batch_seconds) for step, sync in steps]
+    prepared = [_warm_and_calibrate(step, sync, min_batch_seconds) for step, sync, *_ in steps]
     deadline = time.perf_counter() + max_seconds
     per_step: list[list[float]] = [[] for _ in steps]
     for round_ in range(max(repeats, 1)):
-        for (step, sync), (_, batch), out in zip(steps, prepared, per_step):
+        for (step, sync, *timer), (_, batch), out in zip(steps, prepared, per_step):
             step()  # untimed: the steps timed in turn evict each other's data from cache
             sync()
-            t0 = time.perf_counter()
-            for _ in range(batch):
-                step()
-            sync()
-            out.append((time.perf_counter() - t0) / batch)
+            out.append(_time_batch(step, sync, timer[0] if timer else None, batch) / batch)
         if round_ >= 2 and time.perf_counter() > deadline:
             break
     return [Timing(warmup, batch, tuple(times))
