@@ -51,6 +51,14 @@ def plan_report(gpu_name: str, results: Path = Path("results")) -> GpuReportPlan
     return GpuReportPlan(gpu_name, results / f"check-{slug}", results / f"bench-{slug}")
 
 
+def _numba_gpu_name() -> str:
+    """The device's name through numba.cuda (machine_info names it through CuPy only)."""
+    from numba import cuda
+
+    name = cuda.get_current_device().name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def _run_tests(root: Path) -> int:
     env = dict(os.environ, ADAM_BENCH_CUDA_TESTS="1")
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -66,7 +74,7 @@ def run_gpu_report(repeats: int = 15, max_seconds: float = 2.0) -> int:
     from .subjects import collect_subjects
     from .sweep import SweepConfig, run_sweep
 
-    plan = plan_report(machine_info()["gpu"] or "gpu")
+    plan = plan_report(machine_info()["gpu"] or _numba_gpu_name())
     root = Path(__file__).resolve().parent.parent
     tests_status = _run_tests(root)
     print(f"gpu-report: GPU tests {'passed' if tests_status == 0 else 'FAILED'}")
