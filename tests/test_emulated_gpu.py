@@ -46,6 +46,15 @@ def test_float32_fma_is_rounded_once_where_double_rounding_would_err():
     assert naive == np.float32(1 + 2.0**-22), "float64 then float32 rounds twice (the mutant)"
 
 
+def test_float64_fma_is_rounded_once_where_a_rounded_product_would_err():
+    a = np.float64(2.0**-26 * (1 + 2.0**-52))
+    b = np.float64(2.0**-27 * (1 - 2.0**-52))
+    c = np.float64(1 + 2.0**-52)
+    # exact: 1 + 2^-52 + 2^-53 - 2^-157, just below the midpoint 1 + 3*2^-53
+    assert fma(a, b, c)[0] == 1 + 2.0**-52 == _exact_fma(a, b, c, np.float64)
+    assert a * b + c == 1 + 2.0**-51, "the product rounded first (the mutant)"
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fma_matches_exact_rationals(dtype):
     rng = np.random.default_rng(3)
