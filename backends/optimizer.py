@@ -2,39 +2,41 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
+from .auto import Choice, choose_backend
 from .base import Backend, _as_list
 from .config import AdamConfig
 from .registry import get_backend
 from .state import AdamState
 
-__all__ = ["Adam"]
+__all__ = ["Adam", "AutoFallbackWarning"]
 
 _FORMAT = "adam-backends/1"
 
 
 class Adam:
-    """``Adam(params, backend="auto", **config)``; ``step(grads)`` updates params in place.
+    """``Adam(params, backend="auto", table=None, **config)``; ``step(grads)`` updates
+    params in place.
 
-    ``backend`` is a name, a Backend instance, or "auto" (the fastest measured backend for
-    these tensors, see ``harness.selection``). ``config`` takes AdamConfig's fields.
+    ``backend`` is a name, a Backend instance, or "auto": the fastest measured backend for
+    these tensors, from ``table`` or the places ``backends.auto`` documents; ``choice``
+    then says what was picked and why (a built-in fallback also warns, AutoFallbackWarning).
+    ``config`` takes AdamConfig's fields.
     """
 
-    def __init__(self, params, backend: str | Backend = "auto", **config):
+    def __init__(self, params, backend: str | Backend = "auto", table=None, **config):
         self.config = AdamConfig(**config)
         self.params = list(_as_list(params, "params"))
+        self.choice: Choice | None = None
         if isinstance(backend, Backend):
             self.backend = backend
         else:
             if backend == "auto":
-                from harness.selection import choose_backend
-
-                backend = choose_backend([p.size for p in self.params],
-                                         dtype=str(self.params[0].dtype) if self.params
-                                         else "float32",
-                                         device=_device_of(self.params)).name
+                self.choice = _choose(self.params, table)
+                backend = self.choice.name
             self.backend = get_backend(backend)
         self.state: AdamState = self.backend.init_state(self.params, self.config)
 
@@ -87,6 +89,20 @@ class Adam:
         opt = cls(params, backend=backend or saved_backend, **config)
         opt.load_state_dict({"config": config, "state": state})
         return opt
+
+
+class AutoFallbackWarning(UserWarning):
+    """``backend="auto"`` found no measured table (or no rows for these tensors)."""
+
+
+def _choose(params, table) -> Choice:
+    choice = choose_backend([p.size for p in params],
+                            dtype=str(params[0].dtype) if params else "float32",
+                            device=_device_of(params), table=table)
+    if choice.fallback:
+        warnings.warn(f'Adam(backend="auto") chose {choice.reason}', AutoFallbackWarning,
+                      stacklevel=3)
+    return choice
 
 
 def _device_of(params) -> str:

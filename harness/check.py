@@ -1,6 +1,7 @@
-"""``adam-bench check``: agreement of every subject with the reference, pairwise, and on
-edge cases. Our backends and the emulated GPU kernels decide the verdict; torch's rows
-are shown beside them."""
+"""``adam-bench check``: agreement of every subject with the reference, pairwise, on edge
+cases, and (CPU backends) refusal of bad input. Our backends (plugins included) and the
+emulated GPU kernels decide the verdict; torch's rows are shown beside them. ``harness.testing`` runs the same
+code for one backend inside a pytest test."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,8 @@ import pandas as pd
 
 from backends import AdamConfig
 
-from .agreement import OPTION_SETS, pairwise, run_with_reference
+from .agreement import OPTION_SETS, Errors, pairwise, run_with_reference
+from .bad_input import BAD_INPUT_CASES, run_bad_input_case
 from .edge_cases import EDGE_CASES, run_edge_case
 from .problems import MIXED_SHAPES, random_problem
 from .subjects import Subject
@@ -27,15 +29,32 @@ class CheckReport:
     pairs: pd.DataFrame
     edges: pd.DataFrame
     skipped: pd.DataFrame
+    bad_input: pd.DataFrame
 
     @property
     def ok(self) -> bool:
         """True when every backend of ours (and emulated GPU kernel) is within tolerance
         everywhere."""
+        return not self.failures()
+
+    def failures(self) -> list[str]:
+        """One line per failed row of ours (peers are not judged), worst first."""
         ours = lambda df: df[df["kind"].isin(OURS)]
-        return bool(ours(self.agreement)["within_tolerance"].all()
-                    and ours(self.pairs)["within_tolerance"].all()
-                    and ours(self.edges)["passed"].all())
+        failed = lambda df, column: df[~df[column].astype(bool)]
+        lines = []
+        for r in failed(ours(self.agreement), "within_tolerance").sort_values(
+                "tolerance_ratio", ascending=False).itertuples():
+            lines.append(f"{r.subject} {r.dtype} {r.options}: {r.worst_quantity} off the float64 "
+                         f"reference by {r.tolerance_ratio:.3g}x its tolerance at step "
+                         f"{r.worst_step} (max abs err {r.max_abs_err:.3g})")
+        for r in failed(ours(self.pairs), "within_tolerance").itertuples():
+            lines.append(f"{r.subject} vs {r.other} {r.dtype} {r.options}: final params differ "
+                         f"by {r.tolerance_ratio:.3g}x the sum of their tolerances")
+        for r in failed(ours(self.edges), "passed").itertuples():
+            lines.append(f"{r.subject} {r.dtype} edge case {r.case}: {r.detail}")
+        for r in failed(self.bad_input, "passed").itertuples():
+            lines.append(f"{r.subject} bad input {r.case}: {r.detail}")
+        return lines
 
 
 def _error_columns(errors) -> dict:
@@ -46,8 +65,10 @@ def _error_columns(errors) -> dict:
 
 
 def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int = 100,
-              seed: int = 0, shapes=MIXED_SHAPES, progress=None) -> CheckReport:
-    """Run every runnable subject on every dtype x option set, then the edge cases."""
+              seed: int = 0, shapes=MIXED_SHAPES, progress=None, options=tuple(OPTION_SETS),
+              edge_cases=EDGE_CASES, bad_input=BAD_INPUT_CASES) -> CheckReport:
+    """Run every runnable subject on every dtype x option set, the edge cases, and the
+    bad-input cases (backends on the CPU)."""
     runnable = [s for s in subjects if s.make is not None]
     skipped = pd.DataFrame([{"subject": s.label, "kind": s.kind, "reason": s.reason}
                             for s in subjects if s.make is None],
@@ -55,8 +76,8 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
     rows, pair_rows, edge_rows = [], [], []
     kinds = {s.label: s.kind for s in runnable}
     for dtype in dtypes:
-        for option_name, options in OPTION_SETS.items():
-            cfg = AdamConfig(**options)
+        for option_name in options:
+            cfg = AdamConfig(**OPTION_SETS[option_name])
             problem = random_problem(shapes, dtype, steps, seed)
             trajectories = {}
             for subject in runnable:
@@ -71,11 +92,22 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
                 kind = "backend" if kinds[a] in OURS and kinds[b] in OURS else "peer"
                 pair_rows.append({"subject": a, "other": b, "kind": kind, "dtype": dtype,
                                   "options": option_name, **_error_columns(errors)})
-        for case in EDGE_CASES:
+        for case in edge_cases:
             for subject in runnable:
                 passed, why, _ = run_edge_case(case, subject.make, dtype)
                 edge_rows.append({"case": case.name, "subject": subject.label,
                                   "kind": subject.kind, "dtype": dtype, "passed": passed,
                                   "detail": why})
-    return CheckReport(pd.DataFrame(rows), pd.DataFrame(pair_rows), pd.DataFrame(edge_rows),
-                       skipped)
+    bad_rows = [{"case": case.name, "subject": s.label, "passed": not why, "detail": why}
+                for s in runnable if s.backend is not None and s.device == "cpu"
+                for case in bad_input for why in [run_bad_input_case(case, s.backend)]]
+    return CheckReport(pd.DataFrame(rows, columns=_AGREEMENT_COLUMNS),
+                       pd.DataFrame(pair_rows, columns=_PAIR_COLUMNS),
+                       pd.DataFrame(edge_rows, columns=_EDGE_COLUMNS), skipped,
+                       pd.DataFrame(bad_rows, columns=["case", "subject", "passed", "detail"]))
+
+
+_ERROR_COLUMNS = list(_error_columns(Errors()))
+_AGREEMENT_COLUMNS = ["subject", "kind", "dtype", "options", "steps", *_ERROR_COLUMNS]
+_PAIR_COLUMNS = ["subject", "other", "kind", "dtype", "options", *_ERROR_COLUMNS]
+_EDGE_COLUMNS = ["case", "subject", "kind", "dtype", "passed", "detail"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from backends import BackendUnavailable, backend_names, get_backend
+from backends import Backend, BackendUnavailable, backend_names, get_backend
 
 from .emulated_gpu import EMULATED, EmulatedGpuStepper
 from .peers import PEER_IMPLEMENTATIONS, TorchStepper, torch_unavailable_reason
 from .steppers import BackendStepper
 
-__all__ = ["Subject", "collect_subjects"]
+__all__ = ["Subject", "backend_subject", "collect_subjects"]
 
 
 @dataclass
@@ -22,6 +22,14 @@ class Subject:
     device: str
     make: Callable | None
     reason: str | None = None
+    backend: Backend | None = None
+
+
+def backend_subject(backend: Backend) -> Subject:
+    """The subject of one of our (or a plugin's) backends, already constructed."""
+    return Subject(backend.name, "backend", backend.device,
+                   lambda params, cfg, **layout: BackendStepper(backend, params, cfg, **layout),
+                   backend=backend)
 
 
 def collect_subjects(backends: list[str] | None = None, peers: bool = True,
@@ -41,9 +49,7 @@ def collect_subjects(backends: list[str] | None = None, peers: bool = True,
             continue
         if device and backend.device != device:
             continue
-        subjects.append(Subject(name, "backend", backend.device,
-                                lambda params, cfg, be=backend, **layout:
-                                BackendStepper(be, params, cfg, **layout)))
+        subjects.append(backend_subject(backend))
     if emulated and device in (None, "cpu"):
         for name in EMULATED:
             subjects.append(Subject(f"{name} (emulated)", "emulated", "cpu",
