@@ -1,7 +1,8 @@
 """``adam-bench``: list backends, check agreement, sweep throughput, report, select, demo.
 
 With no subcommand it runs the tour: backends, a check, and the default sweep, writing
-everything to results/ (a few minutes on a 2-core laptop).
+everything to results/ (a few minutes on a 2-core laptop), and ends with a verdict per
+subject (harness.summary); --verbose prints the full tables as well.
 """
 from __future__ import annotations
 
@@ -27,13 +28,24 @@ def _print_table(df: pd.DataFrame, title: str = "") -> None:
 def cmd_backends(args) -> int:
     from backends import list_backends
 
-    rows = pd.DataFrame([r.__dict__ for r in list_backends()])
-    rows["reason"] = rows["reason"].fillna("")
-    _print_table(rows, "Backends")
+    from .summary import backends_lines
+
+    listed = list_backends()
+    if args.verbose:
+        rows = pd.DataFrame([r.__dict__ for r in listed])
+        rows["reason"] = rows["reason"].fillna("")
+        _print_table(rows, "Backends")
+    else:
+        print("backends:\n" + "\n".join(backends_lines(listed)))
     return 0
 
 
 def cmd_check(args) -> int:
+    return 0 if _check(args).ok else 1
+
+
+def _check(args):
+    """Run the check, write its tables, print what it found; the CheckReport."""
     from tqdm import tqdm
 
     from .check import run_check
@@ -52,9 +64,20 @@ def cmd_check(args) -> int:
     write_tables(report.agreement, out)
     write_tables(report.pairs, out.with_name(out.name + "-pairs"))
     write_tables(report.edges, out.with_name(out.name + "-edge-cases"))
+    write_tables(report.bad_input, out.with_name(out.name + "-bad-input"))
+    from .summary import check_lines, fit
+
+    if args.verbose:
+        _print_check_tables(report, args.steps)
+    print("\n".join(check_lines(report)))
+    print(fit(f"tables: {out}.csv/.json/.md, -pairs, -edge-cases, -bad-input"))
+    return report
+
+
+def _print_check_tables(report, steps: int) -> None:
     shown = ["subject", "kind", "dtype", "options", "max_abs_err", "max_rel_err", "max_ulp_err",
              "worst_step", "worst_quantity", "tolerance_ratio", "within_tolerance"]
-    _print_table(report.agreement[shown], f"Agreement with the float64 reference ({args.steps} "
+    _print_table(report.agreement[shown], f"Agreement with the float64 reference ({steps} "
                  "steps; tolerance_ratio <= 1 passes; see harness/tolerances.py)")
     failed_pairs = report.pairs[~report.pairs["within_tolerance"]]
     _print_table(failed_pairs if not failed_pairs.empty else
@@ -67,12 +90,11 @@ def cmd_check(args) -> int:
     details = report.edges[~report.edges["passed"]]
     if not details.empty:
         _print_table(details[["case", "subject", "dtype", "detail"]], "Edge-case differences")
+    bad = report.bad_input[~report.bad_input["passed"].astype(bool)]
+    if not bad.empty:
+        _print_table(bad, "Bad input not refused properly")
     if not report.skipped.empty:
         _print_table(report.skipped, "Not run here")
-    verdict = "PASS" if report.ok else "FAIL"
-    print(f"\ncheck: {verdict} (our backends; peers are shown, not judged). "
-          f"Tables: {out}.csv/.json/.md, -pairs, -edge-cases")
-    return 0 if report.ok else 1
 
 
 def _sweep_config(args):
@@ -94,27 +116,41 @@ def _sweep_config(args):
 
 
 def cmd_bench(args) -> int:
+    _bench(args)
+    return 0
+
+
+def _bench(args) -> pd.DataFrame:
+    """Run the sweep, write its tables, plot and the table "auto" reads; the sweep's rows."""
     from .plots import plot_throughput
+    from .selection import update_user_table
     from .subjects import collect_subjects
+    from .summary import bench_lines, fit, verdict_lines
     from .sweep import run_sweep
     from .tables import summary
 
     subjects = collect_subjects(_names(args.backends), peers=not args.no_peers)
     df = run_sweep(_sweep_config(args), subjects, args.out, resume=args.resume,
                    show_progress=not args.quiet)
-    _print_table(summary(df).drop(columns=["note"]).dropna(subset=["us_per_step"]),
-                 "Throughput (median of repeats; fraction_of_roofline = GB/s over the "
-                 "same-streams kernel at the same size)")
-    skipped = df[df["note"].astype(str).str.startswith("skipped")]
-    if not skipped.empty:
-        _print_table(skipped[["label", "note"]].drop_duplicates(), "Skipped")
+    if args.verbose:
+        _print_table(summary(df).drop(columns=["note"]).dropna(subset=["us_per_step"]),
+                     "Throughput (median of repeats; fraction_of_roofline = GB/s over the "
+                     "same-streams kernel at the same size)")
+        skipped = df[df["note"].astype(str).str.startswith("skipped")]
+        if not skipped.empty:
+            _print_table(skipped[["label", "note"]].drop_duplicates(), "Skipped")
+    else:
+        print("\n".join(bench_lines(df)))
+        if not args.tour:
+            print("\n".join(verdict_lines(None, df)))
     if not args.no_plot:
         from .machine import machine_id
 
         path = plot_throughput(df, Path(args.out).with_suffix(".png"), title=machine_id())
-        print(f"\nplot: {path}")
-    print(f"tables: {args.out}.csv/.json/.md")
-    return 0
+        print(f"plot: {path}")
+    print(fit(f"tables: {args.out}.csv/.json/.md"))
+    print(fit(f"backend=\"auto\" reads {update_user_table(df)}"))
+    return df
 
 
 def cmd_report(args) -> int:
@@ -138,8 +174,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_select(args) -> int:
+    from backends.auto import choose_backend
+
     from .results_io import read_table
-    from .selection import choose_backend
     from .workloads import model_workload, parse_sizes
 
     if args.model:
@@ -150,7 +187,7 @@ def cmd_select(args) -> int:
     else:
         print("select: give --sizes or --model", file=sys.stderr)
         return 2
-    table = read_table(args.results) if args.results else None
+    table = read_table(args.results) if args.results else None  # else where "auto" reads
     try:
         choice = choose_backend(sizes, dtype=args.dtype, device=args.device, table=table,
                                 amsgrad=args.amsgrad)
@@ -182,13 +219,20 @@ def cmd_gpu_report(args) -> int:
 
 
 def cmd_tour(args) -> int:
-    for title, fn, sub in (("backends", cmd_backends, []), ("check", cmd_check, ["check"]),
-                           ("bench", cmd_bench, ["bench"])):
-        print(f"\n# adam-bench {title}")
-        status = fn(build_parser().parse_args(sub)) if sub else fn(args)
-        if status:
-            return status
-    return 0
+    from .summary import verdict_lines
+
+    def step_args(name: str):
+        step = build_parser().parse_args([name] + args.tour_options.get(name, []))
+        step.verbose, step.tour = args.verbose, True
+        return step
+
+    print("# adam-bench: backends, agreement check, throughput sweep (tables in results/)")
+    cmd_backends(args)
+    report = _check(step_args("check"))
+    df = _bench(step_args("bench")) if report.ok else None
+    print()
+    print("\n".join(verdict_lines(report, df)))
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,10 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check and measure interchangeable Adam backends. With no subcommand: "
                     "list backends, run the agreement check, then the default throughput "
                     "sweep (a few minutes), writing tables and plots to results/.")
-    parser.set_defaults(func=cmd_tour)
+    parser.set_defaults(func=cmd_tour, tour=False, tour_options={})
+    parser.add_argument("--verbose", action="store_true",
+                        help="print the full Markdown tables, not only the verdicts")
+    verbose = {"action": "store_true", "default": argparse.SUPPRESS,
+               "help": "print the full Markdown tables (they are always in the files)"}
     sub = parser.add_subparsers(title="subcommands")
 
     p = sub.add_parser("backends", help="list backends, their device, and why any is unavailable")
+    p.add_argument("--verbose", **verbose)
     p.set_defaults(func=cmd_backends)
 
     p = sub.add_parser("check", help="agreement with the float64 reference, pairwise, edge cases;"
@@ -212,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-peers", action="store_true", help="leave out torch.optim.Adam rows")
     p.add_argument("--out", default="results/check", help="table path stem (default results/check)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", **verbose)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bench", help="throughput sweep over backends x dtypes x sizes, with the "
@@ -235,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/bench", help="path stem (default results/bench)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", **verbose)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="turn a pytest-benchmark --benchmark-json file into the "
@@ -245,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("select", help="the fastest available backend for a workload, from the "
-                                      "newest results of this machine (or --results)")
+                                      "table backend=\"auto\" reads (or --results)")
     p.add_argument("--sizes", help='tensor sizes, e.g. "1000,2^20"')
     p.add_argument("--model", help="a model-shaped workload: gpt2-small, bert-base, resnet50")
     p.add_argument("--scale", type=float, help="shrink the model by this factor")

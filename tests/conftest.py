@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from backends import AdamConfig, get_backend, list_backends
+from backends import get_backend, list_backends
 
 # The CUDA-simulator tests need NUMBA_ENABLE_CUDASIM=1 before numba is imported, so they
 # run in their own process (tests/test_cuda_simulator.py starts it), not in this one;
@@ -36,36 +36,13 @@ def cpu_backend(request):
     return get_backend(request.param)
 
 
+@pytest.fixture(autouse=True)
+def no_user_table(tmp_path, monkeypatch):
+    """No test reads or writes the user's measured table (backends.auto documents it)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("ADAM_BACKENDS_TABLE", raising=False)
+
+
 @pytest.fixture(params=DTYPES)
 def dtype(request):
     return np.dtype(request.param)
-
-
-def snapshot(params, state):
-    """Deep host copies of params and state, to prove a failed call changed nothing."""
-    return [np.array(p, copy=True) for p in params], state.to_dict()
-
-
-def assert_unchanged(before, params, state):
-    old_params, old_state = before
-    for old, new in zip(old_params, params):
-        np.testing.assert_array_equal(old, new)
-    new_state = state.to_dict()
-    assert new_state["step"] == old_state["step"]
-    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-        if old_state[key] is None:
-            assert new_state[key] is None
-            continue
-        for old, new in zip(old_state[key], new_state[key]):
-            np.testing.assert_array_equal(old, new)
-
-
-def make_setup(backend, dtype=np.float32, shapes=((3, 4), (5,)), cfg=None, seed=0):
-    """(params, grads, state, cfg) of backend arrays, state after one step."""
-    rng = np.random.default_rng(seed)
-    cfg = cfg or AdamConfig()
-    params = [backend.asarray(rng.standard_normal(s).astype(dtype)) for s in shapes]
-    grads = [backend.asarray(rng.standard_normal(s).astype(dtype)) for s in shapes]
-    state = backend.init_state(params, cfg)
-    backend.step(params, grads, state, cfg)
-    return params, grads, state, cfg

@@ -1,5 +1,7 @@
 """Every CPU backend against the float64 reference: every option, both dtypes, 100 steps,
 parameters and every state entry (harness.tolerances states the bounds and why)."""
+import re
+
 import numpy as np
 import pytest
 from hypothesis import example, given
@@ -7,8 +9,12 @@ from hypothesis import strategies as st
 
 from backends import AdamConfig, get_backend
 from harness.agreement import OPTION_SETS, run_with_reference
+from harness.edge_cases import EDGE_CASES
 from harness.problems import MIXED_SHAPES, random_problem
 from harness.steppers import BackendStepper
+from harness.testing import assert_agrees_with_reference
+
+from broken_backend import NoBiasCorrection
 
 
 def stepper_for(backend):
@@ -17,16 +23,24 @@ def stepper_for(backend):
 
 @pytest.mark.parametrize("options", list(OPTION_SETS), ids=list(OPTION_SETS))
 def test_hundred_steps_match_the_reference(cpu_backend, dtype, options):
-    cfg = AdamConfig(**OPTION_SETS[options])
     steps = 20 if cpu_backend.name == "python" else 100
-    problem = random_problem(MIXED_SHAPES, dtype, steps, seed=3)
-    trajectory = run_with_reference(stepper_for(cpu_backend), problem, cfg)
-    errors = trajectory.errors
-    assert errors.within_tolerance, (
-        f"{errors.worst_quantity} off by {errors.worst_ratio:.3g}x tolerance at step "
-        f"{errors.worst_step}")
-    # the result really moved: a backend that does nothing must not pass
-    assert not np.allclose(trajectory.params[-1], problem.params[-1])
+    report = assert_agrees_with_reference(cpu_backend, dtypes=[dtype.name], options=[options],
+                                          steps=steps, seed=3, edge_cases=False)
+    assert len(report.agreement) == 1
+
+
+def test_edge_cases_hold(cpu_backend):
+    report = assert_agrees_with_reference(cpu_backend, options=[], steps=1)
+    assert len(report.edges) == 2 * len(EDGE_CASES)
+
+
+def test_the_kit_names_subject_dtype_options_step_and_quantity():
+    with pytest.raises(AssertionError) as failure:
+        assert_agrees_with_reference(NoBiasCorrection(), dtypes=["float64"],
+                                     options=["adamw"], steps=5, edge_cases=False)
+    assert re.search(r"backend 'broken' disagrees with the float64 reference \(1 failures\):\n"
+                     r"  broken float64 adamw: p off the float64 reference by \S+x its "
+                     r"tolerance at step \d", str(failure.value))
 
 
 # Found by drawing: L2 weight decay cancelling the gradient to near 0 next to a large eps

@@ -1,0 +1,143 @@
+"""What ``adam-bench`` prints by default: a few lines per step and a verdict per subject,
+within 100 columns. The full tables go to the files (and to the terminal with --verbose).
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .check import CheckReport
+
+__all__ = ["WIDTH", "backends_lines", "check_lines", "bench_lines", "verdict_lines", "fit"]
+
+#: Columns of the terminal every line fits.
+WIDTH = 100
+
+
+def fit(line: str, width: int = WIDTH) -> str:
+    """``line`` cut to ``width`` characters, with "..." where it was cut."""
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
+def backends_lines(rows) -> list[str]:
+    """One line per backend (rows of ``list_backends()``): name, device, origin, and
+    "ready" or why not."""
+    width = max([len(r.name) for r in rows] + [4])
+    return [fit(f"  {r.name:<{width}}  {r.device:<4}  {r.origin:<10}  "
+                + ("ready" if r.available else f"unavailable: {r.reason}")) for r in rows]
+
+
+def check_lines(report: CheckReport, limit: int = 8) -> list[str]:
+    """What ``check`` found, in a few lines: the verdict, counts, the first failures, and
+    where the peers differ."""
+    failures = report.failures()
+    subjects = report.agreement["subject"].nunique()
+    lines = [f"check: {'PASS' if report.ok else 'FAIL'} (our backends; peers are shown, "
+             "not judged)",
+             f"  {subjects} subjects, {len(report.agreement) // max(subjects, 1)} runs each "
+             f"against the float64 reference; {len(report.pairs)} pairs; "
+             f"{report.edges['case'].nunique()} edge cases; "
+             f"{report.bad_input['case'].nunique()} bad inputs"]
+    lines += [f"  {line}" for line in failures[:limit]]
+    if len(failures) > limit:
+        lines.append(f"  ... {len(failures) - limit} more (--verbose, or the tables)")
+    peer = lambda df, column: df[(df["kind"] == "peer") & ~df[column].astype(bool)]
+    differ: dict[str, set] = {}
+    for r in peer(report.edges, "passed").itertuples():
+        differ.setdefault(f"edge case {r.case}", set()).add(r.subject)
+    for r in peer(report.agreement, "within_tolerance").itertuples():
+        differ.setdefault(f"{r.dtype} {r.options}", set()).add(r.subject)
+    lines += [f"  peers differing on {where}: {', '.join(sorted(who))}"
+              for where, who in differ.items()]
+    return [fit(line) for line in lines]
+
+
+def bench_lines(df: pd.DataFrame) -> list[str]:
+    """One line: how many cells were measured and which subjects were skipped, and why."""
+    measured = df["seconds_median"].notna()
+    lines = [f"bench: {int(measured.sum())} cells measured, "
+             f"{df.loc[measured, 'label'].nunique()} subjects incl. the roofline"]
+    skipped = df.loc[~df["label"].isin(df.loc[measured, "label"]), "label"].unique()
+    if len(skipped):
+        lines.append(f"  not measured: {', '.join(skipped)} (the note column says why)")
+    return [fit(line) for line in lines]
+
+
+def _sizes_to_show(flat: pd.DataFrame, count: int = 3) -> list[int]:
+    """Up to ``count`` sizes spread over the sweep's (powers of two first: the other flat
+    sizes are the model workloads' companions)."""
+    sizes = sorted(int(n) for n in flat["elements"].unique())
+    sizes = [n for n in sizes if n > 0 and n & (n - 1) == 0] or sizes
+    if len(sizes) <= count:
+        return [int(n) for n in sizes]
+    return [int(sizes[round(i * (len(sizes) - 1) / (count - 1))]) for i in range(count)]
+
+
+def _size_name(n: int) -> str:
+    exponent = math.log2(n) if n > 0 else 0.5
+    return f"2^{int(exponent)}" if exponent.is_integer() else str(n)
+
+
+def _number(x) -> str:
+    """At most five characters: 0.93, 12.5, 3625, >1e5."""
+    if x is None or pd.isna(x):
+        return "-"
+    return (f"{x:.2f}" if x < 9.995 else f"{x:.1f}" if x < 99.95 else f"{x:.0f}" if x < 99999.5
+            else ">1e5")
+
+
+def _agreement_word(report: CheckReport | None, subject: str) -> str:
+    if report is None:
+        return ""
+    rows = report.agreement[report.agreement["subject"] == subject]
+    if rows.empty:
+        return "not run"
+    own = [line for line in report.failures() if line.startswith(f"{subject} ")]
+    ratio = rows["tolerance_ratio"].max()
+    if rows["kind"].iloc[0] == "peer":
+        edges = report.edges[(report.edges["subject"] == subject) & ~report.edges["passed"]]
+        word = "agrees" if rows["within_tolerance"].all() and edges.empty else "differs"
+        return f"{word} (peer) {ratio:.2g}"
+    if own:
+        return f"FAILS ({len(own)})"
+    return f"agrees {ratio:.2g}"
+
+
+def verdict_lines(report: CheckReport | None, df: pd.DataFrame | None) -> list[str]:
+    """A verdict per subject: agreement (worst error over tolerance), the fraction of the
+    roofline at up to three flat sizes of the first dtype, and the best peer's step time
+    over the subject's at those sizes (paired fractions: above 1, the subject is faster)."""
+    subjects = list(report.agreement["subject"].unique()) if report is not None else []
+    flat = pd.DataFrame()
+    if df is not None and not df.empty:
+        flat = df[(df["workload"] == "flat") & (df["dtype"] == df["dtype"].iloc[0])
+                  & ~df["amsgrad"].astype(bool) & (df["kind"] != "roofline")
+                  & df["seconds_median"].notna()]
+        subjects += [s for s in flat["label"].unique() if s not in subjects]
+    sizes = _sizes_to_show(flat) if not flat.empty else []
+    fraction = flat.pivot_table(index="label", columns="elements",
+                                values="fraction_of_roofline") if sizes else pd.DataFrame()
+    peers = flat[flat["kind"] == "peer"]
+    best_peer = (peers.groupby("elements")["fraction_of_roofline"].max()
+                 if not peers.empty else pd.Series(dtype=float))
+    width = max([len(s) for s in subjects] + [7])
+    names = " ".join(f"{_size_name(n):>5}" for n in sizes)
+    dtype = f" {flat['dtype'].iloc[0]}" if sizes else ""
+    lines = ["verdicts. agreement: worst error over its tolerance, every dtype and option set "
+             "(<= 1 passes);",
+             "roofline: fraction of the same-streams kernel timed beside it; vs best peer: "
+             "that fraction",
+             "over the best peer's at the same size (above 1: faster than every peer).",
+             f"{'subject':<{width}}  {'agreement':<20}  {'roofline' + dtype:<{len(names)}}"
+             f"  {'vs best peer':<{len(names)}}".rstrip(),
+             f"{'':<{width}}  {'(error/tolerance)':<20}  {names}  {names}".rstrip()]
+    for subject in subjects:
+        row = fraction.loc[subject] if subject in fraction.index else pd.Series(dtype=float)
+        roof = " ".join(f"{_number(row.get(n)):>5}" for n in sizes)
+        ratios = [None if subject in set(peers["label"]) or n not in best_peer.index
+                  else row.get(n, math.nan) / best_peer[n] for n in sizes]
+        versus = " ".join(f"{_number(x):>5}" for x in ratios)
+        lines.append(f"{subject:<{width}}  {_agreement_word(report, subject):<20}  {roof}  "
+                     f"{versus}".rstrip())
+    return [fit(line) for line in lines]
