@@ -65,12 +65,12 @@ def _check(args):
     write_tables(report.pairs, out.with_name(out.name + "-pairs"))
     write_tables(report.edges, out.with_name(out.name + "-edge-cases"))
     write_tables(report.bad_input, out.with_name(out.name + "-bad-input"))
-    from .summary import check_lines, fit
+    from .summary import check_lines
 
     if args.verbose:
         _print_check_tables(report, args.steps)
     print("\n".join(check_lines(report)))
-    print(fit(f"tables: {out}.csv/.json/.md, -pairs, -edge-cases, -bad-input"))
+    print(f"tables: {out}.csv/.json/.md, -pairs, -edge-cases, -bad-input")
     return report
 
 
@@ -125,7 +125,7 @@ def _bench(args) -> pd.DataFrame:
     from .plots import plot_throughput
     from .selection import update_user_table
     from .subjects import collect_subjects
-    from .summary import bench_lines, fit, verdict_lines
+    from .summary import bench_lines, verdict_lines
     from .sweep import run_sweep
     from .tables import summary
 
@@ -141,15 +141,15 @@ def _bench(args) -> pd.DataFrame:
             _print_table(skipped[["label", "note"]].drop_duplicates(), "Skipped")
     else:
         print("\n".join(bench_lines(df)))
-        if not args.tour:
-            print("\n".join(verdict_lines(None, df)))
     if not args.no_plot:
         from .machine import machine_id
 
         path = plot_throughput(df, Path(args.out).with_suffix(".png"), title=machine_id())
         print(f"plot: {path}")
-    print(fit(f"tables: {args.out}.csv/.json/.md"))
-    print(fit(f"backend=\"auto\" reads {update_user_table(df)}"))
+    print(f"tables: {args.out}.csv/.json/.md")
+    print(f"backend=\"auto\" reads {update_user_table(df)}")
+    if not args.tour:
+        print("\n" + "\n".join(verdict_lines(None, df)))
     return df
 
 

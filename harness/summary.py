@@ -39,6 +39,7 @@ def check_lines(report: CheckReport, limit: int = 8) -> list[str]:
              f"against the float64 reference; {len(report.pairs)} pairs; "
              f"{report.edges['case'].nunique()} edge cases; "
              f"{report.bad_input['case'].nunique()} bad inputs"]
+    lines += [f"  not run: {r.subject} ({r.reason})" for r in report.skipped.itertuples()]
     lines += [f"  {line}" for line in failures[:limit]]
     if len(failures) > limit:
         lines.append(f"  ... {len(failures) - limit} more (--verbose, or the tables)")

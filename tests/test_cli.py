@@ -1,25 +1,38 @@
 """adam-bench as a user runs it: each subcommand, its files, and its exit status."""
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from backends import registry
+from backends import register_backend, unregister_backend
+from backends.auto import user_table_path
 from harness import sweep
-from harness.cli import main
+from harness.cli import build_parser, cmd_tour, main
+
+from broken_backend import NoBiasCorrection
 
 
 @pytest.fixture
-def broken_registered(monkeypatch):
-    monkeypatch.setitem(registry._REGISTRY, "broken", ("broken_backend", "NoBiasCorrection",
-                                                       "cpu"))
+def broken_registered():
+    register_backend("broken", NoBiasCorrection)
+    yield
+    unregister_backend("broken")
 
 
 def test_backends_lists_every_backend(capsys):
     assert main(["backends"]) == 0
-    out = capsys.readouterr().out
-    for name in ("python", "numpy", "numba", "numba-cuda", "cupy"):
-        assert f"| {name}" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "backends:"
+    for name, device in (("python", "cpu"), ("numpy", "cpu"), ("numba", "cpu"),
+                         ("numba-cuda", "cuda"), ("cupy", "cuda")):
+        row = next(line.split() for line in lines if line.split()[0] == name)
+        assert row[1:3] == [device, "built-in"]
+        assert row[3] in ("ready", "unavailable:")
+    assert main(["backends", "--verbose"]) == 0
+    assert "| numba-cuda | cuda     |" in capsys.readouterr().out
 
 
 def test_check_passes_for_our_backends(tmp_path, capsys):
@@ -40,6 +53,7 @@ def test_check_fails_a_wrong_backend(tmp_path, capsys, broken_registered):
     out = capsys.readouterr().out
     assert status == 1
     assert "check: FAIL" in out
+    assert "  broken float64 plain: p off the float64 reference by" in out
     table = pd.read_csv(tmp_path / "check.csv")
     assert not table[table.subject == "broken"]["within_tolerance"].any()
     assert table[table.subject == "numpy"]["within_tolerance"].all()
@@ -102,6 +116,54 @@ def test_select_prints_one_line(tmp_path, capsys):
     assert len(out.splitlines()) == 1 and "fastest measured" in out
     assert main(["select", "--model", "resnet50", "--scale", "0.01", "--results",
                  str(tmp_path / "bench.csv")]) == 0
+
+
+def test_bench_updates_the_table_that_auto_and_select_read(tmp_path, capsys):
+    assert not user_table_path().exists()
+    main(BENCH + ["--out", str(tmp_path / "bench")])
+    out = capsys.readouterr().out
+    assert f'backend="auto" reads {user_table_path()}' in out
+    cached = pd.read_csv(user_table_path())
+    assert set(cached["label"]) == {"numpy", "numba", "python"}
+    assert (cached["workload"] == "flat").all() and cached["seconds_median"].notna().all()
+    assert main(["select", "--sizes", "4096"]) == 0
+    assert "fastest measured" in capsys.readouterr().out
+
+
+TOUR_OPTIONS = {"check": ["--steps", "3", "--backends", "python,numpy,numba", "--quiet"],
+                "bench": BENCH[1:] + ["--no-plot"]}
+
+
+def tour(tmp_path, *flags):
+    args = build_parser().parse_args(list(flags))
+    args.tour_options = {name: options + ["--out", str(tmp_path / name)]
+                         for name, options in TOUR_OPTIONS.items()}
+    return cmd_tour(args)
+
+
+def test_the_tour_fits_two_screens_and_ends_with_verdicts(tmp_path, capsys, monkeypatch):
+    short = Path(tempfile.mkdtemp(prefix="t"))  # the tour prints paths; keep them short
+    monkeypatch.setenv("XDG_CACHE_HOME", str(short / "cache"))
+    assert tour(short) == 0
+    shutil.rmtree(short)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) <= 100 and max(map(len, lines)) <= 100, "\n".join(lines)
+    assert not any(line.startswith("|") for line in lines)  # no Markdown tables
+    verdicts = lines[lines.index(next(x for x in lines if x.startswith("subject "))) + 2:]
+    assert [v.split()[0] for v in verdicts] == ["python", "numpy", "numba", "torch-forloop",
+                                                "torch-foreach", "torch-fused"]
+    numba = verdicts[2].split()
+    assert numba[1] == "agrees" and float(numba[2]) <= 1
+    assert len(numba) == 3 + 2 + 2  # fraction of roofline and vs best peer at 2^10, 2^12
+
+
+def test_the_verbose_tour_prints_the_full_tables(tmp_path, capsys):
+    assert tour(tmp_path, "--verbose") == 0
+    out = capsys.readouterr().out
+    for title in ("## Backends", "## Agreement with the float64 reference",
+                  "## Edge cases", "## Throughput"):
+        assert title in out
+    assert out.rstrip().splitlines()[-1].startswith("torch-fused")
 
 
 def test_report_turns_benchmark_json_into_tables(tmp_path, capsys):
