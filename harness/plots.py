@@ -35,7 +35,7 @@ def plot_throughput(df: pd.DataFrame, path: str | Path, title: str = "") -> Path
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("elements per step (one tensor)")
-        ax.set_ylabel("effective GB/s (DESIGN.md bytes model)")
+        ax.set_ylabel("effective GB/s (bytes model of docs/design.md)")
         ax.set_title(f"{device} {dtype}" + (" amsgrad" if amsgrad else ""))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

@@ -1,7 +1,7 @@
 """The roofline: Adam's memory streams with trivial arithmetic, measured in the same run.
 
 Read p, g, m, v and write p, m, v (``p += g; m += g; v += g``): the same bytes as an Adam
-step (DESIGN.md: 28 B per float32 element), so no Adam kernel can beat it by more than
+step (docs/design.md, "The bytes model": 28 B per float32 element), so no Adam kernel can beat it by more than
 noise, and ``gb_per_s / roofline_gb_per_s`` says how close to the memory limit a kernel is.
 CPU: a Numba parallel kernel. GPU: a CuPy elementwise kernel (or Numba CUDA without CuPy).
 """

@@ -1,4 +1,4 @@
-"""Result-table math: the bytes model of DESIGN.md and the columns derived from timings."""
+"""Result-table math: the bytes model of docs/design.md and the columns derived from timings."""
 from __future__ import annotations
 
 import numpy as np
