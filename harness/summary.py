@@ -4,6 +4,7 @@ within 100 columns. The full tables go to the files (and to the terminal with --
 from __future__ import annotations
 
 import math
+import textwrap
 
 import pandas as pd
 
@@ -21,11 +22,15 @@ def fit(line: str, width: int = WIDTH) -> str:
 
 
 def backends_lines(rows) -> list[str]:
-    """One line per backend (rows of ``list_backends()``): name, device, origin, and
-    "ready" or why not."""
+    """Lines for the backends (rows of ``list_backends()``): name, device, origin, and
+    "ready" or why not, a long reason wrapped under itself."""
     width = max([len(r.name) for r in rows] + [4])
-    return [fit(f"  {r.name:<{width}}  {r.device:<4}  {r.origin:<10}  "
-                + ("ready" if r.available else f"unavailable: {r.reason}")) for r in rows]
+    lines = []
+    for r in rows:
+        head = f"  {r.name:<{width}}  {r.device:<4}  {r.origin:<10}  "
+        lines += textwrap.wrap(head + ("ready" if r.available else f"unavailable: {r.reason}"),
+                               WIDTH, subsequent_indent=" " * len(head))
+    return lines
 
 
 def check_lines(report: CheckReport, limit: int = 8) -> list[str]:
