@@ -51,6 +51,7 @@ def _check(args):
     from .check import run_check
     from .results_io import write_tables
     from .subjects import collect_subjects
+    from .summary import check_lines
 
     subjects = collect_subjects(_names(args.backends), peers=not args.no_peers,
                                 emulated=not args.backends)
@@ -65,8 +66,6 @@ def _check(args):
     write_tables(report.pairs, out.with_name(out.name + "-pairs"))
     write_tables(report.edges, out.with_name(out.name + "-edge-cases"))
     write_tables(report.bad_input, out.with_name(out.name + "-bad-input"))
-    from .summary import check_lines
-
     if args.verbose:
         _print_check_tables(report, args.steps)
     print("\n".join(check_lines(report)))
