@@ -102,7 +102,8 @@ def _agreement_word(report: CheckReport | None, subject: str) -> str:
     own = [line for line in report.failures() if line.startswith(f"{subject} ")]
     ratio = rows["tolerance_ratio"].max()
     if rows["kind"].iloc[0] == "peer":
-        edges = report.edges[(report.edges["subject"] == subject) & ~report.edges["passed"]]
+        edges = report.edges[(report.edges["subject"] == subject)
+                             & ~report.edges["passed"].astype(bool)]
         word = "agrees" if rows["within_tolerance"].all() and edges.empty else "differs"
         return f"{word} (peer) {ratio:.2g}"
     if own:
