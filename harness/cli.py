@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", **verbose)
     p.set_defaults(func=cmd_backends)
 
-    p = sub.add_parser("check", help="agreement with the float64 reference, pairwise, edge cases;"
+    p = sub.add_parser("check", help="agreement with the float64 reference, pairwise, edge cases,"
+                                     " bad input;"
                                      " exits 1 if any of our backends is out of tolerance")
     p.add_argument("--steps", type=int, default=100, help="Adam steps per problem (default 100)")
     p.add_argument("--backends", help="comma-separated backend names (default: all)")
