@@ -178,7 +178,8 @@ def _unavailable_reason(target) -> str | None:
 def list_backends() -> list[BackendInfo]:
     """Every backend, with its device, whether it can run here and why not.
 
-    A plugin is imported here (not constructed); one that cannot be has device "?".
+    A plugin (or registered backend) is imported here, and constructed once per process
+    with no options to learn whether it can be; one that cannot be imported has device "?".
     """
     rows = []
     for name, source in _sources().items():
@@ -190,6 +191,8 @@ def list_backends() -> list[BackendInfo]:
             continue
         device = getattr(target, "device", None) or "?"
         reason = _unavailable_reason(target)
+        if reason is None and source.origin != "built-in":
+            reason = _construction_failure(source, target)
         rows.append(BackendInfo(name, device, reason is None, reason, source.origin))
     return rows
 
@@ -206,17 +209,38 @@ def get_backend(name: str, **options) -> Backend:
     reason = _unavailable_reason(target)
     if reason is not None:
         raise BackendUnavailable(f"backend {name!r} is unavailable here: {reason}")
+    return _make(source, target, options)
+
+
+def _make(source: _Source, target, options: dict) -> Backend:
     if source.origin == "built-in":
         backend = target(**options)
     else:
         try:
             backend = target(**options)
         except Exception as exc:  # a plugin's constructor may raise anything
-            raise BackendUnavailable(f"backend {name!r} ({source.origin}) failed to construct: "
-                                     f"{type(exc).__name__}: {exc}") from exc
+            raise BackendUnavailable(f"backend {source.name!r} ({source.origin}) failed to "
+                                     f"construct: {type(exc).__name__}: {exc}") from exc
     if not isinstance(backend, Backend):
-        raise BackendUnavailable(f"backend {name!r} ({source.origin}) made a "
+        raise BackendUnavailable(f"backend {source.name!r} ({source.origin}) made a "
                                  f"{type(backend).__name__}, not a backends.Backend")
-    if backend.name != name:
-        backend.name = name
+    if backend.name != source.name:
+        backend.name = source.name
     return backend
+
+
+#: name -> (the class or factory tried, why it could not be constructed or None)
+_CONSTRUCTED: dict[str, tuple[object, str | None]] = {}
+
+
+def _construction_failure(source: _Source, target) -> str | None:
+    """Why ``target()`` does not make a Backend (tried once per process and target)."""
+    tried, reason = _CONSTRUCTED.get(source.name, (None, None))
+    if tried is not target:
+        try:
+            _make(source, target, {})
+            reason = None
+        except BackendUnavailable as exc:
+            reason = str(exc)
+        _CONSTRUCTED[source.name] = (target, reason)
+    return reason

@@ -151,6 +151,11 @@ def test_a_plugin_that_fails_to_construct_is_unavailable_not_fatal(site, capsys)
         "    return 42\n")
     install_metadata(site, "bad-init", {"bad-init": "plugin_bad_init:Bad",
                                         "not-a-backend": "plugin_bad_init:not_a_backend"})
+    rows = {r.name: r for r in list_backends()}
+    assert (rows["bad-init"].available, rows["bad-init"].device) == (False, "cpu")
+    assert rows["bad-init"].reason == ("backend 'bad-init' (plugin bad-init) failed to "
+                                       "construct: OSError: device busy")
+    assert rows["not-a-backend"].reason.endswith("made a int, not a backends.Backend")
     with pytest.raises(BackendUnavailable, match=r"backend 'bad-init' \(plugin bad-init\) "
                                                  "failed to construct: OSError: device busy"):
         get_backend("bad-init")
