@@ -157,7 +157,7 @@ class MPIComm(Communicator):
 
     def all_ok(self, flag: bool) -> bool:
         mine, out = np.array([int(bool(flag))], np.int32), np.zeros(1, np.int32)
-        self._wait([self.comm.Iallreduce(mine, out, op=self._MPI.MIN)], "all_ok")
+        self._wait([self.comm.Iallreduce(mine, out, op=self._MPI.MIN)], "all_ok", idle=True)
         return bool(out[0])
 
     # --- internals ----------------------------------------------------------------------
@@ -182,7 +182,9 @@ class MPIComm(Communicator):
                 target = buf[recv * n + lo:recv * n + hi]
                 _sum_into(target, tmp, out[lo:hi] if last else target, size if last else 1)
 
-    def _wait(self, requests, what: str) -> None:
+    def _wait(self, requests, what: str, idle: bool = False) -> None:
+        """Poll until ``requests`` complete; ``idle`` sleeps between polls (a barrier
+        should leave the cores to the ranks still working)."""
         Testall = self._MPI.Request.Testall
         if Testall(requests):
             return
@@ -190,6 +192,8 @@ class MPIComm(Communicator):
         while not Testall(requests):
             if time.monotonic() > deadline:
                 self._timed_out(what)
+            if idle:
+                time.sleep(1e-4)
 
     def _timed_out(self, what: str) -> None:
         message = (f"adam-backends: rank {self.rank} of {self.size}: {what} got no answer "

@@ -41,6 +41,10 @@ def cmd_backends(args) -> int:
 
 
 def cmd_check(args) -> int:
+    if args.ranks:
+        from .sharded_cli import cmd_check as sharded
+
+        return sharded(args)
     return 0 if _check(args).ok else 1
 
 
@@ -115,6 +119,10 @@ def _sweep_config(args):
 
 
 def cmd_bench(args) -> int:
+    if args.ranks:
+        from .sharded_cli import cmd_bench as sharded
+
+        return sharded(args)
     _bench(args)
     return 0
 
@@ -198,6 +206,10 @@ def cmd_select(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    if args.ranks:
+        from .sharded_cli import cmd_demo as sharded
+
+        return sharded(args)
     from .demo import run_demo
 
     result = run_demo(steps=args.steps, out_stem=args.out, include_peers=not args.no_peers)
@@ -234,6 +246,16 @@ def cmd_tour(args) -> int:
     return 0 if report.ok else 1
 
 
+RANKS_HELP = ("sharded Adam (ZeRO-1) on this many MPI ranks, e.g. 2 or 1,2: launches mpiexec "
+              "(pip install -e '.[mpi]')")
+
+
+def _cmd_plan(args) -> int:
+    from .sharded_cli import cmd_plan
+
+    return cmd_plan(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adam-bench",
@@ -262,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/check", help="table path stem (default results/check)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", **verbose)
+    p.add_argument("--ranks", help=RANKS_HELP)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bench", help="throughput sweep over backends x dtypes x sizes, with the "
@@ -286,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", **verbose)
+    p.add_argument("--ranks", help=RANKS_HELP)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="turn a pytest-benchmark --benchmark-json file into the "
@@ -311,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=200, help="full-batch steps (default 200)")
     p.add_argument("--no-peers", action="store_true", help="leave out torch's Adam")
     p.add_argument("--out", default="results/demo-digits", help="path stem")
+    p.add_argument("--ranks", help=RANKS_HELP)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("gpu-report", help="on a GPU: the GPU tests, check and the GPU sweep "
@@ -319,6 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=2.0,
                    help="time budget per cell, at least 3 batches run (default 2.0)")
     p.set_defaults(func=cmd_gpu_report)
+
+    p = sub.add_parser("plan", help="sharded Adam on paper: per-rank memory and step time for "
+                                    "N ranks on a given link, from the measured sharded bench")
+    p.add_argument("--params", default="124e6,7e9,70e9", help="model sizes (default: "
+                   "124e6,7e9,70e9: GPT-2, 7B, 70B)")
+    p.add_argument("--ranks", default="8,64,512", help="rank counts (default 8,64,512)")
+    p.add_argument("--link-gbps", type=float, default=100.0,
+                   help="link bandwidth per rank, gigabits/s (default 100)")
+    p.add_argument("--latency-us", type=float, default=10.0,
+                   help="latency per message, microseconds (default 10)")
+    p.add_argument("--results", default="results/bench-sharded.csv",
+                   help="the sharded bench table (adam-bench bench --ranks 1,2)")
+    p.add_argument("--out", default="results/plan", help="path stem (default results/plan)")
+    p.set_defaults(func=_cmd_plan)
     return parser
 
 

@@ -1,0 +1,163 @@
+"""``adam-bench check/bench/demo --ranks`` and ``adam-bench plan``: sharded Adam on MPI.
+
+Each command launches ``harness.sharded_worker`` under ``mpiexec`` once per rank count
+(or runs in place when adam-bench itself was started by mpiexec), then prints and writes
+the rows as every other command does.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .results_io import read_table, write_tables
+
+__all__ = ["parse_ranks", "cmd_check", "cmd_bench", "cmd_demo", "cmd_plan", "plot_sharded"]
+
+
+def parse_ranks(text: str) -> list[int]:
+    """"1,2" -> [1, 2]; ValueError naming --ranks for anything but positive integers."""
+    try:
+        ranks = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        ranks = []
+    if not ranks or min(ranks) < 1:
+        raise ValueError(f"--ranks expects positive integers like 2 or 1,2; got {text!r}")
+    return ranks
+
+
+def _launch(args, job: str, options: list[str]) -> pd.DataFrame | None:
+    from .mpi_launch import MPIUnavailable, mpi_world_size, run_ranks
+
+    try:
+        ranks = parse_ranks(args.ranks)
+        rows = [r for n in ranks for r in run_ranks(n, job, options)]
+    except (ValueError, MPIUnavailable, RuntimeError) as exc:
+        print(f"{job}: {exc}", file=sys.stderr)
+        return None
+    if mpi_world_size() is not None and not rows:  # not rank 0 of an in-place run
+        return pd.DataFrame()
+    return pd.DataFrame(rows)
+
+
+def _show(df: pd.DataFrame, title: str) -> None:
+    print(f"\n## {title}\n")
+    print(df.to_markdown(index=False))
+
+
+def cmd_check(args) -> int:
+    df = _launch(args, "check", ["--backend", args.backends or "numba", "--dtypes", args.dtypes,
+                                 "--steps", str(args.steps), "--seed", str(args.seed)])
+    if df is None:
+        return 2
+    if df.empty:
+        return 0
+    out = Path(f"{args.out}-sharded")
+    write_tables(df, out)
+    _show(df, "Sharded Adam vs the single-process step on the averaged gradient "
+              "(2 ranks: bit for bit; more: within the reduction's rounding)")
+    ok = bool(df["passed"].all())
+    print(f"\ncheck --ranks: {'PASS' if ok else 'FAIL'}. Tables: {out}.csv/.json/.md")
+    return 0 if ok else 1
+
+
+def cmd_bench(args) -> int:
+    from .workloads import parse_sizes
+
+    sizes = parse_sizes(args.sizes) if args.sizes else [2**20, 2**22, 2**24]
+    df = _launch(args, "bench", ["--backend", args.backends or "numba",
+                                 "--dtypes", args.dtypes.split(",")[0],
+                                 "--sizes", ",".join(map(str, sizes)),
+                                 "--repeats", str(args.repeats)])
+    if df is None:
+        return 2
+    if df.empty:
+        return 0
+    from .machine import machine_id
+
+    out = Path(args.out if args.out != "results/bench" else "results/bench-sharded")
+    shown = ["ranks", "elements", "reduce_scatter_us", "update_us", "all_gather_us", "total_us",
+             "single_process_us", "total_over_single", "reduce_scatter_gb_per_s",
+             "all_gather_gb_per_s", "comm_gb_per_s", "memcpy_gb_per_s", "comm_over_memcpy",
+             "state_bytes_per_rank"]
+    df["machine"] = machine_id()
+    write_tables(df, out, markdown=df[shown].round(3))
+    _show(df[shown].round(3), "Sharded Adam per step (medians; GB/s = bytes each rank sent; "
+                              "single process and memcpy timed in turn, same run)")
+    if not args.no_plot:
+        print(f"\nplot: {plot_sharded(df, out.with_suffix('.png'), machine_id())}")
+    print(f"tables: {out}.csv/.json/.md")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    df = _launch(args, "demo", ["--steps", str(args.steps)])
+    if df is None:
+        return 2
+    if df.empty:
+        return 0
+    out = Path(args.out if args.out != "results/demo-digits" else "results/demo-sharded")
+    write_tables(df, out)
+    _show(df, f"Digits MLP, data-parallel with sharded Adam ({args.steps} steps)")
+    same = bool(df["params_equal_bits"].fillna(True).all())
+    print(f"\nsharded == one process, bit for bit: {same}. Tables: {out}.csv/.json/.md")
+    return 0 if same else 1
+
+
+def cmd_plan(args) -> int:
+    from .sharded_plan import model_check, plan_table
+
+    try:
+        params = [float(p) for p in args.params.split(",")]
+        ranks = parse_ranks(args.ranks)
+        if min(params) <= 0 or args.link_gbps <= 0 or args.latency_us < 0:
+            raise ValueError("--params and --link-gbps must be > 0, --latency-us >= 0")
+        table = read_table(args.results)
+        check = model_check(table)
+        plan = plan_table(params, ranks, args.link_gbps, args.latency_us, table)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"plan: {exc}", file=sys.stderr)
+        return 2
+    _show(check.round(3), f"The model against the measured runs ({args.results})")
+    _show(plan.round(3), f"Predicted per rank, float32, {args.link_gbps:g} Gb/s link, "
+                         f"{args.latency_us:g} us latency")
+    write_tables(plan, args.out)
+    print(f"\ntables: {args.out}.csv/.json/.md")
+    return 0
+
+
+def plot_sharded(df: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """Left: microseconds per step for each rank count, its phases and the
+    single-process step; right: GB/s of each collective and of memcpy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    for ranks, group in df.sort_values("elements").groupby("ranks"):
+        left.plot(group["elements"], group["total_us"], "-o", label=f"{ranks} ranks: step")
+        if ranks > 1:
+            for phase in ("reduce_scatter", "update", "all_gather"):
+                left.plot(group["elements"], group[f"{phase}_us"], ":", marker=".",
+                          label=f"{ranks} ranks: {phase}")
+            for what in ("reduce_scatter", "all_gather", "comm"):
+                right.plot(group["elements"], group[f"{what}_gb_per_s"], "-o",
+                           label=f"{ranks} ranks: {what}")
+    first = df.sort_values("elements").drop_duplicates("elements")
+    left.plot(first["elements"], first["single_process_us"], "k--", lw=2, label="one process")
+    right.plot(first["elements"], first["memcpy_gb_per_s"], "k--", lw=2, label="memcpy")
+    for ax, ylabel in ((left, "microseconds per step"), (right, "GB/s (bytes each rank sent)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("elements")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
