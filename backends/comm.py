@@ -202,6 +202,7 @@ class MPIComm(Communicator):
             raise CommTimeout(message)
         print(message + f"; aborting every rank (exit status {ABORT_EXIT_CODE})",
               file=sys.stderr, flush=True)
+        time.sleep(0.5)  # let mpiexec forward the message before it tears the job down
         self.comm.Abort(ABORT_EXIT_CODE)
 
 

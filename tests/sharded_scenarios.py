@@ -1,0 +1,166 @@
+"""Scenarios test_sharded.py runs under ``mpiexec -n N`` (not collected by pytest).
+
+``python tests/sharded_scenarios.py SCENARIO DIR``; exit status 0 means every assertion
+held on this rank; a failed one exits 1 with the reason.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+from backends import Adam
+from backends.comm import MPIComm
+from backends.sharded import ShardedAdam, load_adam, save_adam
+from harness.sharded_worker import mean_of
+
+SHAPES = [(0,), (3, 5), (7,), (1,), (4, 2, 3)]  # 47 elements: the last shard is padded
+CONFIG = {"lr": 1e-2, "weight_decay": 0.1, "amsgrad": True}
+RANKS = 2
+
+
+def initial_params(dtype="float32"):
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+
+
+def grads(rank, step, dtype="float32"):
+    rng = np.random.default_rng(1000 * step + rank)
+    return [(10.0 ** (i - 2) * rng.standard_normal(s)).astype(dtype) for i, s in enumerate(SHAPES)]
+
+
+def single_process(steps, dtype="float32", backend="numpy"):
+    """The reference: one plain Adam on the gradient averaged over RANKS ranks."""
+    params = initial_params(dtype)
+    opt = Adam(params, backend=backend, **CONFIG)
+    for t in range(steps):
+        opt.step(mean_of([grads(r, t, dtype) for r in range(RANKS)]))
+    return params, opt
+
+
+def same_bits(a, b) -> bool:
+    return all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def agree(directory, comm):
+    for backend in os.environ.get("SCENARIO_BACKENDS", "numpy,numba").split(","):
+        for dtype in ("float32", "float64"):
+            opt = ShardedAdam(initial_params(dtype), backend=backend, comm=comm, **CONFIG)
+            for t in range(6):
+                g = grads(comm.rank, t, dtype)
+                if t % 2:  # every other step through opt.grads, the no-copy path
+                    for view, a in zip(opt.grads, g):
+                        view[...] = a
+                    g = opt.grads
+                opt.step(g)
+            expected, _ = single_process(6, dtype)
+            assert same_bits(opt.params, expected), f"{backend} {dtype}: params differ"
+
+
+def resume_start(directory, comm):
+    opt = ShardedAdam(initial_params(), backend="numba", comm=comm, **CONFIG)
+    for t in range(4):
+        opt.step(grads(comm.rank, t))
+    opt.save(directory)
+
+
+def resume_middle(directory, comm):
+    """One process: the 2-rank checkpoint resumes as a plain Adam, then is saved back."""
+    assert comm.size == 1
+    params, _ = single_process(4)
+    opt = load_adam(os.path.join(directory, "a"), params, backend="numpy")
+    for t in range(4, 8):
+        opt.step(mean_of([grads(r, t) for r in range(RANKS)]))
+    save_adam(opt, os.path.join(directory, "b"))
+
+
+def resume_end(directory, comm):
+    params, _ = single_process(8)
+    opt = ShardedAdam.load(os.path.join(directory, "b"), params, backend="numba", comm=comm)
+    for t in range(8, 12):
+        opt.step(grads(comm.rank, t))
+    expected, reference = single_process(12)
+    assert opt.state.step == 12
+    assert same_bits(opt.params, expected), "params after 2 -> 1 -> 2 ranks differ"
+    whole = reference.state.to_dict()
+    flat = {k: np.concatenate([a.reshape(-1) for a in whole[k]]) for k in
+            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")}
+    mine = opt.state.to_dict()
+    for k, v in flat.items():
+        shard = np.pad(v, (0, opt.shard_len * comm.size - v.size))[
+            opt.start:opt.start + opt.shard_len]
+        assert np.array_equal(mine[k][0], shard), f"state {k} differs"
+
+
+def kill(directory, comm):
+    """Rank 1 dies (SIGKILL) at step 3; rank 0 goes on stepping."""
+    opt = ShardedAdam(initial_params(), backend="numpy", comm=comm)
+    for t in range(100):
+        if t == 3 and comm.rank == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        opt.step(grads(comm.rank, t))
+
+
+def hang(directory, comm):
+    """Rank 1 hangs at step 3; rank 0's next collective must time out and end the job."""
+    opt = ShardedAdam(initial_params(), backend="numpy", comm=comm)
+    for t in range(100):
+        if t == 3 and comm.rank == 1:
+            time.sleep(600)
+        opt.step(grads(comm.rank, t))
+
+
+def kill_during_save(directory, comm):
+    """A complete save at step 2, then a save at step 4 during which rank 1 dies after
+    writing its shard, before the manifest: step 2 must stay the checkpoint."""
+    from backends import sharded
+
+    opt = ShardedAdam(initial_params(), backend="numpy", comm=comm)
+    for t in range(4):
+        opt.step(grads(comm.rank, t))
+        if t == 1:
+            opt.save(directory)
+    if comm.rank == 1:
+        real = sharded._write_shard
+
+        def write_then_die(*args):
+            real(*args)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        sharded._write_shard = write_then_die
+    opt.save(directory)
+
+
+def torch_agree(directory, comm):
+    """The same agreement through a torch.distributed (gloo) process group."""
+    agree(directory, comm)
+
+
+def _communicator(scenario: str):
+    if scenario.startswith("torch_"):  # started by torchrun
+        import torch.distributed as dist
+
+        from backends.comm import TorchComm
+
+        dist.init_process_group("gloo")
+        return TorchComm()
+    return MPIComm(timeout=float(os.environ.get("SCENARIO_TIMEOUT", "60")))
+
+
+def main():
+    scenario, directory = sys.argv[1], sys.argv[2]
+    comm = _communicator(scenario)
+    try:
+        globals()[scenario](directory, comm)
+    except AssertionError as exc:
+        print(f"rank {comm.rank}: FAILED: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(f"rank {comm.rank}: OK", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

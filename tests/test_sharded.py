@@ -1,0 +1,173 @@
+"""Sharded Adam (ZeRO-1) on MPI: agreement, checkpoints across world sizes, failures.
+
+Multi-rank cases run tests/sharded_scenarios.py under the mpiexec of the ``[mpi]`` extra;
+the rest run in this process on a one-rank communicator.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[mpi]')")
+
+from backends import Adam  # noqa: E402
+from backends.comm import MPIComm  # noqa: E402
+from backends.sharded import ShardedAdam, load_adam, read_manifest, save_adam  # noqa: E402
+from harness.mpi_launch import mpiexec_path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "tests" / "sharded_scenarios.py"
+
+
+def run_scenario(name: str, directory, ranks: int = 2, timeout: float = 120, **env):
+    cmd = [sys.executable, str(SCENARIOS), name, str(directory)]
+    if ranks:
+        cmd = [mpiexec_path(), "-n", str(ranks), *cmd]
+    start = time.monotonic()
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, "OMP_WAIT_POLICY": "passive", **env})
+    return result, time.monotonic() - start
+
+
+def assert_ok(result, ranks: int = 2):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count(": OK") == max(ranks, 1), result.stdout
+
+
+def test_two_ranks_equal_the_single_process_step_bit_for_bit(tmp_path):
+    result, _ = run_scenario("agree", tmp_path)
+    assert_ok(result)
+
+
+def test_gpu_backend_steps_its_shard_under_the_cuda_simulator(tmp_path):
+    pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
+    result, _ = run_scenario("agree", tmp_path, NUMBA_ENABLE_CUDASIM="1",
+                             SCENARIO_BACKENDS="numba-cuda")
+    assert_ok(result)
+
+
+def test_a_torch_distributed_group_gives_the_same_bits(tmp_path):
+    pytest.importorskip("torch.distributed", reason="torch is not installed")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2",
+                             str(SCENARIOS), "torch_agree", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OMP_WAIT_POLICY": "passive",
+                                 "SCENARIO_BACKENDS": "numpy"})
+    assert_ok(result)
+
+
+def test_checkpoint_reshards_two_to_one_to_two_ranks_bit_for_bit(tmp_path):
+    result, _ = run_scenario("resume_start", tmp_path / "a")
+    assert_ok(result)
+    assert read_manifest(tmp_path / "a")["world_size"] == 2
+    result, _ = run_scenario("resume_middle", tmp_path, ranks=0)
+    assert_ok(result, ranks=1)
+    assert read_manifest(tmp_path / "b")["world_size"] == 1
+    result, _ = run_scenario("resume_end", tmp_path)
+    assert_ok(result)
+
+
+def test_a_killed_rank_ends_the_job_with_a_nonzero_exit(tmp_path):
+    result, seconds = run_scenario("kill", tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert seconds < 60
+
+
+def test_a_hung_rank_times_the_collective_out_with_a_clear_message(tmp_path):
+    result, seconds = run_scenario("hang", tmp_path, timeout=60, SCENARIO_TIMEOUT="2")
+    assert result.returncode != 0
+    assert "got no answer within 2 s; a peer rank died or hangs" in result.stderr
+    assert seconds < 60
+
+
+def test_a_rank_killed_while_saving_leaves_the_previous_checkpoint(tmp_path):
+    result, _ = run_scenario("kill_during_save", tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert read_manifest(tmp_path)["step"] == 2
+    params = [np.zeros(s, np.float32) for s in [(0,), (3, 5), (7,), (1,), (4, 2, 3)]]
+    assert load_adam(tmp_path, params, backend="numpy").state.step == 2
+
+
+# --- in this process, one rank ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def comm():
+    return MPIComm()
+
+
+def _params():
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(s).astype(np.float32) for s in [(3, 4), (5,)]]
+
+
+def test_one_rank_equals_plain_adam_and_saves_a_plain_adam_checkpoint(comm, tmp_path):
+    params = _params()
+    sharded = ShardedAdam([p.copy() for p in params], backend="numba", comm=comm, lr=0.1)
+    plain = Adam(params, backend="numpy", lr=0.1)
+    grads = [np.ones_like(p) for p in params]
+    for _ in range(3):
+        sharded.step(grads)
+        plain.step(grads)
+    assert all(np.array_equal(a, b) for a, b in zip(sharded.params, params))
+    save_adam(plain, tmp_path)
+    resumed = ShardedAdam.load(tmp_path, params, comm=comm)
+    assert resumed.state.step == 3 and resumed.config.lr == 0.1
+    assert np.array_equal(resumed.state.exp_avg_sq[0],
+                          np.concatenate([v.reshape(-1) for v in plain.state.exp_avg_sq]))
+
+
+def test_bad_grads_are_refused_before_anything_changes(comm):
+    opt = ShardedAdam(_params(), backend="numpy", comm=comm)
+    before = [p.copy() for p in opt.params]
+    with pytest.raises(ValueError, match=r"grads\[1\] has shape \(4,\) but params\[1\] has \(5,\)"):
+        opt.step([np.ones((3, 4), np.float32), np.ones(4, np.float32)])
+    with pytest.raises(TypeError, match=r"grads\[0\] has dtype float64"):
+        opt.step([np.ones((3, 4)), np.ones(5, np.float32)])
+    with pytest.raises(ValueError, match="grads holds 1 tensors but params has 2"):
+        opt.step([np.ones((3, 4), np.float32)])
+    assert all(np.array_equal(a, b) for a, b in zip(opt.params, before))
+    assert opt.state.step == 0
+
+
+def test_bad_params_and_communicator_options_are_refused(comm):
+    with pytest.raises(TypeError, match="params must share one dtype"):
+        ShardedAdam([np.ones(2, np.float32), np.ones(2)], comm=comm)
+    with pytest.raises(ValueError, match="params is empty"):
+        ShardedAdam([], comm=comm)
+    with pytest.raises(ValueError, match="algorithm must be 'ring' or 'builtin'"):
+        MPIComm(algorithm="tree")
+    with pytest.raises(ValueError, match="timeout must be > 0"):
+        MPIComm(timeout=0)
+
+
+def test_a_directory_without_a_manifest_holds_no_checkpoint(comm, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no complete sharded checkpoint"):
+        ShardedAdam.load(tmp_path, _params(), comm=comm)
+
+
+def test_a_shard_from_another_save_is_refused(comm, tmp_path):
+    opt = ShardedAdam(_params(), backend="numpy", comm=comm)
+    opt.step([np.ones((3, 4), np.float32), np.ones(5, np.float32)])
+    opt.save(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    other = tmp_path / "other"
+    opt.step([np.ones((3, 4), np.float32), np.ones(5, np.float32)])
+    opt.save(other)
+    (tmp_path / manifest["shards"][0]).unlink()
+    (other / "shard-step000000000002-rank00000-of-00001.npz").rename(
+        tmp_path / manifest["shards"][0])
+    with pytest.raises(ValueError, match="does not belong to the manifest's checkpoint"):
+        ShardedAdam.load(tmp_path, _params(), comm=comm)
+
+
+def test_checkpoint_for_other_shapes_is_refused(comm, tmp_path):
+    ShardedAdam(_params(), backend="numpy", comm=comm).save(tmp_path)
+    with pytest.raises(ValueError, match="saved for"):
+        load_adam(tmp_path, [np.zeros(12, np.float32), np.zeros(5, np.float32)])
