@@ -192,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness.sharded_worker")
     p.add_argument("job", choices=["check", "bench", "demo"])
     p.add_argument("--out", required=True, help="JSON file rank 0 writes the rows to")
-    p.add_argument("--backend", default="numba")
+    p.add_argument("--backend", default="numba", help="backend name (check: a comma list)")
     p.add_argument("--dtypes", default="float32,float64")
     p.add_argument("--sizes", default="1048576")
     p.add_argument("--steps", type=int, default=20)
@@ -208,7 +208,8 @@ def main(argv=None) -> int:
     comm = MPIComm(timeout=args.timeout)
     dtypes = args.dtypes.split(",")
     if args.job == "check":
-        rows = check_rows(comm, args.backend, dtypes, args.steps, args.seed)
+        rows = [row for backend in args.backend.split(",")
+                for row in check_rows(comm, backend, dtypes, args.steps, args.seed)]
     elif args.job == "bench":
         rows = bench_rows(comm, args.backend, [int(s) for s in args.sizes.split(",")],
                           dtypes[0], args.repeats)

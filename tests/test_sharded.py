@@ -171,3 +171,65 @@ def test_checkpoint_for_other_shapes_is_refused(comm, tmp_path):
     ShardedAdam(_params(), backend="numpy", comm=comm).save(tmp_path)
     with pytest.raises(ValueError, match="saved for"):
         load_adam(tmp_path, [np.zeros(12, np.float32), np.zeros(5, np.float32)])
+
+
+# --- the commands ---------------------------------------------------------------------------
+def test_demo_on_two_ranks_ends_with_the_single_process_loss(tmp_path):
+    from harness.cli import main
+
+    assert main(["demo", "--ranks", "2", "--steps", "30", "--out", str(tmp_path / "d")]) == 0
+    rows = json.loads((tmp_path / "d.json").read_text())
+    sharded, same_grads = rows[0], rows[1]
+    assert sharded["final_loss"] == same_grads["final_loss"]
+    assert same_grads["params_equal_bits"] is True
+
+
+def test_check_on_two_ranks_passes_and_writes_its_table(tmp_path):
+    from harness.cli import main
+
+    out = tmp_path / "check"
+    assert main(["check", "--ranks", "2", "--steps", "3", "--dtypes", "float32",
+                 "--out", str(out)]) == 0
+    rows = json.loads((tmp_path / "check-sharded.json").read_text())
+    assert len(rows) == 5 and all(r["max_abs_diff"] == 0 for r in rows)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["check", "--ranks", "0"], "--ranks expects positive integers"),
+    (["bench", "--ranks", "two"], "--ranks expects positive integers"),
+    (["plan", "--results", "no/such.csv"], "no/such.csv"),
+    (["plan", "--link-gbps", "0"], "--link-gbps must be > 0"),
+])
+def test_bad_sharded_arguments_get_one_line_and_status_2(argv, message, capsys):
+    from harness.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_the_cost_model_by_hand():
+    from harness.sharded_plan import predict
+
+    # 1000 params on 4 ranks: shards of 250 at 250 elements/s take 1 s; each collective
+    # sends 3/4 x 4000 bytes at 1000 B/s (3 s) plus 3 messages of 0.5 s.
+    got = predict(1000, 4, link_bytes_per_s=1000, latency_s=0.5, update_elements_per_s=250)
+    assert got == {"update_s": 1.0, "comm_s": 9.0, "step_s": 10.0,
+                   "state_bytes_per_rank": 2000, "memory_bytes_per_rank": 10000}
+    assert predict(1000, 1, 1000, 0.5, 250)["comm_s"] == 0
+
+
+def test_the_link_fit_recovers_latency_and_bandwidth():
+    import pandas as pd
+
+    from harness.sharded_plan import fit_link
+
+    sizes = np.array([2**20, 2**22, 2**24])
+    sent = sizes * 4 / 2  # bytes each of 2 ranks sends per collective
+    table = pd.DataFrame({"ranks": 2, "dtype": "float32", "elements": sizes,
+                          "shard_elements": sizes // 2,
+                          "reduce_scatter_us": (20e-6 + sent / 4e9) * 1e6,
+                          "all_gather_us": (20e-6 + sent / 4e9) * 1e6})
+    latency, bandwidth = fit_link(table)
+    assert latency == pytest.approx(20e-6, rel=1e-6)
+    assert bandwidth == pytest.approx(4e9, rel=1e-6)
