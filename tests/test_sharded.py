@@ -184,14 +184,23 @@ def test_demo_on_two_ranks_ends_with_the_single_process_loss(tmp_path):
     assert same_grads["params_equal_bits"] is True
 
 
-def test_check_on_two_ranks_passes_and_writes_its_table(tmp_path):
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_check_on_several_ranks_passes_and_writes_its_table(ranks, tmp_path):
     from harness.cli import main
 
     out = tmp_path / "check"
-    assert main(["check", "--ranks", "2", "--steps", "3", "--dtypes", "float32",
+    assert main(["check", "--ranks", str(ranks), "--steps", "3", "--dtypes", "float32",
                  "--out", str(out)]) == 0
     rows = json.loads((tmp_path / "check-sharded.json").read_text())
-    assert len(rows) == 5 and all(r["max_abs_diff"] == 0 for r in rows)
+    assert len(rows) == 5 and all(r["passed"] and r["ranks"] == ranks for r in rows)
+    if ranks == 2:
+        assert all(r["max_abs_diff"] == 0 for r in rows)
+
+
+def test_importing_backends_imports_no_mpi():
+    code = ("import sys, backends, backends.sharded, backends.comm; "
+            "assert 'mpi4py' not in sys.modules and 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 @pytest.mark.parametrize("argv, message", [
