@@ -55,6 +55,11 @@ class Communicator:
     def all_ok(self, flag: bool) -> bool:
         raise NotImplementedError
 
+    def alloc(self, n: int, dtype) -> np.ndarray:
+        """A zeroed 1-D buffer for these collectives (an adapter may place it where its
+        peers can reach it); every rank calls it alike."""
+        return np.zeros(n, np.dtype(dtype))
+
     def chunk(self, buf: np.ndarray, rank: int) -> np.ndarray:
         """Chunk ``rank`` of ``buf`` (a view), ``len(buf) // size`` elements long."""
         n = _chunk_len(buf, self.size)
@@ -70,7 +75,7 @@ def _chunk_len(buf, size: int) -> int:
 def _mean_into(total: np.ndarray, size: int, out: np.ndarray) -> None:
     """out = total / size (a correctly rounded division, exact for size 2)."""
     if size == 1:
-        if out is not total:
+        if not np.may_share_memory(out, total):
             out[:] = total
         return
     np.divide(total, total.dtype.type(size), out=out)
@@ -102,7 +107,11 @@ def _sum_into(a: np.ndarray, b: np.ndarray, out: np.ndarray, size: int) -> None:
 class MPIComm(Communicator):
     """Collectives over an mpi4py communicator (``MPI.COMM_WORLD`` when ``comm`` is None).
 
-    ``algorithm="ring"`` (default) posts point-to-point ``Isend``/``Irecv`` pairs around a
+    When every rank runs on one node (and ``shared_memory`` is True), buffers made by
+    ``alloc`` live in an MPI-3 shared-memory window: a collective is a barrier, then each
+    rank reads its peers' buffers directly (one pass, no copies through MPI's cells; the
+    reduce-scatter sums in rank order). Other buffers, and ranks on several nodes, go
+    through point-to-point messages: ``algorithm="ring"`` (default) posts point-to-point ``Isend``/``Irecv`` pairs around a
     ring into preallocated buffers (N-1 steps each way, the bandwidth-optimal schedule);
     ``"builtin"`` calls MPI's own ``Ireduce_scatter_block`` and ``Iallgather``. Both poll
     their requests against the deadline; on timeout the job is aborted with
@@ -110,7 +119,7 @@ class MPIComm(Communicator):
     """
 
     def __init__(self, comm=None, timeout: float = DEFAULT_TIMEOUT, algorithm: str = "ring",
-                 abort: bool = True, bucket: int = DEFAULT_BUCKET):
+                 abort: bool = True, bucket: int = DEFAULT_BUCKET, shared_memory: bool = True):
         from mpi4py import MPI
 
         if algorithm not in ("ring", "builtin"):
@@ -125,6 +134,26 @@ class MPIComm(Communicator):
         self.timeout, self.algorithm, self.abort = float(timeout), algorithm, abort
         self.bucket = int(bucket)
         self._scratch: np.ndarray | None = None
+        self.node_local = shared_memory and self.size > 1 and (
+            self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size() == self.size)
+        self._windows: list = []
+        self._peers: dict = {}  # (address, length) of a buffer from alloc -> every rank's copy
+
+    def alloc(self, n: int, dtype) -> np.ndarray:
+        """A zeroed 1-D buffer (collective: every rank calls it with the same n); in a
+        shared-memory window when the ranks share a node."""
+        dtype = np.dtype(dtype)
+        if not self.node_local:
+            return np.zeros(n, dtype)
+        win = self._MPI.Win.Allocate_shared(max(n, 1) * dtype.itemsize, dtype.itemsize,
+                                            comm=self.comm)
+        self._windows.append(win)
+        peers = [np.frombuffer(win.Shared_query(r)[0], dtype, count=n) for r in range(self.size)]
+        mine = peers[self.rank]
+        mine[:] = 0
+        self._peers[(mine.ctypes.data, n)] = peers
+        self._wait([self.comm.Ibarrier()], "alloc")
+        return mine
 
     # --- the interface ------------------------------------------------------------------
     def reduce_scatter(self, sendbuf, recvbuf) -> None:
@@ -132,8 +161,15 @@ class MPIComm(Communicator):
         if recvbuf.shape != (n,) or recvbuf.dtype != sendbuf.dtype:
             raise ValueError(f"recvbuf must be {n} elements of {sendbuf.dtype}, got "
                              f"{recvbuf.shape} {recvbuf.dtype}")
+        peers = self._peers.get((sendbuf.ctypes.data, len(sendbuf)))
         if self.size == 1:
             _mean_into(sendbuf, 1, recvbuf)
+        elif peers is not None:
+            self._wait([self.comm.Ibarrier()], "reduce_scatter")
+            mine = [p[self.rank * n:(self.rank + 1) * n] for p in peers]
+            _sum_into(mine[0], mine[1], recvbuf, 1 if self.size > 2 else 2)
+            for r in range(2, self.size):
+                _sum_into(recvbuf, mine[r], recvbuf, self.size if r == self.size - 1 else 1)
         elif self.algorithm == "builtin":
             self._wait([self.comm.Ireduce_scatter_block(sendbuf, recvbuf, op=self._MPI.SUM)],
                        "reduce_scatter")
@@ -143,7 +179,14 @@ class MPIComm(Communicator):
 
     def all_gather(self, buf) -> None:
         n = _chunk_len(buf, self.size)
+        peers = self._peers.get((buf.ctypes.data, len(buf)))
         if self.size == 1:
+            return
+        if peers is not None:
+            self._wait([self.comm.Ibarrier()], "all_gather")
+            for r in range(self.size):
+                if r != self.rank:
+                    np.copyto(buf[r * n:(r + 1) * n], peers[r][r * n:(r + 1) * n])
             return
         if self.algorithm == "builtin":
             self._wait([self.comm.Iallgather(self._MPI.IN_PLACE, buf)], "all_gather")

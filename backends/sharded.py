@@ -62,15 +62,16 @@ class ShardedAdam:
         self.total = sum(int(p.size) for p in params)
         self.shard_len = -(-self.total // comm.size)
         padded = self.shard_len * comm.size
-        self.flat_params = np.zeros(padded, self.dtype)
-        self.flat_grads = np.zeros(padded, self.dtype)
+        self.flat_params = comm.alloc(padded, self.dtype)
+        self.flat_grads = comm.alloc(padded, self.dtype)
         self.params = _views(self.flat_params, self.shapes)
         self.grads = _views(self.flat_grads, self.shapes)
         for view, p in zip(self.params, params):
             view[...] = p
         self.start = comm.rank * self.shard_len
         self._param_shard = comm.chunk(self.flat_params, comm.rank)
-        self._grad_shard = np.zeros(self.shard_len, self.dtype)
+        self._grad_shard = (self.flat_grads if comm.size == 1  # one rank: nothing to reduce
+                            else np.zeros(self.shard_len, self.dtype))
         self._staged = self.backend.device != "cpu"
         self._device_params = [self.backend.asarray(self._param_shard) if self._staged
                                else self._param_shard]

@@ -147,7 +147,8 @@ def _communicator(scenario: str):
 
         dist.init_process_group("gloo")
         return TorchComm()
-    return MPIComm(timeout=float(os.environ.get("SCENARIO_TIMEOUT", "60")))
+    return MPIComm(timeout=float(os.environ.get("SCENARIO_TIMEOUT", "60")),
+                   shared_memory=os.environ.get("SCENARIO_SHARED", "1") == "1")
 
 
 def main():

@@ -41,8 +41,9 @@ def assert_ok(result, ranks: int = 2):
     assert result.stdout.count(": OK") == max(ranks, 1), result.stdout
 
 
-def test_two_ranks_equal_the_single_process_step_bit_for_bit(tmp_path):
-    result, _ = run_scenario("agree", tmp_path)
+@pytest.mark.parametrize("shared", ["1", "0"], ids=["shared-memory", "ring"])
+def test_two_ranks_equal_the_single_process_step_bit_for_bit(shared, tmp_path):
+    result, _ = run_scenario("agree", tmp_path, SCENARIO_SHARED=shared)
     assert_ok(result)
 
 
@@ -81,8 +82,10 @@ def test_a_killed_rank_ends_the_job_with_a_nonzero_exit(tmp_path):
     assert seconds < 60
 
 
-def test_a_hung_rank_times_the_collective_out_with_a_clear_message(tmp_path):
-    result, seconds = run_scenario("hang", tmp_path, timeout=60, SCENARIO_TIMEOUT="2")
+@pytest.mark.parametrize("shared", ["1", "0"], ids=["shared-memory", "ring"])
+def test_a_hung_rank_times_the_collective_out_with_a_clear_message(shared, tmp_path):
+    result, seconds = run_scenario("hang", tmp_path, timeout=60, SCENARIO_TIMEOUT="2",
+                                   SCENARIO_SHARED=shared)
     assert result.returncode != 0
     assert "got no answer within 2 s; a peer rank died or hangs" in result.stderr
     assert seconds < 60
