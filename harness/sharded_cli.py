@@ -80,7 +80,7 @@ def cmd_bench(args) -> int:
     shown = ["ranks", "elements", "reduce_scatter_us", "update_us", "all_gather_us", "total_us",
              "single_process_us", "total_over_single", "reduce_scatter_gb_per_s",
              "all_gather_gb_per_s", "comm_gb_per_s", "memcpy_gb_per_s", "comm_over_memcpy",
-             "state_bytes_per_rank"]
+             "machine_memcpy_gb_per_s", "comm_over_machine_memcpy", "state_bytes_per_rank"]
     df["machine"] = machine_id()
     write_tables(df, out, markdown=df[shown].round(3))
     _show(df[shown].round(3), "Sharded Adam per step (medians; GB/s = bytes each rank sent; "

@@ -81,9 +81,10 @@ def check_rows(comm, backend: str, dtypes, steps: int, seed: int) -> list[dict]:
 
 
 def bench_rows(comm, backend: str, sizes, dtype: str, repeats: int) -> list[dict]:
-    """Per size: the sharded step's phases, and on rank 0, timed in turn with it while the
-    other ranks wait idle, the single-process step (all cores) and a memcpy of the
-    same bytes."""
+    """Per size: the sharded step's phases; a memcpy of the same bytes on every rank at
+    once (the machine's memcpy bandwidth: sum over ranks); and on rank 0, while the other
+    ranks wait idle, the single-process step (all cores) and a memcpy by one process, all
+    timed in turn."""
     rows = []
     for n in sizes:
         rng = np.random.default_rng(comm.rank)
@@ -91,15 +92,21 @@ def bench_rows(comm, backend: str, sizes, dtype: str, repeats: int) -> list[dict
         local = rng.standard_normal(n).astype(dtype)
         opt = ShardedAdam(params, backend=_backend(backend, comm.size), comm=comm)
         lead = comm.rank == 0
+        src, dst = local.copy(), np.empty_like(local)
         if lead:
             single_p = [params[0].copy()]
             single = Adam(single_p, backend=backend)
-            src, dst = local.copy(), np.empty_like(local)
-        phases, singles, copies = [], [], []
+        phases, singles, copies, together = [], [], [], []
         for r in range(repeats + 1):  # the first round warms up (compilation, first touch)
             np.copyto(opt.grads[0], local)
+            comm.comm.Barrier()  # ranks enter the step together (skew is not the step's)
             opt.step(opt.grads)
             phases.append(dict(opt.seconds))
+            comm.all_ok(True)
+            t0 = time.perf_counter()  # every rank copies at once: the machine's memcpy
+            np.copyto(dst, src)
+            comm.comm.Barrier()
+            together.append(time.perf_counter() - t0)
             if lead:
                 t0 = time.perf_counter()
                 single.step([local])
@@ -111,8 +118,11 @@ def bench_rows(comm, backend: str, sizes, dtype: str, repeats: int) -> list[dict
             comm.all_ok(True)
         if not lead:
             continue
-        phases, singles, copies = phases[1:], singles[1:], copies[1:]
-        rows.append(_bench_row(comm.size, backend, dtype, n, opt, phases, singles, copies))
+        row = _bench_row(comm.size, backend, dtype, n, opt, phases[1:], singles[1:], copies[1:])
+        per_rank = n * np.dtype(dtype).itemsize / float(np.median(together[1:])) / 1e9
+        row["machine_memcpy_gb_per_s"] = comm.size * per_rank
+        row["comm_over_machine_memcpy"] = row["comm_gb_per_s"] / per_rank
+        rows.append(row)
     return rows
 
 
