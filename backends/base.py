@@ -6,12 +6,13 @@ parameters and state exactly as they were. Backends implement ``_update`` only.
 from __future__ import annotations
 
 import operator
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
 
 from .config import AdamConfig
-from .state import AdamState, to_host
+from .state import MAX_STEP, AdamState, checked_step, to_host
 
 __all__ = ["Backend", "BackendUnavailable", "FLOAT_DTYPES"]
 
@@ -117,9 +118,10 @@ class Backend:
 
     # --- the step -----------------------------------------------------------------------
     def step(self, params, grads, state: AdamState, cfg: AdamConfig) -> None:
-        """One Adam step of every tensor, in place; ``state.step`` goes up by one."""
-        params, grads, groups = self._validate(params, grads, state, cfg)
-        t = state.step + 1
+        """One Adam step of every tensor, in place; ``state.step`` goes up by one (a
+        Python int from then on)."""
+        params, grads, groups, step = self._validate(params, grads, state, cfg)
+        t = step + 1
         amax = state.max_exp_avg_sq if cfg.amsgrad else None
         if len(groups) == 1:
             for dtype in groups:
@@ -136,29 +138,48 @@ class Backend:
                 cfg: AdamConfig, t: int, dtype: np.dtype, cache: dict) -> None:
         raise NotImplementedError
 
+    # --- copies -------------------------------------------------------------------------
+    def _options(self) -> dict:
+        """The constructor's keyword arguments that made this backend (for pickling)."""
+        return {}
+
+    def __reduce__(self):
+        """Pickled as its class and options, and made afresh on load (kernels compiled or
+        loaded from cache): a backend holds modules, pools and compiled code."""
+        return _remake, (type(self), self._options())
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        """Shared, not copied: a backend keeps nothing of any one optimizer (that lives in
+        the AdamState), so copies of an optimizer step independently through it."""
+        return self
+
     # --- validation ---------------------------------------------------------------------
     def _validate(self, params, grads, state, cfg):
-        """(params, grads, {dtype: tensor indices}) after every check, or an exception.
-        Only when every check has passed, a first amsgrad step gets its zero
-        ``max_exp_avg_sq``.
+        """(params, grads, {dtype: tensor indices}, step as an int) after every check, or
+        an exception. Only when every check has passed, a first amsgrad step gets its
+        zero ``max_exp_avg_sq``.
 
-        Per-array checks are remembered in ``state.cache["validated"]`` by array identity
-        (``arrays`` holds them all, so none can be freed and its id reused): a training
-        loop that passes the same arrays each step pays one identity test per array, and
-        a new array is always checked. Its ``key`` (a new object) is replaced whenever some
-        array or the config changed, and ``ids`` holds one id list per column (params,
-        grads, exp_avg, exp_avg_sq, max_exp_avg_sq), replaced exactly when that column's
-        arrays change: backends that derive data from the arrays (addresses) compare
-        those by identity.
+        What was checked is remembered in ``state.cache["validated"]``, holding the
+        arrays themselves (so none can be freed and its id reused, and, through weak
+        references, none resized): a training loop that passes the same arrays each step
+        pays one identity test per array and one compiled read of the arrays' headers
+        (``_array_headers``: dtype, shape, flags, data address), so an array changed in
+        place is checked again. Its ``key`` (a new object) is replaced whenever anything
+        changed, and ``columns`` holds one list of arrays per column (params, grads,
+        exp_avg, exp_avg_sq, max_exp_avg_sq), replaced exactly when that column changed:
+        backends that derive data from the arrays (addresses) compare those lists by
+        identity.
         """
         if type(cfg) is not AdamConfig and not isinstance(cfg, AdamConfig):
             raise TypeError(f"cfg must be an AdamConfig, got {type(cfg).__name__}")
         if type(state) is not AdamState and not isinstance(state, AdamState):
             raise TypeError(f"state must be an AdamState, got {type(state).__name__}")
         step = state.step
-        if type(step) is not int and (isinstance(step, bool)
-                                      or not isinstance(step, (int, np.integer))) or step < 0:
-            raise ValueError(f"state.step must be an int >= 0, got {step!r}")
+        if type(step) is not int or not 0 <= step <= MAX_STEP:
+            step = checked_step(step)
         if type(params) is not list:
             params = [params] if type(params) is np.ndarray else _as_list(params, "params")
         if type(grads) is not list:
@@ -172,55 +193,109 @@ class Backend:
             lengths = arrays = None
         seen = state.cache.get("validated")
         if (seen is not None and cfg is seen["cfg"] and lengths == seen["lengths"]
-                and all(map(operator.is_, arrays, seen["arrays"]))):
-            if not all(map(self._is_writeable, params)):  # the user may freeze one any time
-                self._check_writeable(params, "params")
-            return params, grads, seen["groups"]
+                and all(map(operator.is_, arrays, seen["arrays"]))
+                and seen["unchanged"](seen["objects"], seen["headers"], arrays)):
+            return params, grads, seen["groups"], step
         columns = (params, grads, m, v, amax)
-        return self._validate_changed(params, grads, state, cfg, columns, lengths, seen)
+        return self._validate_changed(params, grads, state, cfg, columns, step, seen)
 
-    def _validate_changed(self, params, grads, state, cfg, columns, lengths, seen):
-        """The rest of ``_validate`` when some array or the config differs from the last
-        step's."""
+    def _validate_changed(self, params, grads, state, cfg, columns, step, seen):
+        """The rest of ``_validate`` when some array, header or the config differs from
+        the last step's: the columns that changed are checked again, then aliasing."""
         if len(grads) != len(params):
             raise ValueError(f"params and grads differ in length: {len(params)} vs {len(grads)}")
-        if cfg.amsgrad and state.max_exp_avg_sq is None and state.step != 0:
+        if cfg.amsgrad and state.max_exp_avg_sq is None and step != 0:
             raise ValueError("amsgrad=True but state has no max_exp_avg_sq: it was "
                              "stepped with amsgrad=False")
-        ids = [list(map(id, c)) if isinstance(c, (list, tuple)) else None for c in columns]
-        if seen is None or seen["ids"][0] != ids[0]:  # new params: check all again
-            seen = {"ids": [None] * 5, "eps": None, "key": None, "cfg": None,
-                    "groups": _group_by_dtype(params)}
-        else:
-            self._check_writeable(params, "params")
+        old = seen["columns"] if seen is not None else [None] * 5
         stale = []
         for c, arrays in enumerate(columns):
             if c == 4 and arrays is None:  # no amsgrad, or its first step
                 continue
-            if arrays is None or ids[c] != seen["ids"][c]:
+            if not _same_arrays(arrays, old[c]) or c in _changed_columns(seen, arrays, c):
                 self._check_column(arrays, _COLUMN_NAMES[c], params)
                 stale.append(c)
-        if seen["eps"] != cfg.eps:
-            for dtype in seen["groups"]:
-                if dtype.type(cfg.eps) == 0:
-                    raise ValueError(f"eps={cfg.eps!r} rounds to 0 in {dtype}; use a larger eps")
+        groups = seen["groups"] if seen is not None and 0 not in stale else \
+            _group_by_dtype(params)
+        self._check_config(groups, cfg)
+        present = [c for c in columns if c is not None]
+        if stale:
+            self._check_aliasing(present, params)
         # every check passed: from here on, state may change
         if cfg.amsgrad and state.max_exp_avg_sq is None:
             state.max_exp_avg_sq = self._zeros_views(params)
-            columns = columns[:4] + (state.max_exp_avg_sq,)
-            ids[4] = list(map(id, state.max_exp_avg_sq))
-            lengths = lengths[:4] + (len(ids[4]),)
+            present.append(state.max_exp_avg_sq)
             stale.append(4)
-        for c in stale:
-            seen["ids"][c] = ids[c]
-        seen["lengths"], seen["arrays"] = lengths, [a for c in columns if c for a in c]
-        seen["key"], seen["eps"], seen["cfg"] = object(), cfg.eps, cfg
-        state.cache["validated"] = seen
-        return params, grads, seen["groups"]
+        new_columns = [list(column) if c in stale else old[c] for c, column in enumerate(present)]
+        new_columns += [None] * (5 - len(new_columns))
+        arrays = [a for c in present for a in c]
+        objects, headers, unchanged = self._headers(arrays)
+        state.cache["validated"] = {
+            "arrays": arrays, "weakrefs": _weak_references(arrays),
+            "lengths": tuple(len(c) for c in present) + ((-1,) if len(present) == 4 else ()),
+            "columns": new_columns, "cfg": cfg, "groups": groups, "key": object(),
+            "objects": objects, "headers": headers, "unchanged": unchanged}
+        return params, grads, groups, step
+
+    def check_state(self, params, state: AdamState, cfg: AdamConfig) -> None:
+        """Every check ``step`` makes of params, state and config (not of gradients), and
+        nothing changed: for restoring a state before its first step."""
+        if type(state) is not AdamState and not isinstance(state, AdamState):
+            raise TypeError(f"state must be an AdamState, got {type(state).__name__}")
+        checked_step(state.step)
+        params = _as_list(params, "params")
+        if cfg.amsgrad and state.max_exp_avg_sq is None and state.step != 0:
+            raise ValueError("amsgrad=True but state has no max_exp_avg_sq: it was "
+                             "stepped with amsgrad=False")
+        columns = [params, state.exp_avg, state.exp_avg_sq]
+        if cfg.amsgrad and state.max_exp_avg_sq is not None:
+            columns.append(state.max_exp_avg_sq)
+        self._check_tensors(params, "params")
+        for name, arrays in zip(_COLUMN_NAMES[2:], columns[1:]):
+            self._check_moment(arrays, name, params)
+        self._check_config(_group_by_dtype(params), cfg)
+        self._check_aliasing(columns, params, names=("params",) + _COLUMN_NAMES[2:])
+
+    @staticmethod
+    def _check_config(groups, cfg) -> None:
+        """eps and weight_decay must not round to 0 in any dtype stepped (the kernels
+        compute in the arrays' dtype)."""
+        for dtype in groups:
+            for name in ("eps", "weight_decay"):
+                value = getattr(cfg, name)
+                if value != 0 and dtype.type(value) == 0:
+                    raise ValueError(f"{name}={value!r} rounds to 0 in {dtype}; use a "
+                                     f"larger {name}" + ("" if name == "eps" else " or 0"))
+
+    def _headers(self, arrays):
+        """(ids, header table, unchanged(ids, table, arrays) -> bool) of the validated
+        arrays: NumPy array headers read in compiled code; other array types are trusted
+        while the same objects come back."""
+        if self.array_type is np.ndarray:
+            from ._array_headers import headers_match, read_headers
+
+            return (*read_headers(arrays), headers_match)
+        return None, None, _trusted
+
+    def _check_aliasing(self, columns, params, names=_COLUMN_NAMES) -> None:
+        """ValueError naming two arrays that share memory, where one of them is written
+        by the step (params and moments); grads may share memory with each other. One
+        sort of the arrays' byte ranges: O(n log n)."""
+        names = [(name, i) for name, column in zip(names, columns)
+                 for i in range(len(column))]
+        arrays = [a for column in columns for a in column]
+        itemsizes = [p.dtype.itemsize for p in params] * len(columns)
+        starts = np.array([_data_address(a) for a in arrays], dtype=np.int64)
+        nbytes = np.array([a.size for a in arrays], dtype=np.int64) * itemsizes
+        written = np.array([name != "grads" for name, _ in names])
+        pair = _first_overlap(starts, starts + nbytes, written)
+        if pair is not None:
+            (a, i), (b, j) = names[pair[0]], names[pair[1]]
+            raise ValueError(f"{a}[{i}] and {b}[{j}] share memory; every param and state "
+                             "moment needs memory of its own (grads may only share with "
+                             "grads)")
 
     def _check_writeable(self, arrays, what) -> None:
-        """Params are the user's: one may be made read-only between steps, so this part of
-        the check runs every step (state arrays belong to the optimizer)."""
         if all(map(self._is_writeable, arrays)):
             return
         i = next(i for i, a in enumerate(arrays) if not self._is_writeable(a))
@@ -234,7 +309,6 @@ class Backend:
         else:
             self._check_moment(arrays, name, params)
 
-
     def _check_moment(self, arrays, what, params):
         if arrays is not None and not isinstance(arrays, (list, tuple)):
             raise TypeError(f"{what} must be a list of arrays, got {type(arrays).__name__}")
@@ -246,9 +320,11 @@ class Backend:
 
     def _check_tensors(self, arrays, what, like=None):
         for i, a in enumerate(arrays):
-            if not isinstance(a, self.array_type):
+            if not isinstance(a, self.array_type) or (isinstance(a, np.ndarray)
+                                                      and type(a) is not np.ndarray):
                 raise TypeError(f"{what}[{i}] is {_type_name(a)}; the {self.name} backend needs "
-                                f"{_type_name_of(self.array_type)} (convert with backend.asarray)")
+                                f"{_type_name_of(self.array_type)}, not a subclass (convert "
+                                "with backend.asarray or np.asarray)")
             if a.dtype not in FLOAT_DTYPES:
                 raise TypeError(f"{what}[{i}] has dtype {a.dtype}; expected float32 or float64")
             if like is not None:
@@ -264,6 +340,60 @@ class Backend:
         if what != "grads":
             self._check_writeable(arrays, what)
         return arrays
+
+
+def _remake(cls, options):
+    return cls(**options)
+
+
+def _trusted(objects, headers, arrays) -> bool:
+    return True
+
+
+def _same_arrays(arrays, old) -> bool:
+    return (old is not None and isinstance(arrays, (list, tuple)) and len(arrays) == len(old)
+            and all(map(operator.is_, arrays, old)))
+
+
+def _changed_columns(seen, arrays, c) -> set:
+    """{c} when a column of the same array objects has an array whose header changed in
+    place since it was checked (NumPy arrays), else the empty set."""
+    if seen is None or seen["headers"] is None:
+        return set()
+    start = sum(len(col) for col in seen["columns"][:c] if col is not None)
+    rows = slice(start, start + len(arrays))
+    if seen["unchanged"](seen["objects"][rows], seen["headers"][rows], arrays):
+        return set()
+    return {c}
+
+
+def _weak_references(arrays) -> list:
+    """Weak references to NumPy arrays: NumPy refuses to resize an array that has one,
+    even with ``refcheck=False``, so a remembered address cannot be freed under us."""
+    return [weakref.ref(a) for a in arrays if isinstance(a, np.ndarray)]
+
+
+def _data_address(a) -> int:
+    interface = getattr(a, "__cuda_array_interface__", None) or a.__array_interface__
+    return int(interface["data"][0])
+
+
+def _first_overlap(starts, stops, written):
+    """Indices (i, j) of two byte ranges [start, stop) that overlap, at least one of them
+    written, or None. Ranges sorted by start: a range overlaps an earlier one exactly when
+    it starts before the largest stop so far (of the written ones, for a read-only one)."""
+    nonempty = np.flatnonzero(stops > starts)
+    order = nonempty[np.argsort(starts[nonempty], kind="stable")]
+    s, e, w = starts[order], stops[order], written[order]
+    lowest = np.iinfo(np.int64).min
+    before_all = np.maximum.accumulate(np.concatenate(([lowest], e[:-1])))
+    before_written = np.maximum.accumulate(np.concatenate(([lowest], np.where(w, e, lowest)[:-1])))
+    clash = np.flatnonzero(s < np.where(w, before_all, before_written))
+    if clash.size == 0:
+        return None
+    k = clash[0]
+    earlier = np.flatnonzero((e[:k] > s[k]) & (w[:k] | w[k]))
+    return int(order[earlier[0]]), int(order[k])
 
 
 def _as_list(arrays, what) -> list:

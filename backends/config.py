@@ -1,7 +1,9 @@
 """Adam hyperparameters: one frozen, validated record shared by every backend."""
 from __future__ import annotations
 
+import decimal
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
 __all__ = ["AdamConfig"]
@@ -15,6 +17,8 @@ class AdamConfig:
     with ``decoupled=True`` it multiplies ``p`` by ``1 - lr * weight_decay`` first (AdamW).
     ``amsgrad`` bias-corrects the running maximum of the second moment; ``maximize``
     steps along ``+gradient``. Bad values raise ValueError naming the field and value.
+    Real-valued fields take any real number (int, float, NumPy scalar, Fraction, Decimal;
+    not bool) that converts to a finite float, and hold that float.
     """
 
     lr: float = 1e-3
@@ -28,11 +32,7 @@ class AdamConfig:
 
     def __post_init__(self) -> None:
         for name in ("lr", "beta1", "beta2", "eps", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a real number, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value!r}")
+            object.__setattr__(self, name, _finite_float(name, getattr(self, name)))
         for name in ("decoupled", "amsgrad", "maximize"):
             value = getattr(self, name)
             if not isinstance(value, bool):
@@ -46,6 +46,20 @@ class AdamConfig:
     def to_dict(self) -> dict:
         """The fields as a plain dict (for tables, state dicts and saved files)."""
         return asdict(self)
+
+
+def _finite_float(name: str, value) -> float:
+    """``value`` as a float, if it is a real number (not bool) with a finite float value."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, decimal.Decimal)):
+        raise TypeError(f"{name} must be a real number (int, float, NumPy scalar, Fraction "
+                        f"or Decimal; not bool), got {value!r}")
+    try:
+        converted = float(value)
+    except (OverflowError, ValueError):  # 10**400, Decimal('sNaN')
+        converted = math.inf
+    if not math.isfinite(converted):
+        raise ValueError(f"{name} must be finite as a float, got {value!r}")
+    return converted
 
 
 def _require(ok: bool, name: str, value: float, rule: str) -> None:

@@ -51,6 +51,9 @@ class NumbaBackend(Backend):
         self._last_hyper = (None, None)
         self.compile_seconds = _numba_kernels.compile_all()
 
+    def _options(self) -> dict:
+        return {"threads": self.threads}
+
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
                 cache):
         table = cache.get((_AddressTable, dtype))
@@ -78,16 +81,16 @@ class NumbaBackend(Backend):
 
     def _table(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, dtype, cache):
         """The address table of these arrays, pointed at them again (see
-        Backend._validate for the ids it compares)."""
+        Backend._validate for the column lists it compares)."""
         seen = cache["validated"]
         table = cache.get((_AddressTable, dtype))
-        ids = seen["ids"]
+        sources = seen["columns"]
         if max_exp_avg_sq is None:  # the kernels never touch vmax then; any valid address
-            max_exp_avg_sq, ids = exp_avg_sq, ids[:4] + ids[3:4]
-        if table is None or table.ids[0] is not ids[0]:
+            max_exp_avg_sq, sources = exp_avg_sq, sources[:4] + sources[3:4]
+        if table is None or table.sources[0] is not sources[0]:
             table = cache[(_AddressTable, dtype)] = _AddressTable(
                 [int(a.size) for a in params], dtype, self._kernels)
-        table.refresh((params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq), ids,
+        table.refresh((params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq), sources,
                       self._kernels.address)
         table.choose_kernel(self._kernels)
         table.key = seen["key"]
@@ -101,8 +104,8 @@ class _AddressTable:
     and, when every column lies back to back in memory, one 1-D span per column for
     ``adam_flat`` instead.
 
-    It holds references to the arrays it points into, so they stay alive (and cannot be
-    resized) while it does. ``ids`` are the validation's id lists it was filled from.
+    It holds references to the arrays it points into, so they stay alive while it does.
+    ``sources`` are the validation's column lists it was filled from.
     """
 
     def __init__(self, sizes: list[int], dtype, kernels):
@@ -133,22 +136,22 @@ class _AddressTable:
         self.total = int(sum(sizes))
         self.like = np.empty(0, dtype)
         self.key = None
-        self.ids: list = [None] * 5
+        self.sources: list = [None] * 5
         self.refs: list = [None] * 5
         self.column_spans: list = [None] * 5
         self.spans: list | None = None
 
-    def refresh(self, columns, ids, address) -> None:
-        """Point each column whose arrays changed (its id list is not the one it was
+    def refresh(self, columns, sources, address) -> None:
+        """Point each column whose arrays changed (its column list is not the one it was
         filled from) at its new arrays, and see whether each lies back to back in memory
         (views of a flat buffer, see Backend.flatten)."""
         changed = False
         for col, arrays in enumerate(columns):
-            if self.ids[col] is not ids[col]:
+            if self.sources[col] is not sources[col]:
                 self.addresses[:, col] = [address(a) for a in arrays]
                 self.refs[col] = list(arrays)
                 self.column_spans[col] = self._span(col, arrays)
-                self.ids[col] = ids[col]
+                self.sources[col] = sources[col]
                 changed = True
         if changed:
             whole = all(span is not None for span in self.column_spans)

@@ -4,11 +4,13 @@ Naive NumPy Adam makes one pass over memory per operation (about a dozen). Here 
 tensor is processed in chunks small enough that a chunk of p, g, m, v and two scratch
 buffers stay in cache, so the dozen operations hit cache and a step costs close to one
 pass over memory. Large steps are shared among worker threads. Scratch buffers are
-allocated once per dtype and worker, then reused.
+allocated once per dtype and thread (the caller's or a worker's), then reused: optimizers
+that share one backend instance from several threads never share scratch.
 """
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -47,14 +49,19 @@ class NumpyBackend(Backend):
         self.chunk_bytes = chunk_bytes
         self.threads = threads or os.cpu_count() or 1
         self._pool: ThreadPoolExecutor | None = None
-        self._scratch: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._pool_lock = threading.Lock()
+        self._thread_scratch = threading.local()
 
-    def _scratch_for(self, dtype, worker: int) -> tuple[np.ndarray, np.ndarray]:
-        key = (dtype, worker)
-        if key not in self._scratch:
+    def _options(self) -> dict:
+        return {"chunk_bytes": self.chunk_bytes, "threads": self.threads}
+
+    def _scratch_for(self, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """Two scratch buffers of ``dtype`` owned by the calling thread."""
+        buffers = self._thread_scratch.__dict__
+        if dtype not in buffers:
             n = self.chunk_bytes * PARALLEL_CHUNK_FACTOR // dtype.itemsize
-            self._scratch[key] = (np.empty(n, dtype), np.empty(n, dtype))
-        return self._scratch[key]
+            buffers[dtype] = (np.empty(n, dtype), np.empty(n, dtype))
+        return buffers[dtype]
 
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
                 cache):
@@ -71,12 +78,13 @@ class NumpyBackend(Backend):
         workers = min(self.threads, len(blocks)) if parallel else 1
         shares = np.array_split(np.arange(len(blocks)), workers)
         run = lambda w: self._run_blocks(tensors, [blocks[i] for i in shares[w]],
-                                         self._scratch_for(dtype, w), c)
+                                         self._scratch_for(dtype), c)
         if workers == 1:
             run(0)
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="adam-numpy")
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="adam-numpy")
         futures = [self._pool.submit(run, w) for w in range(1, workers)]
         run(0)
         for future in futures:
@@ -103,8 +111,8 @@ def _cast(scalars, dtype) -> dict:
 
 def _adam_block(p, g, m, v, vmax, a, b, c) -> None:
     """The kernel body on one cache-sized block; ``a`` and ``b`` are scratch."""
-    if c["sign"] < 0:
-        np.negative(g, out=a)
+    if c["sign"] < 0:  # a multiply, as the kernels do: np.negative flips a NaN's sign bit
+        np.multiply(g, c["sign"], out=a)
         g = a
     if c["use_l2"]:
         np.multiply(p, c["l2"], out=b)

@@ -8,13 +8,12 @@ import numpy as np
 
 from .auto import Choice, choose_backend
 from .base import Backend, _as_list
+from .checkpoint import read_checkpoint, write_checkpoint
 from .config import AdamConfig
 from .registry import get_backend
 from .state import AdamState
 
 __all__ = ["Adam", "AutoFallbackWarning"]
-
-_FORMAT = "adam-backends/1"
 
 
 class Adam:
@@ -51,43 +50,34 @@ class Adam:
 
     def load_state_dict(self, d: dict) -> None:
         """Restore config and state; checked against params before anything changes."""
+        if not isinstance(d, dict) or not {"config", "state"} <= set(d):
+            keys = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"a state dict needs 'config' and 'state' (Adam.state_dict() "
+                             f"output), got {keys}")
         config = AdamConfig(**d["config"])
         state = self.backend.state_from_dict(d["state"])
-        self.backend._validate(self.params, self.params, state, config)
+        self.backend.check_state(self.params, state, config)
         self.config, self.state = config, state
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write state_dict to an .npz file (atomically: a crash leaves the old file)."""
-        d = self.state_dict()
-        arrays = {"format": np.array(_FORMAT), "step": np.array(d["state"]["step"]),
-                  "backend": np.array(d["backend"]), "n_tensors": np.array(len(self.params))}
-        arrays.update({f"config.{k}": np.array(v) for k, v in d["config"].items()})
-        for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-            for i, a in enumerate(d["state"][name] or []):
-                arrays[f"{name}.{i}"] = a
-        tmp = f"{os.fspath(path)}.tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        """Write state_dict to an .npz file, atomically: a crash or a failed save leaves
+        the old file, and concurrent saves to one path each write a whole file."""
+        write_checkpoint(path, self.state_dict())
 
     @classmethod
     def load(cls, path, params, backend: str | Backend | None = None) -> "Adam":
         """An Adam over ``params`` resumed from a file written by ``save``.
 
-        ``backend`` defaults to the one that saved it; any other can take over.
+        ``backend`` defaults to the one that saved it; any other can take over. A file
+        that is not one, or holds state for other tensors, raises ValueError naming it.
         """
-        with np.load(path, allow_pickle=False) as f:
-            if "format" not in f or str(f["format"]) != _FORMAT:
-                raise ValueError(f"{path} is not an Adam state file ({_FORMAT})")
-            config = {k.split(".", 1)[1]: f[k].item() for k in f.files if k.startswith("config.")}
-            n = int(f["n_tensors"])
-            state = {"step": int(f["step"])}
-            for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-                keys = [f"{name}.{i}" for i in range(n)]
-                present = all(k in f.files for k in keys)
-                state[name] = [f[k] for k in keys] if present else None
-            saved_backend = str(f["backend"])
-        opt = cls(params, backend=backend or saved_backend, **config)
-        opt.load_state_dict({"config": config, "state": state})
+        params = list(_as_list(params, "params"))
+        saved = read_checkpoint(path, params)
+        opt = cls(params, backend=backend or saved["backend"], **saved["config"])
+        try:
+            opt.load_state_dict(saved)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
         return opt
 
 

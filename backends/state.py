@@ -1,14 +1,18 @@
 """AdamState: the optimizer's memory as a plain record that moves between backends."""
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["AdamState", "to_host"]
+__all__ = ["AdamState", "to_host", "checked_step", "MAX_STEP"]
 
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+#: The largest step count a state may hold: the next step, MAX_STEP + 1, still fits the
+#: kernels' int64.
+MAX_STEP = 2**63 - 2
 
 
 def to_host(x) -> np.ndarray:
@@ -22,23 +26,52 @@ def to_host(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def checked_step(step, what: str = "state.step") -> int:
+    """``step`` as a Python int in 0..MAX_STEP (any integer type, not bool or float), so
+    every backend counts the same way: no wrap-around of small integer types, no float
+    truncated."""
+    if type(step) is not int:
+        if isinstance(step, (bool, np.bool_)):
+            raise ValueError(f"{what} must be an int in 0..2**63-2, got {step!r}")
+        try:
+            step = operator.index(step)
+        except TypeError:
+            raise ValueError(f"{what} must be an int in 0..2**63-2, got {step!r}") from None
+    if not 0 <= step <= MAX_STEP:
+        raise ValueError(f"{what} must be an int in 0..2**63-2, got {step!r}")
+    return step
+
+
 @dataclass
 class AdamState:
     """Step count and per-tensor moments, arrays of the backend's type.
 
     ``step`` is 0 before the first update; ``max_exp_avg_sq`` is None unless amsgrad.
-    ``cache`` holds backend-private derived data (pointer tables); it is never saved.
+    ``cache`` holds backend-private data derived from these very arrays (checks passed,
+    address tables): it is never saved, copied or pickled, so a copy of a state (deepcopy,
+    pickle, ``copy.copy``, ``dataclasses.replace``) starts with an empty cache and is
+    checked afresh at its first step.
     """
 
     step: int
     exp_avg: list
     exp_avg_sq: list
     max_exp_avg_sq: list | None = None
-    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False,
+                                  compare=False)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["cache"] = {}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.cache = {}
 
     def to_dict(self) -> dict:
         """Host NumPy copies: {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}."""
-        out = {"step": int(self.step)}
+        out = {"step": checked_step(self.step)}
         for name in _MOMENTS:
             arrays = getattr(self, name)
             out[name] = None if arrays is None else [np.array(to_host(a)) for a in arrays]
@@ -46,13 +79,14 @@ class AdamState:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AdamState":
-        """A state of host NumPy arrays (copies) from ``to_dict`` output."""
+        """A state of host NumPy arrays (copies) from ``to_dict`` output; second moments
+        must not be negative (NaN is allowed: NaN gradients make it)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"state dict must be a dict, got {type(d).__name__}")
         missing = [k for k in ("step", "exp_avg", "exp_avg_sq") if k not in d]
         if missing:
             raise ValueError(f"state dict lacks {missing}")
-        step = d["step"]
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise ValueError(f"state dict step must be an int >= 0, got {step!r}")
+        step = checked_step(d["step"], "state dict step")
         moments = {}
         for name in _MOMENTS:
             arrays = d.get(name)
@@ -61,4 +95,9 @@ class AdamState:
             raise ValueError("state dict has no exp_avg or exp_avg_sq arrays")
         if len(moments["exp_avg"]) != len(moments["exp_avg_sq"]):
             raise ValueError("state dict exp_avg and exp_avg_sq differ in length")
-        return cls(step=int(step), **moments)
+        for name in ("exp_avg_sq", "max_exp_avg_sq"):
+            for i, a in enumerate(moments[name] or ()):
+                if a.dtype.kind == "f" and np.any(a < 0):
+                    raise ValueError(f"state dict {name}[{i}] holds negative values; a "
+                                     "second moment is never negative")
+        return cls(step=step, **moments)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from backends.files import atomic_write
 
 __all__ = ["RESULTS_DIR", "atomic_write_text", "write_tables", "read_table"]
 
@@ -13,20 +14,12 @@ RESULTS_DIR = Path("results")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: a reader (or a
-    killed writer) sees either the old file or the whole new one, never half of it."""
+    """Write ``text`` to ``path`` (its directory made if needed) with the mode a normal
+    file gets: a reader (or a killed writer) sees either the old file or the whole new
+    one, never half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_tables(df: pd.DataFrame, stem: str | os.PathLike, markdown: pd.DataFrame | None = None

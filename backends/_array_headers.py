@@ -1,0 +1,108 @@
+"""What the validation remembers of each NumPy array, read in one compiled call.
+
+A training loop passes the same array objects every step, so the checks of a step are
+remembered by object identity. What identity cannot see is an array changed in place:
+its dtype or shape set, its writeable flag cleared. Each array's header (the fields of
+NumPy's ``PyArrayObject``: data address, dtype object, flags, shape) is read here for
+every array in one Numba call, a few nanoseconds per array, and compared with the header
+recorded when the array was checked; any difference sends the step back through every
+check. The field offsets come from NumPy's public struct layout and are verified at
+import against ``__array_interface__``; where they do not match, the same table is built
+in Python (correct, slower).
+"""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+__all__ = ["ArrayFields", "FLAG_MASK", "HEADER_FIELDS", "read_headers", "headers_match"]
+
+#: Columns of a header table row.
+HEADER_FIELDS = ("data", "dtype", "flags", "ndim", "size", "shape")
+_C_CONTIGUOUS, _ALIGNED, _WRITEABLE = 0x1, 0x100, 0x400
+FLAG_MASK = _C_CONTIGUOUS | _ALIGNED | _WRITEABLE
+
+
+class ArrayFields(ctypes.Structure):
+    """numpy/ndarraytypes.h ``PyArrayObject_fields`` up to ``flags``."""
+
+    _fields_ = [("ob_head", ctypes.c_char * object.__basicsize__),
+                ("data", ctypes.c_void_p), ("nd", ctypes.c_int),
+                ("dimensions", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+                ("base", ctypes.c_void_p), ("descr", ctypes.c_void_p),
+                ("flags", ctypes.c_int)]
+
+
+def _shape_hash(shape) -> int:
+    h = 0
+    for n in shape:
+        h = (h * 1000003 + n) & 0xFFFFFFFFFFFFFFFF
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
+def _python_headers(arrays) -> np.ndarray:
+    """The header table built from Python attributes (the reference for the compiled one)."""
+    table = np.empty((len(arrays), len(HEADER_FIELDS)), dtype=np.int64)
+    for i, a in enumerate(arrays):
+        flags = ((_C_CONTIGUOUS if a.flags.c_contiguous else 0)
+                 | (_ALIGNED if a.flags.aligned else 0)
+                 | (_WRITEABLE if a.flags.writeable else 0))
+        table[i] = (a.__array_interface__["data"][0], id(a.dtype), flags, a.ndim, a.size,
+                    _shape_hash(a.shape))
+    return table
+
+
+def _compiled():
+    """(read, match) compiled with Numba (from its on-disk cache after the first run)."""
+    from . import _header_kernels
+
+    return _header_kernels.read, _header_kernels.match
+
+
+def _verified():
+    """The compiled pair if it reads what Python reads for a varied set of arrays."""
+    try:
+        read, match = _compiled()
+    except ImportError:
+        return None
+    samples = [np.zeros(3, np.float32), np.zeros((2, 3, 4)), np.zeros(0, np.float32),
+               np.ones((5, 2), np.float32)[::2], np.zeros(()), np.zeros((4, 4))[1]]
+    samples[2].flags.writeable = False
+    objects = np.array([id(a) for a in samples], dtype=np.int64)
+    table = np.empty((len(samples), len(HEADER_FIELDS)), dtype=np.int64)
+    read(objects, table)
+    if not np.array_equal(table, _python_headers(samples)) or not match(objects, table):
+        return None
+    return read, match
+
+
+_COMPILED = None
+
+
+def _pair():
+    global _COMPILED
+    if _COMPILED is None:
+        _COMPILED = _verified() or False
+    return _COMPILED
+
+
+def read_headers(arrays) -> tuple[np.ndarray, np.ndarray]:
+    """(object ids, header table) of ``arrays`` (exact NumPy arrays, kept alive by the
+    caller for as long as it uses the ids)."""
+    objects = np.fromiter(map(id, arrays), dtype=np.int64, count=len(arrays))
+    pair = _pair()
+    if not pair:
+        return objects, _python_headers(arrays)
+    table = np.empty((len(arrays), len(HEADER_FIELDS)), dtype=np.int64)
+    pair[0](objects, table)
+    return objects, table
+
+
+def headers_match(objects: np.ndarray, expected: np.ndarray, arrays) -> bool:
+    """Whether the arrays (ids ``objects``, the same objects as ``arrays``) still have the
+    headers ``expected``."""
+    pair = _pair()
+    if not pair:
+        return np.array_equal(_python_headers(arrays), expected)
+    return pair[1](objects, expected)
