@@ -58,7 +58,8 @@ def _finite_float(name: str, value) -> float:
     except (OverflowError, ValueError):  # 10**400, Decimal('sNaN')
         converted = math.inf
     if not math.isfinite(converted):
-        raise ValueError(f"{name} must be finite as a float, got {value!r}")
+        raise ValueError(f"{name} must be finite, got {value!r} (a real number whose float "
+                         "value is finite)")
     return converted
 
 

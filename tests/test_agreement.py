@@ -52,7 +52,8 @@ def test_the_kit_names_subject_dtype_options_step_and_quantity():
          decoupled=False, amsgrad=False, maximize=False, sizes=[150, 300], dtype="float32",
          seed=0)
 @given(lr=st.floats(1e-5, 0.1), beta1=st.floats(0.0, 0.99), beta2=st.floats(0.5, 0.9999),
-       eps=st.floats(1e-10, 1e-3), weight_decay=st.floats(0.0, 0.5), decoupled=st.booleans(),
+       eps=st.floats(1e-10, 1e-3),
+       weight_decay=st.one_of(st.just(0.0), st.floats(1e-30, 0.5)), decoupled=st.booleans(),
        amsgrad=st.booleans(), maximize=st.booleans(),
        sizes=st.lists(st.integers(0, 300), min_size=1, max_size=4),
        dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2**16))
