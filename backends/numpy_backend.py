@@ -116,7 +116,7 @@ def _adam_block(p, g, m, v, vmax, a, b, c) -> None:
         g = a
     if c["use_l2"]:
         np.multiply(p, c["l2"], out=b)
-        np.add(g, b, out=a)
+        np.add(b, g, out=a)  # l2*p + g: the operand order LLVM gives the Numba kernel
         g = a
     if c["decay"] != 1:
         np.multiply(p, c["decay"], out=p)

@@ -47,7 +47,7 @@ def _adam_loop(p, g, m, v, vmax, s) -> None:
         gi = s.sign * g[i]
         pi = p[i]
         if s.use_l2:
-            gi = gi + s.l2 * pi
+            gi = s.l2 * pi + gi  # this operand order, as LLVM compiles it: the same NaN wins
         pi = s.decay * pi
         _store(m, i, s.beta1 * m[i] + s.one_minus_beta1 * gi)
         _store(v, i, s.beta2 * v[i] + (s.one_minus_beta2 * gi) * gi)
