@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import cli_args
+
 __all__ = ["main"]
-
-
-def _names(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
 def _print_table(df: pd.DataFrame, title: str = "") -> None:
@@ -57,9 +55,9 @@ def _check(args):
     from .subjects import collect_subjects
     from .summary import check_lines
 
-    subjects = collect_subjects(_names(args.backends), peers=not args.no_peers,
+    subjects = collect_subjects(args.backends, peers=not args.no_peers,
                                 emulated=not args.backends)
-    dtypes = _names(args.dtypes)
+    dtypes = args.dtypes
     runnable = sum(s.make is not None for s in subjects)
     with tqdm(total=runnable * len(dtypes) * 5, desc="adam-bench check", unit="run",
               disable=args.quiet) as bar:
@@ -102,14 +100,13 @@ def _print_check_tables(report, steps: int) -> None:
 
 def _sweep_config(args):
     from .sweep import SweepConfig
-    from .workloads import parse_sizes
 
     cfg = SweepConfig()
     if args.sizes:
-        cfg.sizes = parse_sizes(args.sizes)
-    cfg.dtypes = _names(args.dtypes)
+        cfg.sizes = args.sizes
+    cfg.dtypes = args.dtypes
     cfg.amsgrad = args.amsgrad
-    cfg.models = _names(args.models) if args.models != "none" else []
+    cfg.models = args.models
     cfg.scale = args.scale
     cfg.model_elements = args.model_elements
     cfg.repeats = args.repeats
@@ -123,6 +120,10 @@ def cmd_bench(args) -> int:
         from .sharded_cli import cmd_bench as sharded
 
         return sharded(args)
+    refusal = cli_args.oversized_sweep(_sweep_config(args), args.allow_large_memory)
+    if refusal:
+        print(f"adam-bench bench: error: {refusal}", file=sys.stderr)
+        return 2
     _bench(args)
     return 0
 
@@ -136,7 +137,7 @@ def _bench(args) -> pd.DataFrame:
     from .sweep import run_sweep
     from .tables import summary
 
-    subjects = collect_subjects(_names(args.backends), peers=not args.no_peers)
+    subjects = collect_subjects(args.backends, peers=not args.no_peers)
     df = run_sweep(_sweep_config(args), subjects, args.out, resume=args.resume,
                    show_progress=not args.quiet)
     if args.verbose:
@@ -184,13 +185,13 @@ def cmd_select(args) -> int:
     from backends.auto import choose_backend
 
     from .results_io import read_table
-    from .workloads import model_workload, parse_sizes
+    from .workloads import model_workload
 
     if args.model:
         workload = model_workload(args.model, scale=args.scale)
         sizes = [int(pd.Series(s).prod()) for s in workload.shapes]
     elif args.sizes:
-        sizes = parse_sizes(args.sizes)
+        sizes = args.sizes
     else:
         print("select: give --sizes or --model", file=sys.stderr)
         return 2
@@ -257,7 +258,7 @@ def _cmd_plan(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli_args.Parser(
         prog="adam-bench",
         description="Check and measure interchangeable Adam backends. With no subcommand: "
                     "list backends, run the agreement check, then the default throughput "
@@ -276,10 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="agreement with the float64 reference, pairwise, edge cases,"
                                      " bad input;"
                                      " exits 1 if any of our backends is out of tolerance")
-    p.add_argument("--steps", type=int, default=100, help="Adam steps per problem (default 100)")
-    p.add_argument("--backends", help="comma-separated backend names (default: all)")
-    p.add_argument("--dtypes", default="float32,float64", help="default: float32,float64")
-    p.add_argument("--seed", type=int, default=0, help="problem seed (default 0)")
+    p.add_argument("--steps", type=cli_args.positive_int, default=100,
+                   help="Adam steps per problem (default 100)")
+    p.add_argument("--backends", type=cli_args.backend_names,
+                   help="comma-separated backend names (default: all)")
+    p.add_argument("--dtypes", type=cli_args.dtypes, default="float32,float64",
+                   help="default: float32,float64")
+    p.add_argument("--seed", type=cli_args.non_negative_int, default=0,
+                   help="problem seed (default 0)")
     p.add_argument("--no-peers", action="store_true", help="leave out torch.optim.Adam rows")
     p.add_argument("--out", default="results/check", help="table path stem (default results/check)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -289,22 +294,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="throughput sweep over backends x dtypes x sizes, with the "
                                      "roofline measured in the same run")
-    p.add_argument("--sizes", help='flat tensor sizes: "2^10..2^24:2" (default), "4096,2^20"')
-    p.add_argument("--backends", help="comma-separated backend names (default: all)")
-    p.add_argument("--dtypes", default="float32", help="default: float32")
+    p.add_argument("--sizes", type=cli_args.sizes,
+                   help='flat tensor sizes: "2^10..2^24:2" (default), "4096,2^20"')
+    p.add_argument("--backends", type=cli_args.backend_names,
+                   help="comma-separated backend names (default: all)")
+    p.add_argument("--dtypes", type=cli_args.dtypes, default="float32", help="default: float32")
     p.add_argument("--amsgrad", action="store_true", help="also measure amsgrad (36 B/element)")
-    p.add_argument("--models", default="gpt2-small,bert-base,resnet50",
+    p.add_argument("--models", type=cli_args.model_names,
+                   default="gpt2-small,bert-base,resnet50",
                    help='model-shaped workloads, or "none" (default: all three)')
-    p.add_argument("--model-elements", type=int, default=2**20,
+    p.add_argument("--model-elements", type=cli_args.positive_int, default=2**20,
                    help="shrink each model to about this many elements (default 2^20)")
-    p.add_argument("--scale", type=float, help="shrink models by this factor instead (1 = full)")
-    p.add_argument("--repeats", type=int, default=15, help="timed batches per cell (default 15)")
-    p.add_argument("--max-seconds", type=float, default=1.0,
+    p.add_argument("--scale", type=cli_args.scale,
+                   help="shrink models by this factor instead (1 = full)")
+    p.add_argument("--repeats", type=cli_args.positive_int, default=15,
+                   help="timed batches per cell (default 15)")
+    p.add_argument("--max-seconds", type=cli_args.positive_float, default=1.0,
                    help="time budget per cell, at least 3 batches run (default 1.0)")
-    p.add_argument("--python-max-size", type=int, default=2**16,
+    p.add_argument("--python-max-size", type=cli_args.non_negative_int, default=2**16,
                    help="skip pure Python above this many elements (default 65536)")
     p.add_argument("--no-peers", action="store_true", help="leave out torch.optim.Adam rows")
     p.add_argument("--resume", action="store_true", help="skip cells already in OUT.csv")
+    p.add_argument("--allow-large-memory", action="store_true",
+                   help="run a sweep whose largest cell needs more memory than is available")
     p.add_argument("--out", default="results/bench", help="path stem (default results/bench)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -321,10 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("select", help="the fastest available backend for a workload, from the "
                                       "table backend=\"auto\" reads (or --results)")
-    p.add_argument("--sizes", help='tensor sizes, e.g. "1000,2^20"')
-    p.add_argument("--model", help="a model-shaped workload: gpt2-small, bert-base, resnet50")
-    p.add_argument("--scale", type=float, help="shrink the model by this factor")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--sizes", type=cli_args.sizes, help='tensor sizes, e.g. "1000,2^20"')
+    p.add_argument("--model", type=cli_args.model_name,
+                   help="a model-shaped workload: gpt2-small, bert-base, resnet50")
+    p.add_argument("--scale", type=cli_args.scale, help="shrink the model by this factor")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--amsgrad", action="store_true")
     p.add_argument("--results", help="a bench table (CSV/JSON) to choose from")
@@ -332,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train an MLP on scikit-learn's digits with every CPU "
                                     "backend from one seed; plot the loss curves")
-    p.add_argument("--steps", type=int, default=200, help="full-batch steps (default 200)")
+    p.add_argument("--steps", type=cli_args.positive_int, default=200,
+                   help="full-batch steps (default 200)")
     p.add_argument("--no-peers", action="store_true", help="leave out torch's Adam")
     p.add_argument("--out", default="results/demo-digits", help="path stem")
     p.add_argument("--ranks", help=RANKS_HELP)
@@ -340,8 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gpu-report", help="on a GPU: the GPU tests, check and the GPU sweep "
                                           "(2^12..2^28), written to results/*-<gpu>.*")
-    p.add_argument("--repeats", type=int, default=15, help="timed batches per cell (default 15)")
-    p.add_argument("--max-seconds", type=float, default=2.0,
+    p.add_argument("--repeats", type=cli_args.positive_int, default=15,
+                   help="timed batches per cell (default 15)")
+    p.add_argument("--max-seconds", type=cli_args.positive_float, default=2.0,
                    help="time budget per cell, at least 3 batches run (default 2.0)")
     p.set_defaults(func=cmd_gpu_report)
 
@@ -350,9 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="124e6,7e9,70e9", help="model sizes (default: "
                    "124e6,7e9,70e9: GPT-2, 7B, 70B)")
     p.add_argument("--ranks", default="8,64,512", help="rank counts (default 8,64,512)")
-    p.add_argument("--link-gbps", type=float, default=100.0,
+    p.add_argument("--link-gbps", type=cli_args.positive_float, default=100.0,
                    help="link bandwidth per rank, gigabits/s (default 100)")
-    p.add_argument("--latency-us", type=float, default=10.0,
+    p.add_argument("--latency-us", type=cli_args.positive_float, default=10.0,
                    help="latency per message, microseconds (default 10)")
     p.add_argument("--results", default="results/bench-sharded.csv",
                    help="the sharded bench table (adam-bench bench --ranks 1,2)")

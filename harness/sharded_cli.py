@@ -47,7 +47,8 @@ def _show(df: pd.DataFrame, title: str) -> None:
 
 
 def cmd_check(args) -> int:
-    df = _launch(args, "check", ["--backend", args.backends or "numba", "--dtypes", args.dtypes,
+    df = _launch(args, "check", ["--backend", ",".join(args.backends or ["numba"]),
+                                 "--dtypes", ",".join(args.dtypes),
                                  "--steps", str(args.steps), "--seed", str(args.seed)])
     if df is None:
         return 2
@@ -63,11 +64,9 @@ def cmd_check(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .workloads import parse_sizes
-
-    sizes = parse_sizes(args.sizes) if args.sizes else [2**20, 2**22, 2**24]
-    df = _launch(args, "bench", ["--backend", args.backends or "numba",
-                                 "--dtypes", args.dtypes.split(",")[0],
+    sizes = args.sizes or [2**20, 2**22, 2**24]
+    df = _launch(args, "bench", ["--backend", ",".join(args.backends or ["numba"]),
+                                 "--dtypes", args.dtypes[0],
                                  "--sizes", ",".join(map(str, sizes)),
                                  "--repeats", str(args.repeats)])
     if df is None:

@@ -89,17 +89,38 @@ def flat_workload(elements: int) -> Workload:
 
 def parse_sizes(text: str) -> list[int]:
     """Sizes from a CLI string: "2^10..2^24:2" (exponents 10 to 24 in steps of 2),
-    "4096,65536" or "2^12,2^20"."""
+    "4096,65536" or "2^12,2^20". Every size is at least 1 and at most 2^62; anything
+    else raises ValueError saying what is expected."""
     text = text.replace(" ", "")
     if ".." in text:
         lo, rest = text.split("..", 1)
         hi, _, step = rest.partition(":")
-        exps = range(_exponent(lo), _exponent(hi) + 1, int(step or 1))
-        return [2**e for e in exps]
-    return [2 ** _exponent(t) if "^" in t else int(t) for t in text.split(",") if t]
+        first, last = _exponent(lo), _exponent(hi)
+        stride = _integer(step or "1", "a range's step")
+        if stride < 1 or first > last:
+            raise ValueError(f"a size range needs 2^LO..2^HI[:STEP] with LO <= HI and "
+                             f"STEP >= 1, got {text!r}")
+        return [2**e for e in range(first, last + 1, stride)]
+    tokens = text.split(",")
+    if not text or any(not t for t in tokens):
+        raise ValueError(f"expected sizes like 4096,2^20 or 2^10..2^24:2, got {text!r}")
+    sizes = [2 ** _exponent(t) if "^" in t else _integer(t, "a size") for t in tokens]
+    if any(not 1 <= n <= 2**62 for n in sizes):
+        raise ValueError(f"sizes must be in 1..2^62, got {text!r}")
+    return sizes
+
+
+def _integer(token: str, what: str) -> int:
+    try:
+        return int(token)
+    except ValueError:
+        raise ValueError(f"{what} must be an integer, got {token!r}") from None
 
 
 def _exponent(token: str) -> int:
     if not token.startswith("2^"):
         raise ValueError(f"size range bounds must look like 2^N, got {token!r}")
-    return int(token[2:])
+    n = _integer(token[2:], "an exponent")
+    if not 0 <= n <= 62:
+        raise ValueError(f"exponents must be in 0..62, got {token!r}")
+    return n

@@ -1,0 +1,149 @@
+"""adam-bench's argument types: each option is checked while parsing, so a bad value
+stops the command with one line naming the option and exit status 2, before any cell
+runs."""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+__all__ = ["Parser", "sizes", "dtypes", "backend_names", "model_names", "model_name", "scale",
+           "positive_int", "non_negative_int", "positive_float", "available_memory",
+           "sweep_bytes_needed", "oversized_sweep"]
+
+_DTYPES = ("float32", "float64")
+#: Bytes a bench cell holds per element and per byte of its dtype: the subject's params,
+#: grads, their copy and three moments, the same again for the flat-tensor comparison of
+#: a model-shaped cell, and the roofline's four arrays.
+_ARRAYS_PER_CELL = 16
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: "adam-bench bench: error: ..."."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _listed(text: str, what: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, got "
+                                         f"{text!r}")
+    return names
+
+
+def sizes(text: str) -> list[int]:
+    """"2^10..2^24:2", "4096,2^20": element counts >= 1."""
+    from .workloads import parse_sizes
+
+    try:
+        return parse_sizes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def dtypes(text: str) -> list[str]:
+    names = _listed(text, "dtypes")
+    bad = [n for n in names if n not in _DTYPES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unsupported dtype {bad[0]!r}; expected "
+                                         f"{' or '.join(_DTYPES)}")
+    return names
+
+
+def backend_names(text: str) -> list[str]:
+    """Registered backends that can run here."""
+    from backends import list_backends
+
+    rows = {r.name: r for r in list_backends()}
+    names = _listed(text, "backend names")
+    for name in names:
+        if name not in rows:
+            raise argparse.ArgumentTypeError(f"unknown backend {name!r}; known: "
+                                             f"{', '.join(rows)}")
+        if not rows[name].available:
+            raise argparse.ArgumentTypeError(f"backend {name!r} is unavailable here: "
+                                             f"{rows[name].reason}")
+    return names
+
+
+def model_names(text: str) -> list[str]:
+    """Known model names, or "none" for no model-shaped workloads."""
+    from .workloads import MODELS
+
+    if text.strip() == "none":
+        return []
+    names = _listed(text, "model names")
+    bad = [n for n in names if n not in MODELS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown model {bad[0]!r}; known: "
+                                         f"{', '.join(MODELS)}, or none")
+    return names
+
+
+def model_name(text: str) -> str:
+    """One known model name."""
+    names = model_names(text)
+    if len(names) != 1:
+        raise argparse.ArgumentTypeError(f"expected one model name, got {text!r}")
+    return names[0]
+
+
+def _number(text: str, kind, rule: str, ok) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}")
+    return value
+
+
+def scale(text: str) -> float:
+    return _number(text, float, "a number in (0, 1]", lambda x: 0 < x <= 1)
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, "an integer >= 1", lambda x: x >= 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _number(text, int, "an integer >= 0", lambda x: x >= 0)
+
+
+def positive_float(text: str) -> float:
+    return _number(text, float, "a finite number > 0", lambda x: math.isfinite(x) and x > 0)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def sweep_bytes_needed(cfg) -> int:
+    """About the most memory one cell of the sweep ``cfg`` holds at once."""
+    itemsize = max(8 if d == "float64" else 4 for d in cfg.dtypes)
+    largest = max(w.elements for w in cfg.workloads())
+    return largest * itemsize * _ARRAYS_PER_CELL
+
+
+def oversized_sweep(cfg, allowed: bool) -> str | None:
+    """Why the sweep ``cfg`` should not run here (its largest cell needs more memory than
+    is available and ``allowed`` is false), or None."""
+    need, available = sweep_bytes_needed(cfg), available_memory()
+    if allowed or available is None or need <= available:
+        return None
+    return (f"the largest cell needs about {need / 2**30:.1f} GiB but "
+            f"{available / 2**30:.1f} GiB is available; choose smaller --sizes or pass "
+            "--allow-large-memory")
