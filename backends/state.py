@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AdamState", "to_host", "checked_step", "MAX_STEP"]
+__all__ = ["AdamState", "DerivedCache", "to_host", "checked_step", "MAX_STEP"]
 
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 #: The largest step count a state may hold: the next step, MAX_STEP + 1, still fits the
@@ -42,6 +42,21 @@ def checked_step(step, what: str = "state.step") -> int:
     return step
 
 
+class DerivedCache(dict):
+    """A dict of data derived from particular array objects (their ids, addresses,
+    headers): any copy of it, shallow, deep or pickled, is empty, because a copy of such
+    data would describe arrays it does not hold."""
+
+    def __reduce__(self):
+        return type(self), ()
+
+    def __copy__(self):
+        return type(self)()
+
+    def __deepcopy__(self, memo):
+        return type(self)()
+
+
 @dataclass
 class AdamState:
     """Step count and per-tensor moments, arrays of the backend's type.
@@ -57,17 +72,12 @@ class AdamState:
     exp_avg: list
     exp_avg_sq: list
     max_exp_avg_sq: list | None = None
-    cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False,
+    cache: dict[str, Any] = field(default_factory=DerivedCache, init=False, repr=False,
                                   compare=False)
 
     def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["cache"] = {}
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.cache = {}
+        """For copy and pickle: the fields, with a new empty cache (not a shared one)."""
+        return {**self.__dict__, "cache": DerivedCache()}
 
     def to_dict(self) -> dict:
         """Host NumPy copies: {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}."""
