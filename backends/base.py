@@ -212,7 +212,7 @@ class Backend:
         for c, arrays in enumerate(columns):
             if c == 4 and arrays is None:  # no amsgrad, or its first step
                 continue
-            if not _same_arrays(arrays, old[c]) or c in _changed_columns(seen, arrays, c):
+            if not _same_arrays(arrays, old[c]) or _changed_in_place(seen, arrays, c):
                 self._check_column(arrays, _COLUMN_NAMES[c], params)
                 stale.append(c)
         groups = seen["groups"] if seen is not None and 0 not in stale else \
@@ -355,16 +355,14 @@ def _same_arrays(arrays, old) -> bool:
             and all(map(operator.is_, arrays, old)))
 
 
-def _changed_columns(seen, arrays, c) -> set:
-    """{c} when a column of the same array objects has an array whose header changed in
-    place since it was checked (NumPy arrays), else the empty set."""
-    if seen is None or seen["headers"] is None:
-        return set()
+def _changed_in_place(seen, arrays, c) -> bool:
+    """Whether column ``c``, the same array objects as when it was checked, has an array
+    whose header (dtype, shape, flags, address) changed since (NumPy arrays only)."""
+    if seen["headers"] is None:
+        return False
     start = sum(len(col) for col in seen["columns"][:c] if col is not None)
     rows = slice(start, start + len(arrays))
-    if seen["unchanged"](seen["objects"][rows], seen["headers"][rows], arrays):
-        return set()
-    return {c}
+    return not seen["unchanged"](seen["objects"][rows], seen["headers"][rows], arrays)
 
 
 def _weak_references(arrays) -> list:
