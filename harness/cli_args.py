@@ -25,11 +25,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _listed(text: str, what: str) -> list[str]:
+def _listed(text: str, what: str, known, expected: str) -> list[str]:
+    """A comma-separated list of names, each one of ``known``."""
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, got "
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}s, got "
                                          f"{text!r}")
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown {what} {bad[0]!r}; expected {expected}")
     return names
 
 
@@ -44,12 +48,7 @@ def sizes(text: str) -> list[int]:
 
 
 def dtypes(text: str) -> list[str]:
-    names = _listed(text, "dtypes")
-    bad = [n for n in names if n not in _DTYPES]
-    if bad:
-        raise argparse.ArgumentTypeError(f"unsupported dtype {bad[0]!r}; expected "
-                                         f"{' or '.join(_DTYPES)}")
-    return names
+    return _listed(text, "dtype", _DTYPES, " or ".join(_DTYPES))
 
 
 def backend_names(text: str) -> list[str]:
@@ -57,11 +56,8 @@ def backend_names(text: str) -> list[str]:
     from backends import list_backends
 
     rows = {r.name: r for r in list_backends()}
-    names = _listed(text, "backend names")
+    names = _listed(text, "backend", rows, ", ".join(rows))
     for name in names:
-        if name not in rows:
-            raise argparse.ArgumentTypeError(f"unknown backend {name!r}; known: "
-                                             f"{', '.join(rows)}")
         if not rows[name].available:
             raise argparse.ArgumentTypeError(f"backend {name!r} is unavailable here: "
                                              f"{rows[name].reason}")
@@ -74,12 +70,7 @@ def model_names(text: str) -> list[str]:
 
     if text.strip() == "none":
         return []
-    names = _listed(text, "model names")
-    bad = [n for n in names if n not in MODELS]
-    if bad:
-        raise argparse.ArgumentTypeError(f"unknown model {bad[0]!r}; known: "
-                                         f"{', '.join(MODELS)}, or none")
-    return names
+    return _listed(text, "model", MODELS, f"{', '.join(MODELS)}, or none")
 
 
 def model_name(text: str) -> str:

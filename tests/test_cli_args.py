@@ -16,7 +16,7 @@ BAD = [
     (["bench", "--sizes", "2^4..2^6:0"], "--sizes: a size range needs"),
     (["bench", "--sizes", "0"], "--sizes: sizes must be in 1..2^62"),
     (["bench", "--sizes", "2^-1"], "--sizes: exponents must be in 0..62"),
-    (["bench", "--dtypes", "float64,float16"], "--dtypes: unsupported dtype 'float16'"),
+    (["bench", "--dtypes", "float64,float16"], "--dtypes: unknown dtype 'float16'; expected float32 or float64"),
     (["bench", "--backends", "nosuch"], "--backends: unknown backend 'nosuch'"),
     (["bench", "--models", "nosuch"], "--models: unknown model 'nosuch'"),
     (["bench", "--scale", "2"], "--scale: expected a number in (0, 1], got '2'"),
