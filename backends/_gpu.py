@@ -60,10 +60,11 @@ class GpuBackend(Backend):
         columns = [params, grads, exp_avg, exp_avg_sq]
         if max_exp_avg_sq is not None:
             columns.append(max_exp_avg_sq)
-        ids = cache["validated"]["ids"][:len(columns)]
+        sources = cache["validated"]["columns"][:len(columns)]
         plan = cache.get((GpuBackend, dtype))
-        if plan is None or len(plan[0]) != len(ids) or any(map(operator.is_not, plan[0], ids)):
-            plan = cache[(GpuBackend, dtype)] = (ids, self._launches(columns))
+        if (plan is None or len(plan[0]) != len(sources)
+                or any(map(operator.is_not, plan[0], sources))):
+            plan = cache[(GpuBackend, dtype)] = (sources, self._launches(columns))
         scalars = StepScalars.for_step(cfg, t)
         for p, g, m, v, *vmax in plan[1]:
             self._launch(p, g, m, v, vmax[0] if vmax else None, scalars, dtype)
@@ -71,7 +72,7 @@ class GpuBackend(Backend):
     def _launches(self, columns) -> list[tuple]:
         """The 1-D arrays of each launch: one launch over whole spans when every column
         lies back to back, else one per tensor. Kept until some column's arrays change
-        (the validation's id lists, see Backend._validate; a new config, e.g. a learning
+        (the validation's column lists, see Backend._validate; a new config, e.g. a learning
         rate schedule's, keeps it), so a step reads no addresses."""
         spans = [self._as_span(arrays) for arrays in columns]
         if all(s is not None for s in spans):
