@@ -8,6 +8,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from backends import Adam, AdamConfig, AdamState, get_backend
 
@@ -304,3 +306,32 @@ def test_any_finite_real_is_a_hyperparameter(value):
 def test_what_is_no_finite_real_is_refused(value, error, match):
     with pytest.raises(error, match=match):
         AdamConfig(lr=value)
+
+
+def test_in_place_changes_are_seen_without_the_compiled_header_reader(monkeypatch):
+    """Where the struct offsets do not hold, headers are read in Python: same verdicts."""
+    from backends import _array_headers
+
+    monkeypatch.setattr(_array_headers, "_COMPILED", False)
+    backend = get_backend("numba")
+    params, grads, state, cfg = make_setup(backend)
+    backend.step(params, grads, state, cfg)
+    grads[1].dtype = np.int32
+    expect_refused(backend, params, grads, state, cfg, TypeError,
+                   r"grads\[1\] has dtype int32")
+
+
+@given(ranges=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 8), st.booleans()),
+                       max_size=12))
+def test_the_overlap_sweep_agrees_with_comparing_every_pair(ranges):
+    from backends.base import _first_overlap
+
+    starts = np.array([s for s, _, _ in ranges], dtype=np.int64)
+    stops = starts + np.array([n for _, n, _ in ranges], dtype=np.int64)
+    written = np.array([w for _, _, w in ranges], dtype=bool)
+    clashing = {(i, j) for i in range(len(ranges)) for j in range(len(ranges))
+                if i != j and (written[i] or written[j]) and starts[i] < stops[j]
+                and starts[j] < stops[i]}
+    found = _first_overlap(starts, stops, written)
+    assert (found is None) == (not clashing)
+    assert found is None or found in clashing
