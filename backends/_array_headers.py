@@ -63,18 +63,28 @@ def _compiled():
 def _verified():
     """The compiled pair if it reads what Python reads for a varied set of arrays."""
     try:
-        read, match = _compiled()
+        from numba.core.errors import NumbaError
     except ImportError:
         return None
-    samples = [np.zeros(3, np.float32), np.zeros((2, 3, 4)), np.zeros(0, np.float32),
-               np.ones((5, 2), np.float32)[::2], np.zeros(()), np.zeros((4, 4))[1]]
-    samples[2].flags.writeable = False
+    samples = _samples()
     objects = np.array([id(a) for a in samples], dtype=np.int64)
     table = np.empty((len(samples), len(HEADER_FIELDS)), dtype=np.int64)
-    read(objects, table)
+    try:
+        read, match = _compiled()
+        read(objects, table)
+    except NumbaError:
+        return None
     if not np.array_equal(table, _python_headers(samples)) or not match(objects, table):
         return None
     return read, match
+
+
+def _samples() -> list:
+    """Arrays that differ in every header field the table holds."""
+    samples = [np.zeros(3, np.float32), np.zeros((2, 3, 4)), np.zeros(0, np.float32),
+               np.ones((5, 2), np.float32)[::2], np.zeros(()), np.zeros((4, 4))[1]]
+    samples[2].flags.writeable = False
+    return samples
 
 
 _COMPILED = None
