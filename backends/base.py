@@ -194,7 +194,7 @@ class Backend:
         seen = state.cache.get("validated")
         if (seen is not None and cfg is seen["cfg"] and lengths == seen["lengths"]
                 and all(map(operator.is_, arrays, seen["arrays"]))
-                and seen["unchanged"](seen["objects"], seen["headers"], arrays)):
+                and seen["unchanged"]()):
             return params, grads, seen["groups"], step
         columns = (params, grads, m, v, amax)
         return self._validate_changed(params, grads, state, cfg, columns, step, seen)
@@ -268,13 +268,14 @@ class Backend:
                                      f"larger {name}" + ("" if name == "eps" else " or 0"))
 
     def _headers(self, arrays):
-        """(ids, header table, unchanged(ids, table, arrays) -> bool) of the validated
-        arrays: NumPy array headers read in compiled code; other array types are trusted
-        while the same objects come back."""
+        """(ids, header table, unchanged() -> bool) of the validated arrays: NumPy array
+        headers read in compiled code; other array types are trusted while the same
+        objects come back."""
         if self.array_type is np.ndarray:
-            from ._array_headers import headers_match, read_headers
+            from ._array_headers import read_headers, unchanged_check
 
-            return (*read_headers(arrays), headers_match)
+            objects, headers = read_headers(arrays)
+            return objects, headers, unchanged_check(objects, headers, arrays)
         return None, None, _trusted
 
     def _check_aliasing(self, columns, params, names=_COLUMN_NAMES) -> None:
@@ -346,7 +347,7 @@ def _remake(cls, options):
     return cls(**options)
 
 
-def _trusted(objects, headers, arrays) -> bool:
+def _trusted() -> bool:
     return True
 
 
@@ -362,7 +363,9 @@ def _changed_in_place(seen, arrays, c) -> bool:
         return False
     start = sum(len(col) for col in seen["columns"][:c] if col is not None)
     rows = slice(start, start + len(arrays))
-    return not seen["unchanged"](seen["objects"][rows], seen["headers"][rows], arrays)
+    from ._array_headers import headers_match
+
+    return not headers_match(seen["objects"][rows], seen["headers"][rows], arrays)
 
 
 def _weak_references(arrays) -> list:
