@@ -52,15 +52,15 @@ def dtypes(text: str) -> list[str]:
 
 
 def backend_names(text: str) -> list[str]:
-    """Registered backends that can run here."""
+    """Registered backends, at least one of them able to run here (the others are shown
+    as not run, with the reason)."""
     from backends import list_backends
 
     rows = {r.name: r for r in list_backends()}
     names = _listed(text, "backend", rows, ", ".join(rows))
-    for name in names:
-        if not rows[name].available:
-            raise argparse.ArgumentTypeError(f"backend {name!r} is unavailable here: "
-                                             f"{rows[name].reason}")
+    if not any(rows[name].available for name in names):
+        reasons = "; ".join(f"{name}: {rows[name].reason}" for name in names)
+        raise argparse.ArgumentTypeError(f"no backend named is available here ({reasons})")
     return names
 
 

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from backends import Adam, AdamConfig, AdamState, get_backend
 
-from conftest import CPU_BACKENDS, assert_unchanged, make_setup, snapshot
+from harness.bad_input import make_setup, snapshot, unchanged
+
+from conftest import CPU_BACKENDS
 
 SHAPES = [(3, 4), (5,), (40,)]
 
@@ -138,10 +140,10 @@ def test_two_optimizers_sharing_a_numpy_backend_in_two_threads():
 # --- 3. arrays that are no plain ndarray, or changed in place -----------------------------
 
 def expect_refused(backend, params, grads, state, cfg, error, match):
-    before = snapshot(params, state)
+    before = snapshot(backend, params, state)
     with pytest.raises(error, match=match):
         backend.step(params, grads, state, cfg)
-    assert_unchanged(before, params, state)
+    assert unchanged(before, backend, params, state) == ""
 
 
 @pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
