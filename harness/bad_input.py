@@ -188,6 +188,29 @@ def _eps_rounds_to_zero(be):
                           r"eps=1e-50 rounds to 0 in float32")
 
 
+def _weight_decay_rounds_to_zero(be):
+    params, grads, state, cfg = make_setup(be)
+    return _step_rejected(be, params, grads, state, AdamConfig(weight_decay=1e-50), ValueError,
+                          r"weight_decay=1e-50 rounds to 0 in float32")
+
+
+def _aliased_params(be):
+    """The same array twice would be updated twice: refused, naming both."""
+    params, grads, state, cfg = make_setup(be, shapes=((6,), (6,)))
+    return _step_rejected(be, [params[0], params[0]], grads, state, cfg, ValueError,
+                          r"params\[0\] and params\[1\] share memory")
+
+
+def _step_out_of_range(be):
+    """A step count whose next step would not fit the kernels' int64."""
+    params, grads, state, cfg = make_setup(be)
+    state.step = 2**63 - 1
+    why = _rejected(lambda: be.step(params, grads, state, cfg), ValueError,
+                    r"state.step must be an int in 0\.\.2\*\*63-2")
+    state.step = 1
+    return why
+
+
 def _params_not_arrays(be):
     return _rejected(lambda: be.init_state(3), TypeError,
                      "params must be an array or a sequence of arrays, got int")
@@ -220,6 +243,9 @@ BAD_INPUT_CASES = [
     BadInputCase("wrong-state-type", _wrong_state_type),
     BadInputCase("amsgrad-switched-on", _amsgrad_switched_on),
     BadInputCase("eps-rounds-to-zero", _eps_rounds_to_zero),
+    BadInputCase("weight-decay-rounds-to-zero", _weight_decay_rounds_to_zero),
+    BadInputCase("aliased-params", _aliased_params),
+    BadInputCase("step-out-of-range", _step_out_of_range),
     BadInputCase("params-not-arrays", _params_not_arrays),
 ]
 
