@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import FLOAT_DTYPES, Backend, _as_list, _views
-from .checkpoint_io import atomic_write
+from .files import atomic_write
 from .config import AdamConfig
 from .optimizer import Adam
 from .registry import get_backend
@@ -156,7 +156,7 @@ class ShardedAdam:
         moments = _read_range(Path(directory), manifest, lo, max(hi, lo), opt.shard_len)
         state = opt.backend.state_from_dict({"step": manifest["step"], **{
             name: [moments[name]] if name in moments else None for name in _MOMENTS}})
-        opt.backend._validate(opt._device_params, opt._device_params, state, opt.config)
+        opt.backend.check_state(opt._device_params, state, opt.config)
         opt.state = state
         return opt
 

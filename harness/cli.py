@@ -365,9 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="124e6,7e9,70e9", help="model sizes (default: "
                    "124e6,7e9,70e9: GPT-2, 7B, 70B)")
     p.add_argument("--ranks", default="8,64,512", help="rank counts (default 8,64,512)")
-    p.add_argument("--link-gbps", type=cli_args.positive_float, default=100.0,
+    p.add_argument("--link-gbps", type=float, default=100.0,
                    help="link bandwidth per rank, gigabits/s (default 100)")
-    p.add_argument("--latency-us", type=cli_args.positive_float, default=10.0,
+    p.add_argument("--latency-us", type=float, default=10.0,
                    help="latency per message, microseconds (default 10)")
     p.add_argument("--results", default="results/bench-sharded.csv",
                    help="the sharded bench table (adam-bench bench --ranks 1,2)")
