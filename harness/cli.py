@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/check", help="table path stem (default results/check)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", **verbose)
-    p.add_argument("--ranks", help=RANKS_HELP)
+    p.add_argument("--ranks", type=cli_args.ranks, help=RANKS_HELP)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bench", help="throughput sweep over backends x dtypes x sizes, with the "
@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", **verbose)
-    p.add_argument("--ranks", help=RANKS_HELP)
+    p.add_argument("--ranks", type=cli_args.ranks, help=RANKS_HELP)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="turn a pytest-benchmark --benchmark-json file into the "
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="full-batch steps (default 200)")
     p.add_argument("--no-peers", action="store_true", help="leave out torch's Adam")
     p.add_argument("--out", default="results/demo-digits", help="path stem")
-    p.add_argument("--ranks", help=RANKS_HELP)
+    p.add_argument("--ranks", type=cli_args.ranks, help=RANKS_HELP)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("gpu-report", help="on a GPU: the GPU tests, check and the GPU sweep "
@@ -362,12 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="sharded Adam on paper: per-rank memory and step time for "
                                     "N ranks on a given link, from the measured sharded bench")
-    p.add_argument("--params", default="124e6,7e9,70e9", help="model sizes (default: "
-                   "124e6,7e9,70e9: GPT-2, 7B, 70B)")
-    p.add_argument("--ranks", default="8,64,512", help="rank counts (default 8,64,512)")
-    p.add_argument("--link-gbps", type=float, default=100.0,
+    p.add_argument("--params", type=cli_args.positive_floats, default="124e6,7e9,70e9",
+                   help="model sizes (default: 124e6,7e9,70e9: GPT-2, 7B, 70B)")
+    p.add_argument("--ranks", type=cli_args.ranks, default="8,64,512",
+                   help="rank counts (default 8,64,512)")
+    p.add_argument("--link-gbps", type=cli_args.positive_float, default=100.0,
                    help="link bandwidth per rank, gigabits/s (default 100)")
-    p.add_argument("--latency-us", type=float, default=10.0,
+    p.add_argument("--latency-us", type=cli_args.non_negative_float, default=10.0,
                    help="latency per message, microseconds (default 10)")
     p.add_argument("--results", default="results/bench-sharded.csv",
                    help="the sharded bench table (adam-bench bench --ranks 1,2)")

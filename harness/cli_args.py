@@ -8,7 +8,8 @@ import math
 import os
 
 __all__ = ["Parser", "sizes", "dtypes", "backend_names", "model_names", "model_name", "scale",
-           "positive_int", "non_negative_int", "positive_float", "available_memory",
+           "positive_int", "non_negative_int", "positive_float", "non_negative_float", "ranks",
+           "positive_floats", "available_memory",
            "sweep_bytes_needed", "oversized_sweep"]
 
 _DTYPES = ("float32", "float64")
@@ -105,6 +106,31 @@ def non_negative_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     return _number(text, float, "a finite number > 0", lambda x: math.isfinite(x) and x > 0)
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, float, "a finite number >= 0", lambda x: math.isfinite(x) and x >= 0)
+
+
+def _positive_list(text: str, kind, example: str) -> list:
+    """A comma-separated list of finite numbers > 0 of type ``kind``."""
+    try:
+        values = [kind(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers > 0 like {example}, got {text!r}")
+    return values
+
+
+def ranks(text: str) -> list[int]:
+    """"1,2" -> [1, 2]: MPI rank counts."""
+    return _positive_list(text, int, "2 or 1,2")
+
+
+def positive_floats(text: str) -> list[float]:
+    """"124e6,7e9" -> [124e6, 7e9]."""
+    return _positive_list(text, float, "124e6,7e9")
 
 
 def available_memory() -> int | None:

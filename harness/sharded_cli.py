@@ -13,26 +13,14 @@ import pandas as pd
 
 from .results_io import read_table, write_tables
 
-__all__ = ["parse_ranks", "cmd_check", "cmd_bench", "cmd_demo", "cmd_plan", "plot_sharded"]
-
-
-def parse_ranks(text: str) -> list[int]:
-    """"1,2" -> [1, 2]; ValueError naming --ranks for anything but positive integers."""
-    try:
-        ranks = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        ranks = []
-    if not ranks or min(ranks) < 1:
-        raise ValueError(f"--ranks expects positive integers like 2 or 1,2; got {text!r}")
-    return ranks
+__all__ = ["cmd_check", "cmd_bench", "cmd_demo", "cmd_plan", "plot_sharded"]
 
 
 def _launch(args, job: str, options: list[str]) -> pd.DataFrame | None:
     from .mpi_launch import MPIUnavailable, mpi_world_size, run_ranks
 
     try:
-        ranks = parse_ranks(args.ranks)
-        rows = [r for n in ranks for r in run_ranks(n, job, options)]
+        rows = [r for n in args.ranks for r in run_ranks(n, job, options)]
     except (ValueError, MPIUnavailable, RuntimeError) as exc:
         print(f"{job}: {exc}", file=sys.stderr)
         return None
@@ -108,13 +96,9 @@ def cmd_plan(args) -> int:
     from .sharded_plan import model_check, plan_table
 
     try:
-        params = [float(p) for p in args.params.split(",")]
-        ranks = parse_ranks(args.ranks)
-        if min(params) <= 0 or args.link_gbps <= 0 or args.latency_us < 0:
-            raise ValueError("--params and --link-gbps must be > 0, --latency-us >= 0")
         table = read_table(args.results)
         check = model_check(table)
-        plan = plan_table(params, ranks, args.link_gbps, args.latency_us, table)
+        plan = plan_table(args.params, args.ranks, args.link_gbps, args.latency_us, table)
     except (OSError, ValueError, KeyError) as exc:
         print(f"plan: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,13 @@ BAD = [
     (["check", "--steps", "0"], "--steps: expected an integer >= 1, got '0'"),
     (["check", "--dtypes", ""], "--dtypes: expected a comma-separated list of dtypes"),
     (["select", "--model", "nosuch"], "--model: unknown model 'nosuch'"),
+    (["check", "--ranks", "0"], "--ranks: expected numbers > 0 like 2 or 1,2, got '0'"),
+    (["bench", "--ranks", "two"], "--ranks: expected numbers > 0 like 2 or 1,2, got 'two'"),
+    (["demo", "--ranks", "1x"], "--ranks: expected numbers > 0 like 2 or 1,2, got '1x'"),
+    (["plan", "--params", "x"], "--params: expected numbers > 0 like 124e6,7e9, got 'x'"),
+    (["plan", "--params", "inf"], "--params: expected numbers > 0 like 124e6,7e9, got 'inf'"),
+    (["plan", "--link-gbps", "0"], "--link-gbps: expected a finite number > 0, got '0'"),
+    (["plan", "--latency-us", "nan"], "--latency-us: expected a finite number >= 0, got 'nan'"),
 ]
 
 
