@@ -17,6 +17,11 @@ from . import cli_args
 __all__ = ["main"]
 
 
+def _peers(args) -> bool | list[str]:
+    """--no-peers: none; --peers a,b: those; else every peer."""
+    return False if args.no_peers else (args.peers or True)
+
+
 def _print_table(df: pd.DataFrame, title: str = "") -> None:
     if title:
         print(f"\n## {title}\n")
@@ -55,7 +60,7 @@ def _check(args):
     from .subjects import collect_subjects
     from .summary import check_lines
 
-    subjects = collect_subjects(args.backends, peers=not args.no_peers,
+    subjects = collect_subjects(args.backends, peers=_peers(args),
                                 emulated=not args.backends)
     dtypes = args.dtypes
     runnable = sum(s.make is not None for s in subjects)
@@ -68,25 +73,37 @@ def _check(args):
     write_tables(report.pairs, out.with_name(out.name + "-pairs"))
     write_tables(report.edges, out.with_name(out.name + "-edge-cases"))
     write_tables(report.bad_input, out.with_name(out.name + "-bad-input"))
+    if not report.eight_bit.empty:
+        write_tables(report.eight_bit, out.with_name(out.name + "-8bit"))
     if args.verbose:
         _print_check_tables(report, args.steps)
     print("\n".join(check_lines(report)))
+    if not report.eight_bit.empty:
+        print(f"  8-bit peers, shown apart without a verdict: "
+              f"{', '.join(report.eight_bit['subject'].unique())} ({out}-8bit.md)")
     print(f"tables: {out}.csv/.json/.md, -pairs, -edge-cases, -bad-input")
     return report
 
 
 def _print_check_tables(report, steps: int) -> None:
     shown = ["subject", "kind", "dtype", "options", "max_abs_err", "max_rel_err", "max_ulp_err",
-             "worst_step", "worst_quantity", "tolerance_ratio", "within_tolerance"]
+             "worst_step", "worst_quantity", "tolerance_ratio", "within_tolerance", "note"]
     _print_table(report.agreement[shown], f"Agreement with the float64 reference ({steps} "
                  "steps; tolerance_ratio <= 1 passes; see harness/tolerances.py)")
-    failed_pairs = report.pairs[~report.pairs["within_tolerance"]]
-    _print_table(failed_pairs if not failed_pairs.empty else
-                 report.pairs.groupby(["kind", "dtype"])["tolerance_ratio"].max().reset_index(),
-                 "Pairwise (worst tolerance ratio per group)" if failed_pairs.empty
-                 else "Pairs out of tolerance")
+    if not report.eight_bit.empty:
+        _print_table(report.eight_bit[[c for c in shown if c in report.eight_bit]],
+                     "8-bit peers against the float64 reference (no verdict: their moments are "
+                     "quantized; tensors under 4096 elements keep float32 moments)")
+    pairs = report.pairs
+    if not pairs.empty:  # none with one subject
+        failed_pairs = pairs[~pairs["within_tolerance"] & (pairs["kind"] == "backend")]
+        _print_table(failed_pairs if not failed_pairs.empty else
+                     pairs.groupby(["kind", "dtype"])["tolerance_ratio"].max().reset_index(),
+                     "Pairwise (worst tolerance ratio per group)" if failed_pairs.empty
+                     else "Pairs out of tolerance")
     edge = report.edges.pivot_table(index=["case", "dtype"], columns="subject",
-                                    values="passed", aggfunc="all").reset_index()
+                                    values="passed", aggfunc="all")
+    edge = edge.astype("boolean").reset_index()  # blank: an option the peer does not offer
     _print_table(edge, "Edge cases (True = the exact expectation holds)")
     details = report.edges[~report.edges["passed"]]
     if not details.empty:
@@ -137,7 +154,7 @@ def _bench(args) -> pd.DataFrame:
     from .sweep import run_sweep
     from .tables import summary
 
-    subjects = collect_subjects(args.backends, peers=not args.no_peers)
+    subjects = collect_subjects(args.backends, peers=_peers(args))
     df = run_sweep(_sweep_config(args), subjects, args.out, resume=args.resume,
                    show_progress=not args.quiet)
     if args.verbose:
@@ -149,6 +166,16 @@ def _bench(args) -> pd.DataFrame:
             _print_table(skipped[["label", "note"]].drop_duplicates(), "Skipped")
     else:
         print("\n".join(bench_lines(df)))
+    if "numba" in set(df.loc[df["seconds_median"].notna(), "label"]):
+        from .results_io import write_tables
+        from .tables import versus
+
+        comparison = versus(df)
+        write_tables(comparison, f"{args.out}-versus-numba")
+        if args.verbose:
+            _print_table(comparison, "Each subject's step time over numba's, both over the "
+                         "roofline timed beside them (above 1: slower than numba)")
+        print(f"against numba: {args.out}-versus-numba.md")
     if not args.no_plot:
         from .machine import machine_id
 
@@ -285,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: float32,float64")
     p.add_argument("--seed", type=cli_args.non_negative_int, default=0,
                    help="problem seed (default 0)")
-    p.add_argument("--no-peers", action="store_true", help="leave out torch.optim.Adam rows")
+    p.add_argument("--no-peers", action="store_true", help="leave out the peers' rows")
+    p.add_argument("--peers", type=cli_args.peer_names,
+                   help="comma-separated peer labels (default: all; see README)")
     p.add_argument("--out", default="results/check", help="table path stem (default results/check)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", **verbose)
@@ -313,7 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time budget per cell, at least 3 batches run (default 1.0)")
     p.add_argument("--python-max-size", type=cli_args.non_negative_int, default=2**16,
                    help="skip pure Python above this many elements (default 65536)")
-    p.add_argument("--no-peers", action="store_true", help="leave out torch.optim.Adam rows")
+    p.add_argument("--no-peers", action="store_true", help="leave out the peers' rows")
+    p.add_argument("--peers", type=cli_args.peer_names,
+                   help="comma-separated peer labels (default: all; see README)")
     p.add_argument("--resume", action="store_true", help="skip cells already in OUT.csv")
     p.add_argument("--allow-large-memory", action="store_true",
                    help="run a sweep whose largest cell needs more memory than is available")

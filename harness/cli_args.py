@@ -7,9 +7,9 @@ import argparse
 import math
 import os
 
-__all__ = ["Parser", "sizes", "dtypes", "backend_names", "model_names", "model_name", "scale",
-           "positive_int", "non_negative_int", "positive_float", "non_negative_float", "ranks",
-           "positive_floats", "available_memory",
+__all__ = ["Parser", "sizes", "dtypes", "backend_names", "peer_names", "model_names",
+           "model_name", "scale", "positive_int", "non_negative_int", "positive_float",
+           "non_negative_float", "ranks", "positive_floats", "available_memory",
            "sweep_bytes_needed", "oversized_sweep"]
 
 _DTYPES = ("float32", "float64")
@@ -63,6 +63,13 @@ def backend_names(text: str) -> list[str]:
         reasons = "; ".join(f"{name}: {rows[name].reason}" for name in names)
         raise argparse.ArgumentTypeError(f"no backend named is available here ({reasons})")
     return names
+
+
+def peer_names(text: str) -> list[str]:
+    """Peer labels (harness.peers), whether or not their libraries are installed here."""
+    from .peers import peer_labels
+
+    return _listed(text, "peer", peer_labels(), ", ".join(peer_labels()))
 
 
 def model_names(text: str) -> list[str]:

@@ -28,6 +28,7 @@ def plot_throughput(df: pd.DataFrame, path: str | Path, title: str = "") -> Path
         roof = panel[panel["label"] == "roofline"].sort_values("elements")
         ax.plot(roof["elements"], roof["gb_per_s"], "k--", lw=2.5, label="roofline (same streams)")
         rows = panel[(panel["label"] != "roofline") & (panel["amsgrad"] == amsgrad)]
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # a dozen subjects, apart
         for label, group in rows.groupby("label"):
             group = group.sort_values("elements")
             style = ":" if (group["kind"] == "peer").all() else "-"

@@ -9,7 +9,11 @@ import numpy as np
 
 from backends import AdamConfig, Backend
 
-__all__ = ["Stepper", "BackendStepper"]
+__all__ = ["Stepper", "BackendStepper", "UnsupportedOption"]
+
+
+class UnsupportedOption(ValueError):
+    """A peer cannot run this option or dtype (raised by its constructor, before any step)."""
 
 
 class Stepper:
@@ -21,6 +25,11 @@ class Stepper:
     device: str
     compile_seconds: float = 0.0
     threads: int | None = None
+
+    def compile_count(self) -> int:
+        """Compilations done so far by this stepper's compiler (0 when it has none): the
+        sweep and the benchmarks assert that timed steps leave it unchanged."""
+        return 0
 
     def prepare(self, grads: list[np.ndarray]):
         """Host gradients in the form ``step`` takes (device arrays for GPU code)."""

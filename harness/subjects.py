@@ -1,4 +1,4 @@
-"""What the harness runs: our available backends and, when torch is there, its peers."""
+"""What the harness runs: our available backends and the peers (harness.peers)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +7,6 @@ from typing import Callable
 from backends import Backend, BackendUnavailable, backend_names, get_backend
 
 from .emulated_gpu import EMULATED, EmulatedGpuStepper
-from .peers import PEER_IMPLEMENTATIONS, TorchStepper, torch_unavailable_reason
 from .steppers import BackendStepper
 
 __all__ = ["Subject", "backend_subject", "collect_subjects"]
@@ -15,7 +14,11 @@ __all__ = ["Subject", "backend_subject", "collect_subjects"]
 
 @dataclass
 class Subject:
-    """A named way to make Steppers; ``make`` is None when it can't run (``reason`` says why)."""
+    """A named way to make Steppers; ``make`` is None when it can't run (``reason`` says why).
+
+    ``precision`` is "8-bit" for peers with quantized moments (judged apart, without a
+    verdict); ``build_seconds`` is a one-time native build done when the subject was made.
+    """
 
     label: str
     kind: str
@@ -23,6 +26,8 @@ class Subject:
     make: Callable | None
     reason: str | None = None
     backend: Backend | None = None
+    precision: str = "full"
+    build_seconds: float = 0.0
 
 
 def backend_subject(backend: Backend) -> Subject:
@@ -32,14 +37,18 @@ def backend_subject(backend: Backend) -> Subject:
                    backend=backend)
 
 
-def collect_subjects(backends: list[str] | None = None, peers: bool = True,
+def collect_subjects(backends: list[str] | None = None, peers: bool | list[str] = True,
                      device: str | None = None, emulated: bool = False) -> list[Subject]:
-    """Subjects for these backend names (default: all registered) and torch's three Adams;
-    with ``emulated``, also the GPU kernels' arithmetic emulated on the CPU
+    """Subjects for these backend names (default: all registered), then the peers: all of
+    them with ``peers=True``, these labels with a list, none with False; with
+    ``emulated``, also the GPU kernels' arithmetic emulated on the CPU
     (harness.emulated_gpu), judged like our backends.
 
-    Each backend is constructed once here (kernels compiled), outside any timing.
+    Each backend is constructed once here (kernels compiled), outside any timing; each
+    peer's adapter is imported (and its native op built) here too.
     """
+    from .peers import collect_peers
+
     subjects = []
     for name in backends or backend_names():
         try:
@@ -56,8 +65,5 @@ def collect_subjects(backends: list[str] | None = None, peers: bool = True,
                                     lambda params, cfg, n=name: EmulatedGpuStepper(n, params,
                                                                                    cfg)))
     if peers and device in (None, "cpu"):
-        reason = torch_unavailable_reason()
-        for impl in PEER_IMPLEMENTATIONS:
-            make = None if reason else (lambda params, cfg, i=impl: TorchStepper(i, params, cfg))
-            subjects.append(Subject(f"torch-{impl}", "peer", "cpu", make, reason))
+        subjects += collect_peers(None if peers is True else peers)
     return subjects

@@ -48,7 +48,8 @@ def check_lines(report: CheckReport, limit: int = 8) -> list[str]:
     lines += [f"  {line}" for line in failures[:limit]]
     if len(failures) > limit:
         lines.append(f"  ... {len(failures) - limit} more (--verbose, or the tables)")
-    peer = lambda df, column: df[(df["kind"] == "peer") & ~df[column].astype(bool)]
+    peer = lambda df, column: df[(df["kind"] == "peer")  # missing: an option not offered
+                                 & ~df[column].fillna(True).astype(bool)]
     differ: dict[str, set] = {}
     for r in peer(report.edges, "passed").itertuples():
         differ.setdefault(f"edge case {r.case}", set()).add(r.subject)

@@ -20,6 +20,7 @@ from backends import AdamConfig
 from .machine import machine_id, machine_info
 from .results_io import atomic_write_text, read_table, write_tables
 from .roofline import roofline_step, roofline_unavailable_reason
+from .steppers import UnsupportedOption
 from .subjects import Subject
 from .tables import add_derived, summary
 from .timing import time_interleaved
@@ -110,15 +111,22 @@ def _measure(cell: Cell, cfg: SweepConfig) -> dict:
         return _timing_columns(timing) | {"threads": machine_info()["numba_threads"],
                                           "roofline_seconds": timing.median}
     stepper, step = _stepper(cell.subject, cell.workload, cell.dtype, cell.amsgrad)
-    steps = [step, roofline]
+    steppers, steps = [stepper], [step, roofline]
     if cell.workload.name != "flat":
-        steps.append(_stepper(cell.subject, flat_workload(cell.workload.elements), cell.dtype,
-                              cell.amsgrad)[1])
+        flat_stepper, flat_step = _stepper(cell.subject, flat_workload(cell.workload.elements),
+                                           cell.dtype, cell.amsgrad)
+        steppers.append(flat_stepper)
+        steps.append(flat_step)
+    compiles = [s.compile_count() for s in steppers]
     timings = time_interleaved(steps, **timing_options)
+    if [s.compile_count() for s in steppers] != compiles:
+        raise RuntimeError(f"{cell.label} compiled inside timed steps ({cell.workload.name}, "
+                           f"{cell.workload.elements} elements): its timing would include it")
     extra = {"flat_seconds": timings[2].median} if len(timings) == 3 else {}
     return _timing_columns(timings[0]) | extra | {
         "threads": stepper.threads, "roofline_seconds": timings[1].median,
-        "compile_seconds": stepper.compile_seconds}
+        "compile_seconds": stepper.compile_seconds,
+        "build_seconds": cell.subject.build_seconds}
 
 
 def _stepper(subject: Subject, workload: Workload, dtype: str, amsgrad: bool):
@@ -155,10 +163,13 @@ def run_sweep(cfg: SweepConfig, subjects: list[Subject], out_stem: str | Path,
         row.update({"tensors": cell.workload.tensors, "kind": cell.subject.kind
                     if cell.subject else "roofline", "device": cell.device, "note": ""})
         reason = _skip_reason(cell, cfg)
+        if not reason:
+            try:
+                row.update(_measure(cell, cfg))
+            except UnsupportedOption as exc:
+                reason = f"not supported: {exc}"
         if reason:
             row.update(seconds_median=np.nan, note=f"skipped: {reason}")
-        else:
-            row.update(_measure(cell, cfg))
         row.update(info)
         row["timestamp"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["STREAMS", "bytes_per_element", "add_derived", "SUMMARY_COLUMNS", "summary"]
+__all__ = ["STREAMS", "bytes_per_element", "add_derived", "SUMMARY_COLUMNS", "summary",
+           "versus"]
 
 #: Arrays read or written once per element and step: read p, g, m, v; write p, m, v
 #: (amsgrad adds read and write of max_exp_avg_sq).
@@ -59,7 +60,8 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
 
 SUMMARY_COLUMNS = ["workload", "elements", "tensors", "label", "kind", "device", "dtype",
                    "amsgrad", "us_per_step", "gb_per_s", "fraction_of_roofline",
-                   "speedup_vs_numpy", "list_overhead", "spread", "note"]
+                   "speedup_vs_numpy", "list_overhead", "spread", "compile_seconds",
+                   "build_seconds", "note"]
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -67,4 +69,27 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     out = df.assign(us_per_step=df["seconds_median"] * 1e6)
     out = out[[c for c in SUMMARY_COLUMNS if c in out.columns]]
     return out.round({"us_per_step": 1, "gb_per_s": 2, "fraction_of_roofline": 3,
-                      "speedup_vs_numpy": 2, "list_overhead": 3, "spread": 3})
+                      "speedup_vs_numpy": 2, "list_overhead": 3, "spread": 3,
+                      "compile_seconds": 2, "build_seconds": 2})
+
+
+def versus(df: pd.DataFrame, baseline: str = "numba") -> pd.DataFrame:
+    """One row per workload, size and dtype: the roofline's GB/s, ``baseline``'s step time
+    and fraction of the roofline, then every other label's step time over the baseline's,
+    each first divided by the roofline timed beside it (so the machine's bandwidth drift
+    between cells cancels; above 1: slower than the baseline). ``df`` has derived columns."""
+    key = ["workload", "elements", "dtype", "amsgrad"]
+    measured = df[df["seconds_median"].notna() & (df["label"] != "roofline")]
+    fraction = measured.pivot_table(index=key, columns="label",
+                                    values="fraction_of_roofline", aggfunc="first")
+    if baseline not in fraction:
+        raise ValueError(f"no measured {baseline!r} rows to compare with")
+    base = measured[measured["label"] == baseline].set_index(key)
+    out = pd.DataFrame({"roofline_gb_per_s": base["roofline_gb_per_s"].round(1),
+                        f"{baseline}_us": (base["seconds_median"] * 1e6).round(1),
+                        f"{baseline}_of_roofline": base["fraction_of_roofline"].round(2)})
+    others = [c for c in fraction.columns if c != baseline]
+    ratios = fraction[[baseline]].to_numpy() / fraction[others]
+    out = out.join(ratios.round(2).add_suffix(f" / {baseline}"), how="left")
+    order = sorted(out.index, key=lambda k: (k[0] != "flat", k[0], k[2], k[3], k[1]))
+    return out.loc[order].reset_index()

@@ -5,8 +5,10 @@
 
 Groups are "dtype size" so each printed group compares every subject at one size; the
 extra_info carries what ``adam-bench report`` needs. In the normal test run
-(--benchmark-disable) each body runs once as a smoke test. ADAM_BENCH_SIZES widens the
-sweep, e.g. ADAM_BENCH_SIZES="2^10..2^26:2".
+(--benchmark-disable) each body runs once as a smoke test, the peers at the smallest size
+only (each size of torch.compile and torchao is a compile of several seconds; the peers'
+own tests cover them). ADAM_BENCH_SIZES widens the sweep, e.g.
+ADAM_BENCH_SIZES="2^10..2^26:2".
 """
 import os
 
@@ -17,13 +19,13 @@ from backends import AdamConfig, list_backends
 from harness.bench_report import EXTRA_INFO_KEYS
 from harness.peers import peer_labels
 from harness.roofline import roofline_arrays, roofline_unavailable_reason
+from harness.steppers import UnsupportedOption
 from harness.subjects import collect_subjects
 from harness.workloads import parse_sizes
 
 SIZES = parse_sizes(os.environ.get("ADAM_BENCH_SIZES", "2^10..2^22:4"))
 PYTHON_MAX = 2**14
-LABELS = ["roofline"] + [r.name for r in list_backends()] + \
-    ["torch-forloop", "torch-foreach", "torch-fused"]
+LABELS = ["roofline"] + [r.name for r in list_backends()] + peer_labels()
 _SUBJECTS = {}
 
 
@@ -33,9 +35,20 @@ def _subject(label):
     return _SUBJECTS[label]
 
 
+def pytest_generate_tests(metafunc):
+    """(label, size) pairs: every size for every label when timing, the smallest size for
+    the peers in the smoke run."""
+    if metafunc.function is not test_adam_step:
+        return
+    options = metafunc.config.getoption
+    smoke = options("benchmark_disable") and not options("benchmark_enable")
+    pairs = [(label, size) for label in LABELS for size in SIZES
+             if not (smoke and label in peer_labels() and size != SIZES[0])]
+    metafunc.parametrize("label, size", pairs,
+                         ids=[f"{label}-2^{size.bit_length() - 1}" for label, size in pairs])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("size", SIZES, ids=lambda n: f"2^{n.bit_length() - 1}")
-@pytest.mark.parametrize("label", LABELS)
 def test_adam_step(benchmark, label, size, dtype):
     benchmark.group = f"{dtype} 2^{size.bit_length() - 1}"
     if label == "roofline":
@@ -48,17 +61,22 @@ def test_adam_step(benchmark, label, size, dtype):
         pytest.skip(f"pure Python above {PYTHON_MAX} elements takes seconds a step")
     rng = np.random.default_rng(0)
     params = [rng.standard_normal(size).astype(dtype)]
-    stepper = subject.make(params, AdamConfig())
+    try:
+        stepper = subject.make(params, AdamConfig())
+    except UnsupportedOption as exc:
+        pytest.skip(f"{label} does not offer it: {exc}")
     prepared = stepper.prepare([rng.standard_normal(size).astype(dtype)])
     stepper.step(prepared)  # warm-up: compilation and first-touch stay out of the timing
     stepper.sync()
     benchmark.extra_info.update(_info(label, subject.kind, subject.device, dtype, size))
+    compiled = stepper.compile_count()
 
     def one_step():
         stepper.step(prepared)
         stepper.sync()
 
     benchmark(one_step)
+    assert stepper.compile_count() == compiled, f"{label} compiled inside timed steps"
     after = stepper.params()[0]
     assert np.isfinite(after).all() and not np.array_equal(after, params[0])
 
@@ -83,5 +101,7 @@ def _info(label, kind, device, dtype, size):
     return info
 
 
-def test_peer_labels_are_benchmarked():
+def test_every_peer_is_benchmarked():
     assert set(peer_labels()) <= set(LABELS)
+    assert {"torch-compile", "deepspeed-cpu-adam", "optax", "bnb-adam8bit",
+            "torchao-adamw8bit"} <= set(peer_labels())

@@ -1,0 +1,92 @@
+"""The Adams users pick instead of ours, as harness subjects: one adapter module per peer.
+
+Every adapter module defines ``STEPPER`` (a Stepper class made as ``STEPPER(params, cfg,
+**options)``) and may define ``build()``, a one-time native build done when the peer is
+collected (DeepSpeed's C++ op). Adapters import their library at module level and are
+imported here only when collected, so the harness runs without any of them: a peer whose
+module cannot be imported or built becomes a subject with ``make=None`` and the reason,
+install command included, and the run goes on.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+
+from ..subjects import Subject
+
+__all__ = ["Peer", "PEERS", "peer_labels", "collect_peers", "load_peer", "describe_failure"]
+
+_INSTALL = "pip install -e '.[peers]'"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer's row label, its adapter module, the libraries it imports and what installs
+    them.
+
+    ``precision`` is "full", or "8-bit" for peers whose moments are quantized: those are
+    shown against the reference apart from the verdict."""
+
+    label: str
+    module: str
+    requires: tuple[str, ...]
+    install: str = _INSTALL
+    precision: str = "full"
+    options: tuple[tuple[str, object], ...] = ()
+
+
+_TORCH = ("torch",)
+
+PEERS: tuple[Peer, ...] = (
+    Peer("torch-forloop", "harness.peers.torch_adam", _TORCH,
+         options=(("implementation", "forloop"),)),
+    Peer("torch-foreach", "harness.peers.torch_adam", _TORCH,
+         options=(("implementation", "foreach"),)),
+    Peer("torch-fused", "harness.peers.torch_adam", _TORCH,
+         options=(("implementation", "fused"),)),
+    Peer("torch-compile", "harness.peers.torch_compile", _TORCH),
+    Peer("deepspeed-cpu-adam", "harness.peers.deepspeed_cpu_adam", ("torch", "deepspeed")),
+    Peer("optax", "harness.peers.optax_adam", ("jax", "optax")),
+    Peer("bnb-adam8bit", "harness.peers.bnb_adam8bit", ("torch", "bitsandbytes"),
+         precision="8-bit"),
+    Peer("torchao-adamw8bit", "harness.peers.torchao_adamw8bit", ("torch", "torchao"),
+         precision="8-bit"),
+)
+
+
+def peer_labels() -> list[str]:
+    """Every peer's row label, runnable here or not."""
+    return [peer.label for peer in PEERS]
+
+
+def load_peer(peer: Peer) -> Subject:
+    """Import (and build) one peer; on any failure a subject that says why, not an error."""
+    try:
+        module = importlib.import_module(peer.module)
+        start = time.perf_counter()
+        getattr(module, "build", lambda: None)()
+        build_seconds = time.perf_counter() - start
+        stepper_cls = module.STEPPER
+    except Exception as exc:  # a broken optional library must not stop the run
+        reason = f"unavailable: {describe_failure(exc)} ({peer.install})"
+        return Subject(peer.label, "peer", "cpu", None, reason, precision=peer.precision)
+    options = dict(peer.options)
+    return Subject(peer.label, "peer", "cpu",
+                   lambda params, cfg: stepper_cls(params, cfg, **options),
+                   precision=peer.precision, build_seconds=build_seconds)
+
+
+def collect_peers(labels: list[str] | None = None) -> list[Subject]:
+    """Subjects for these peer labels (default: every peer), in PEERS order."""
+    known = peer_labels()
+    unknown = sorted(set(labels or ()) - set(known))
+    if unknown:
+        raise ValueError(f"Unknown peer(s) {', '.join(unknown)}; known peers: {', '.join(known)}")
+    return [load_peer(peer) for peer in PEERS if labels is None or peer.label in labels]
+
+
+def describe_failure(exc: BaseException) -> str:
+    """"ExceptionType: first line of its message", for a one-line row."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no message'}"

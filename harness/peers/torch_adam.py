@@ -1,0 +1,73 @@
+"""PyTorch's Adam as a peer: its for-loop, foreach and fused implementations.
+
+AdamW is used for ``decoupled=True``; every other option maps one to one onto
+torch.optim.Adam's keyword of the same meaning.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from backends import AdamConfig
+
+from ..steppers import Stepper
+
+__all__ = ["IMPLEMENTATIONS", "TorchStepper", "STEPPER", "torch_adam"]
+
+#: torch.optim.Adam's keyword flags per implementation.
+IMPLEMENTATIONS = {"forloop": {"foreach": False}, "foreach": {"foreach": True},
+                   "fused": {"fused": True}}
+
+
+def torch_adam(tensors: list, cfg: AdamConfig, **flags) -> torch.optim.Optimizer:
+    """torch.optim.Adam (AdamW when decoupled) over ``tensors`` with ``cfg``'s options."""
+    cls = torch.optim.AdamW if cfg.decoupled else torch.optim.Adam
+    return cls(tensors, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+               weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad, maximize=cfg.maximize,
+               **flags)
+
+
+class TorchStepper(Stepper):
+    """torch.optim.Adam / AdamW on CPU tensors that share memory with NumPy arrays."""
+
+    kind = "peer"
+    device = "cpu"
+
+    def __init__(self, params: list[np.ndarray], cfg: AdamConfig, implementation: str = "fused"):
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {tuple(IMPLEMENTATIONS)}, "
+                             f"got {implementation!r}")
+        self._opt = torch_adam(self._hold(params, f"torch-{implementation}"), cfg,
+                               **IMPLEMENTATIONS[implementation])
+
+    def _hold(self, params: list[np.ndarray], label: str) -> list:
+        """Copy ``params`` into CPU tensors this stepper owns (NumPy shares their memory)."""
+        self.label = label
+        self.threads = torch.get_num_threads()
+        self._tensors = [torch.from_numpy(np.array(p, copy=True)) for p in params]
+        return self._tensors
+
+    def prepare(self, grads):
+        return [torch.from_numpy(np.ascontiguousarray(g)) for g in grads]
+
+    def step(self, prepared) -> None:
+        for t, g in zip(self._tensors, prepared):
+            t.grad = g
+        self._opt.step()
+
+    def params(self):
+        return [t.detach().numpy() for t in self._tensors]
+
+    def moments(self):
+        out = {"exp_avg": [], "exp_avg_sq": [], "max_exp_avg_sq": []}
+        for t in self._tensors:
+            state = self._opt.state[t]
+            for key in out:
+                if key in state:
+                    out[key].append(state[key].numpy())
+        if not out["max_exp_avg_sq"]:
+            out["max_exp_avg_sq"] = None
+        return out
+
+
+STEPPER = TorchStepper
