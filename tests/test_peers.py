@@ -160,6 +160,16 @@ def test_check_shows_a_peer_failing_at_one_option_and_goes_on():
     assert flaky.drop(index="l2")["within_tolerance"].all() and report.ok
 
 
+def test_cli_check_without_the_peers_libraries_names_the_install(tmp_path, capsys,
+                                                                  monkeypatch):
+    monkeypatch.setattr(peer_registry, "PEERS", tuple(BROKEN))
+    status = main(["check", "--steps", "2", "--backends", "numpy", "--dtypes", "float32",
+                   "--quiet", "--out", str(tmp_path / "check")])
+    out = capsys.readouterr().out
+    assert status == 0 and "check: PASS" in out
+    assert "unavailable: ModuleNotFoundError" in out and "(pip install no-such-adam)" in out
+
+
 def test_unknown_peer_label_is_refused():
     with pytest.raises(ValueError, match="Unknown peer.*known peers: torch-forloop"):
         collect_peers(["torch-fast"])
