@@ -58,7 +58,7 @@ def _check(args):
     from .check import run_check
     from .results_io import write_tables
     from .subjects import collect_subjects
-    from .summary import check_lines
+    from .summary import check_lines, fit
 
     subjects = collect_subjects(args.backends, peers=_peers(args),
                                 emulated=not args.backends)
@@ -79,8 +79,8 @@ def _check(args):
         _print_check_tables(report, args.steps)
     print("\n".join(check_lines(report)))
     if not report.eight_bit.empty:
-        print(f"  8-bit peers, shown apart without a verdict: "
-              f"{', '.join(report.eight_bit['subject'].unique())} ({out}-8bit.md)")
+        print(fit(f"  8-bit peers (apart, no verdict): "
+                  f"{', '.join(report.eight_bit['subject'].unique())}: {out}-8bit.md"))
     print(f"tables: {out}.csv/.json/.md, -pairs, -edge-cases, -bad-input")
     return report
 

@@ -130,8 +130,10 @@ def test_bench_updates_the_table_that_auto_and_select_read(tmp_path, capsys):
     assert "fastest measured" in capsys.readouterr().out
 
 
-# cupy: without a GPU its long "not run" reason must be cut to the width
-TOUR_OPTIONS = {"check": ["--steps", "3", "--backends", "python,numpy,numba,cupy", "--quiet"],
+# cupy: without a GPU its long "not run" reason must be cut to the width; torch's three
+# Adams stand for the peers (the compiled ones would add minutes)
+TOUR_OPTIONS = {"check": ["--steps", "3", "--backends", "python,numpy,numba,cupy", "--quiet",
+                          "--peers", "torch-forloop,torch-foreach,torch-fused"],
                 "bench": BENCH[1:] + ["--no-plot"]}
 
 
