@@ -164,7 +164,7 @@ def test_cli_check_without_the_peers_libraries_names_the_install(tmp_path, capsy
                                                                   monkeypatch):
     monkeypatch.setattr(peer_registry, "PEERS", tuple(BROKEN))
     status = main(["check", "--steps", "2", "--backends", "numpy", "--dtypes", "float32",
-                   "--quiet", "--out", str(tmp_path / "check")])
+                   "--quiet", "--verbose", "--out", str(tmp_path / "check")])
     out = capsys.readouterr().out
     assert status == 0 and "check: PASS" in out
     assert "unavailable: ModuleNotFoundError" in out and "(pip install no-such-adam)" in out
@@ -227,11 +227,12 @@ def test_sweep_notes_an_option_a_peer_lacks(tmp_path):
 
 def test_cli_check_shows_chosen_peers_and_the_eight_bit_block(tmp_path, capsys):
     status = main(["check", "--steps", "3", "--backends", "numpy", "--peers",
-                   "optax,bnb-adam8bit", "--dtypes", "float32", "--quiet",
+                   "optax,bnb-adam8bit", "--dtypes", "float32", "--quiet", "--verbose",
                    "--out", str(tmp_path / "check")])
     out = capsys.readouterr().out
     assert status == 0, out
     assert "## 8-bit peers against the float64 reference" in out
+    assert "  8-bit peers (apart, no verdict): bnb-adam8bit: " in out  # the terse line too
     eight_bit = pd.read_csv(tmp_path / "check-8bit.csv")
     assert set(eight_bit.subject) == {"bnb-adam8bit"} and "within_tolerance" not in eight_bit
     assert set(pd.read_csv(tmp_path / "check.csv").subject) == {"numpy", "optax"}
