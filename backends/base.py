@@ -36,6 +36,8 @@ class Backend:
     name: str = ""
     device: str = "cpu"
     array_type: type = np.ndarray
+    #: Whether ``_update_quantized`` implements 8-bit state (``state_dtype="int8"``).
+    supports_int8_state: bool = False
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -86,6 +88,12 @@ class Backend:
         moment's tensors are views into one buffer per dtype, back to back."""
         params = self._check_tensors(_as_list(params, "params"), "params")
         amsgrad = cfg is not None and cfg.amsgrad
+        if cfg is not None and cfg.state_dtype == "int8":
+            from .blockwise import init_quantized_state
+            from .quantized_step import require_int8_support
+
+            require_int8_support(self, params)
+            return init_quantized_state(self, params, amsgrad)
         return AdamState(
             step=0,
             exp_avg=self._zeros_views(params),
@@ -109,17 +117,22 @@ class Backend:
         def convert(arrays):
             if arrays is None:
                 return None
-            if len({a.dtype for a in arrays}) > 1:
-                return [self.asarray(a) for a in arrays]
+            if any(a is None for a in arrays) or len({a.dtype for a in arrays}) > 1:
+                return [None if a is None else self.asarray(a) for a in arrays]
             return self.flatten(arrays)[1]
 
         return AdamState(host.step, convert(host.exp_avg), convert(host.exp_avg_sq),
-                         convert(host.max_exp_avg_sq))
+                         convert(host.max_exp_avg_sq), convert(host.exp_avg_scale),
+                         convert(host.exp_avg_sq_scale), convert(host.max_exp_avg_sq_scale))
 
     # --- the step -----------------------------------------------------------------------
     def step(self, params, grads, state: AdamState, cfg: AdamConfig) -> None:
         """One Adam step of every tensor, in place; ``state.step`` goes up by one (a
         Python int from then on)."""
+        if isinstance(cfg, AdamConfig) and cfg.state_dtype is not None:
+            from .quantized_step import step_quantized
+
+            return step_quantized(self, params, grads, state, cfg)
         params, grads, groups, step = self._validate(params, grads, state, cfg)
         t = step + 1
         amax = state.max_exp_avg_sq if cfg.amsgrad else None
@@ -136,6 +149,12 @@ class Backend:
 
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq,
                 cfg: AdamConfig, t: int, dtype: np.dtype, cache: dict) -> None:
+        raise NotImplementedError
+
+    def _update_quantized(self, p, g, moments, cfg: AdamConfig, t: int) -> None:
+        """Step ``t`` of one quantized float32 tensor (1-D ``p`` and ``g``) in place;
+        ``moments`` holds (codes, scales) of m, v and, with amsgrad, the running maximum
+        (else None). See ``backends.blockwise`` for the algorithm."""
         raise NotImplementedError
 
     # --- copies -------------------------------------------------------------------------
@@ -240,6 +259,11 @@ class Backend:
     def check_state(self, params, state: AdamState, cfg: AdamConfig) -> None:
         """Every check ``step`` makes of params, state and config (not of gradients), and
         nothing changed: for restoring a state before its first step."""
+        if isinstance(cfg, AdamConfig) and cfg.state_dtype is not None:
+            from .quantized_step import check_quantized
+
+            check_quantized(self, params, None, state, cfg)
+            return
         if type(state) is not AdamState and not isinstance(state, AdamState):
             raise TypeError(f"state must be an AdamState, got {type(state).__name__}")
         checked_step(state.step)

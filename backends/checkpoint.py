@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 
 from .base import FLOAT_DTYPES
+from .blockwise import SCALE_NAMES, is_quantized, n_blocks
 from .config import AdamConfig
 from .files import atomic_write
 from .state import checked_step
@@ -27,10 +28,12 @@ def write_checkpoint(path: str | os.PathLike, state_dict: dict) -> None:
                                                            dtype=np.int64),
               "backend": np.array(state_dict["backend"]),
               "n_tensors": np.array(len(state["exp_avg"]), dtype=np.int64)}
-    arrays.update({f"config.{k}": np.array(v) for k, v in state_dict["config"].items()})
-    for name in _MOMENTS:
-        for i, a in enumerate(state[name] or []):
-            arrays[f"{name}.{i}"] = a
+    arrays.update({f"config.{k}": np.array(v) for k, v in state_dict["config"].items()
+                   if v is not None})  # state_dtype None: absent, its default
+    for name in _MOMENTS + SCALE_NAMES:
+        for i, a in enumerate(state.get(name) or []):
+            if a is not None:
+                arrays[f"{name}.{i}"] = a
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
@@ -67,8 +70,9 @@ def _read(archive: zipfile.ZipFile, path, params) -> dict:
         field = key.split(".", 1)[1]
         if field not in _CONFIG_FIELDS:
             raise ValueError(f"{path}: unknown config field {field!r}")
-        config[field] = _scalar(archive, key, "fiub").item()
-    AdamConfig(**config)
+        config[field] = _scalar(archive, key, "U" if field == "state_dtype" else "fiub").item()
+    quantized = [AdamConfig(**config).state_dtype == "int8" and is_quantized(p)
+                 for p in params]
     state = {"step": step}
     for name in _MOMENTS:
         keys = [f"{name}.{i}.npy" for i in range(n)]
@@ -78,8 +82,14 @@ def _read(archive: zipfile.ZipFile, path, params) -> dict:
             continue
         if not all(present):
             raise ValueError(f"{path}: lacks {name} for tensor {present.index(False)}")
-        state[name] = [_array(archive, k, tuple(p.shape), np.dtype(p.dtype))
-                       for k, p in zip(keys, params)]
+        state[name] = [_array(archive, k, tuple(p.shape),
+                              np.dtype(np.uint8 if q else p.dtype))
+                       for k, p, q in zip(keys, params, quantized)]
+        if any(quantized):
+            state[f"{name}_scale"] = [
+                _array(archive, f"{name}_scale.{i}.npy", (n_blocks(p.size),),
+                       np.dtype(np.float32)) if q else None
+                for i, (p, q) in enumerate(zip(params, quantized))]
     return {"config": config, "backend": backend, "state": state}
 
 
@@ -120,7 +130,7 @@ def _scalar(archive, key, kinds):
 
 def _array(archive, member, shape, dtype) -> np.ndarray:
     found_shape, found_dtype = _header(archive, member)
-    if found_dtype not in FLOAT_DTYPES or found_dtype != dtype or found_shape != shape:
+    if found_dtype not in FLOAT_DTYPES + (np.dtype(np.uint8),) or found_dtype != dtype or found_shape != shape:
         raise ValueError(f"{member[:-4]} is {found_dtype} {found_shape}; params need "
                          f"{dtype} {shape}")
     return _read_member(archive, member)

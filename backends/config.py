@@ -6,7 +6,10 @@ import math
 import numbers
 from dataclasses import asdict, dataclass
 
-__all__ = ["AdamConfig"]
+__all__ = ["AdamConfig", "STATE_DTYPES"]
+
+#: AdamConfig.state_dtype's values: None (the params' dtype) or "int8" (blockwise 8-bit).
+STATE_DTYPES = (None, "int8")
 
 
 @dataclass(frozen=True)
@@ -16,7 +19,9 @@ class AdamConfig:
     weight_decay with ``decoupled=False`` adds ``weight_decay * p`` to the gradient (L2);
     with ``decoupled=True`` it multiplies ``p`` by ``1 - lr * weight_decay`` first (AdamW).
     ``amsgrad`` bias-corrects the running maximum of the second moment; ``maximize``
-    steps along ``+gradient``. Bad values raise ValueError naming the field and value.
+    steps along ``+gradient``. ``state_dtype`` is how m and v (and amsgrad's maximum) are
+    stored: None keeps them in the params' dtype; "int8" stores float32 params' moments as
+    one byte per element plus one float32 scale per block (``backends.blockwise``). Bad values raise ValueError naming the field and value.
     Real-valued fields take any real number (int, float, NumPy scalar, Fraction, Decimal;
     not bool) that converts to a finite float, and hold that float.
     """
@@ -29,6 +34,7 @@ class AdamConfig:
     decoupled: bool = False
     amsgrad: bool = False
     maximize: bool = False
+    state_dtype: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("lr", "beta1", "beta2", "eps", "weight_decay"):
@@ -37,6 +43,10 @@ class AdamConfig:
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, got {value!r}")
+        if self.state_dtype is not None and (type(self.state_dtype) is not str
+                                             or self.state_dtype not in STATE_DTYPES):
+            raise ValueError(f"Invalid state_dtype: {self.state_dtype!r} (expected one of "
+                             f"{STATE_DTYPES})")
         _require(self.lr >= 0, "lr", self.lr, "lr >= 0")
         _require(0 <= self.beta1 < 1, "beta1", self.beta1, "0 <= beta1 < 1")
         _require(0 <= self.beta2 < 1, "beta2", self.beta2, "0 <= beta2 < 1")

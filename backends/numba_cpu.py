@@ -25,6 +25,7 @@ class NumbaBackend(Backend):
 
     name = "numba"
     device = "cpu"
+    supports_int8_state = True
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -37,7 +38,7 @@ class NumbaBackend(Backend):
     def __init__(self, threads: int | None = None):
         import numba
 
-        from . import _numba_kernels
+        from . import _numba_int8_kernels, _numba_kernels
 
         limit = numba.config.NUMBA_NUM_THREADS
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
@@ -49,7 +50,8 @@ class NumbaBackend(Backend):
         self._kernels = _numba_kernels
         self._all_threads = limit
         self._last_hyper = (None, None)
-        self.compile_seconds = _numba_kernels.compile_all()
+        self._int8_kernels = _numba_int8_kernels
+        self.compile_seconds = _numba_kernels.compile_all() + _numba_int8_kernels.compile_all()
 
     def _options(self) -> dict:
         return {"threads": self.threads}
@@ -60,16 +62,29 @@ class NumbaBackend(Backend):
         if table is None or table.key is not cache["validated"]["key"]:
             table = self._table(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, dtype,
                                 cache)
+        self._run(table.kernel, table.arguments, t, cfg, table.parallel)
+
+    def _update_quantized(self, p, g, moments, cfg, t) -> None:
+        (m_codes, m_scales), (v_codes, v_scales), vmax = moments
+        vmax_codes, vmax_scales = vmax if vmax is not None else (v_codes, v_scales)
+        parallel = p.size > SERIAL_MAX
+        kernel = self._int8_kernels.adam_int8 if parallel else \
+            self._int8_kernels.adam_int8_serial
+        self._run(kernel, (p, g, m_codes, m_scales, v_codes, v_scales, vmax_codes,
+                           vmax_scales), t, cfg, parallel)
+
+    def _run(self, kernel, arguments, t, cfg, parallel) -> None:
+        """``kernel(*arguments, hyper, t)`` on ``threads`` threads when ``parallel``."""
         last_cfg, hyper = self._last_hyper
         if last_cfg is not cfg:
             hyper = self._hyper(cfg)
-        if self.threads == self._all_threads or not table.parallel:
-            table.kernel(*table.arguments, hyper, t)
+        if self.threads == self._all_threads or not parallel:
+            kernel(*arguments, hyper, t)
             return
         previous = self._numba.get_num_threads()
         self._numba.set_num_threads(self.threads)
         try:
-            table.kernel(*table.arguments, hyper, t)
+            kernel(*arguments, hyper, t)
         finally:
             self._numba.set_num_threads(previous)
 

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .base import Backend
+from .blockwise import BLOCK, n_blocks, step_blocks_numpy
 from .scalars import StepScalars
 
 __all__ = ["NumpyBackend"]
@@ -39,6 +40,7 @@ class NumpyBackend(Backend):
 
     name = "numpy"
     device = "cpu"
+    supports_int8_state = True
 
     def __init__(self, chunk_bytes: int = CHUNK_BYTES, threads: int | None = None):
         if chunk_bytes < 64:
@@ -89,6 +91,18 @@ class NumpyBackend(Backend):
         run(0)
         for future in futures:
             future.result()
+
+    def _update_quantized(self, p, g, moments, cfg, t) -> None:
+        """8-bit state, on the calling thread, in chunks of whole blocks of about
+        ``chunk_bytes`` of params (``blockwise.step_blocks_numpy`` on each)."""
+        c = _cast(StepScalars.for_step(cfg, t), p.dtype)
+        chunk = max(BLOCK, self.chunk_bytes // p.itemsize // BLOCK * BLOCK)
+        for start in range(0, p.size, chunk):
+            stop = min(start + chunk, p.size)
+            blocks = slice(start // BLOCK, n_blocks(stop))
+            part = [None if pair is None else (pair[0][start:stop], pair[1][blocks])
+                    for pair in moments]
+            step_blocks_numpy(p[start:stop], g[start:stop], part, c, _adam_block)
 
     @staticmethod
     def _run_blocks(tensors, blocks, scratch, c) -> None:

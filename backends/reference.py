@@ -12,6 +12,12 @@ and gradient g of parameters p::
 
 Everything is computed in float64 on new arrays; nothing passed in is modified.
 NaN or Inf in g propagate as IEEE arithmetic says: they are not errors.
+
+8-bit state (``state_dtype="int8"``, see ``backends.blockwise``): ``reference_step_int8``
+dequantizes (map value of each code times its block's scale), runs the step above on the
+dequantized moments, then quantizes each new moment: scale = the block's largest
+magnitude, code = the nearest map value to value / scale (ties away from zero), looked
+up in the maps as numbers (``M_VALUES``, ``V_VALUES``), not by the kernels' bit tricks.
 """
 from __future__ import annotations
 
@@ -19,9 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .blockwise import BLOCK, M_VALUES, V_VALUES
 from .config import AdamConfig
 
-__all__ = ["ReferenceState", "reference_step", "reference_run"]
+__all__ = ["ReferenceState", "reference_step", "reference_run", "QuantizedMoment",
+           "reference_step_int8", "nearest_code", "dequantize"]
 
 
 @dataclass
@@ -77,3 +85,61 @@ def reference_run(params, grad_steps, cfg: AdamConfig, states=None, first_step: 
         for i, g in enumerate(grads):
             params[i], states[i] = reference_step(params[i], g, states[i], t, cfg)
     return params, states
+
+
+@dataclass
+class QuantizedMoment:
+    """One 8-bit moment of one tensor: codes, float64 block scales, and (after a
+    reference step) ``x``, the float64 value / scale each code was chosen for."""
+
+    codes: np.ndarray
+    scales: np.ndarray
+    x: np.ndarray | None = None
+
+
+def _map(signed: bool) -> np.ndarray:
+    """The 256 float64 values codes stand for: m's sign-magnitude map or v's."""
+    return np.concatenate((M_VALUES, -M_VALUES)) if signed else V_VALUES
+
+
+def dequantize(q: QuantizedMoment, signed: bool) -> np.ndarray:
+    """float64 values: each code's map value times its block's scale."""
+    codes = np.asarray(q.codes).reshape(-1)
+    scales = np.repeat(np.asarray(q.scales, dtype=np.float64), BLOCK)[:codes.size]
+    return (_map(signed)[codes] * scales).reshape(np.shape(q.codes))
+
+
+def nearest_code(x: np.ndarray, signed: bool) -> np.ndarray:
+    """uint8 codes of the map values nearest to float64 ``x``, ties away from zero."""
+    magnitudes = M_VALUES if signed else V_VALUES
+    a = np.abs(x)
+    hi = np.clip(np.searchsorted(magnitudes, a, side="left"), 1, magnitudes.size - 1)
+    lo = hi - 1
+    nearer_hi = (a - magnitudes[lo]) >= (magnitudes[hi] - a)
+    k = np.where(nearer_hi, hi, lo)
+    if signed:
+        k = k + 128 * np.signbit(x)
+    return k.astype(np.uint8)
+
+
+def _quantize(values, signed: bool) -> QuantizedMoment:
+    flat = values.reshape(-1)
+    padded = np.zeros(-(-flat.size // BLOCK) * BLOCK)
+    padded[:flat.size] = np.abs(flat)
+    scales = padded.reshape(-1, BLOCK).max(axis=1)
+    per_element = np.repeat(scales, BLOCK)[:flat.size]
+    with np.errstate(all="ignore"):
+        x = np.where(per_element > 0, flat / per_element, 0.0)
+    return QuantizedMoment(nearest_code(x, signed).reshape(values.shape), scales,
+                           x.reshape(values.shape))
+
+
+def reference_step_int8(p, g, m: QuantizedMoment, v: QuantizedMoment,
+                        v_max: QuantizedMoment | None, t: int, cfg: AdamConfig):
+    """One Adam step of one tensor with 8-bit state; returns (new float64 p, m, v, v_max)
+    as QuantizedMoments (``v_max`` None unless amsgrad)."""
+    moments = ReferenceState(dequantize(m, True), dequantize(v, False),
+                             None if v_max is None else dequantize(v_max, False))
+    p, new = reference_step(p, g, moments, t, cfg)
+    return (p, _quantize(new.m, True), _quantize(new.v, False),
+            None if new.v_max is None else _quantize(new.v_max, False))

@@ -10,6 +10,7 @@ import numpy as np
 __all__ = ["AdamState", "DerivedCache", "to_host", "checked_step", "MAX_STEP"]
 
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+_SCALES = tuple(f"{name}_scale" for name in _MOMENTS)
 #: The largest step count a state may hold: the next step, MAX_STEP + 1, still fits the
 #: kernels' int64.
 MAX_STEP = 2**63 - 2
@@ -62,6 +63,10 @@ class AdamState:
     """Step count and per-tensor moments, arrays of the backend's type.
 
     ``step`` is 0 before the first update; ``max_exp_avg_sq`` is None unless amsgrad.
+    With 8-bit state (``AdamConfig(state_dtype="int8")``, see ``backends.blockwise``) a
+    quantized tensor's moment entry holds its uint8 codes and the matching ``*_scale``
+    entry its float32 per-block scales; the scale entry is None for a tensor whose state is
+    full precision, and the ``*_scale`` lists are None when no state is quantized.
     ``cache`` holds backend-private data derived from these very arrays (checks passed,
     address tables): it is never saved, copied or pickled, so a copy of a state (deepcopy,
     pickle, ``copy.copy``, ``dataclasses.replace``) starts with an empty cache and is
@@ -72,6 +77,9 @@ class AdamState:
     exp_avg: list
     exp_avg_sq: list
     max_exp_avg_sq: list | None = None
+    exp_avg_scale: list | None = None
+    exp_avg_sq_scale: list | None = None
+    max_exp_avg_sq_scale: list | None = None
     cache: dict[str, Any] = field(default_factory=DerivedCache, init=False, repr=False,
                                   compare=False)
 
@@ -80,11 +88,15 @@ class AdamState:
         return {**self.__dict__, "cache": DerivedCache()}
 
     def to_dict(self) -> dict:
-        """Host NumPy copies: {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}."""
+        """Host NumPy copies: {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}, and
+        with 8-bit state their "*_scale" lists (None entries for full-precision tensors)."""
         out = {"step": checked_step(self.step)}
-        for name in _MOMENTS:
+        for name in _MOMENTS + _SCALES:
             arrays = getattr(self, name)
-            out[name] = None if arrays is None else [np.array(to_host(a)) for a in arrays]
+            if arrays is None and name in _SCALES:
+                continue
+            out[name] = None if arrays is None else [
+                None if a is None else np.array(to_host(a)) for a in arrays]
         return out
 
     @classmethod
@@ -98,9 +110,11 @@ class AdamState:
             raise ValueError(f"state dict lacks {missing}")
         step = checked_step(d["step"], "state dict step")
         moments = {}
-        for name in _MOMENTS:
+        for name in _MOMENTS + _SCALES:
             arrays = d.get(name)
-            moments[name] = None if arrays is None else [np.array(a, copy=True) for a in arrays]
+            moments[name] = None if arrays is None else [
+                None if a is None and name in _SCALES else np.array(a, copy=True)
+                for a in arrays]
         if moments["exp_avg"] is None or moments["exp_avg_sq"] is None:
             raise ValueError("state dict has no exp_avg or exp_avg_sq arrays")
         if len(moments["exp_avg"]) != len(moments["exp_avg_sq"]):

@@ -1,0 +1,147 @@
+"""The validated step of 8-bit state (``state_dtype="int8"``, see ``blockwise``).
+
+Every check happens before anything is written, as in ``Backend.step``: params and grads
+as there (float32 only), each moment's uint8 codes and float32 scales for quantized
+tensors, float32 moments for the others, and no written array sharing memory with another.
+Full-precision tensors then go through the backend's own float32 step; each quantized
+tensor through its ``_update_quantized``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .blockwise import QUANTIZED_MOMENTS, SCALE_NAMES, is_quantized, n_blocks
+from .state import AdamState, checked_step
+
+__all__ = ["step_quantized", "check_quantized", "require_int8_support"]
+
+_FLOAT32 = np.dtype(np.float32)
+
+
+def require_int8_support(backend, params) -> None:
+    """ValueError unless ``backend`` implements 8-bit state and every param is float32."""
+    if not backend.supports_int8_state:
+        raise ValueError(f"state_dtype='int8' is not implemented by the {backend.name} "
+                         "backend (it is by python, numpy and numba); use one of those or "
+                         "state_dtype=None")
+    for i, p in enumerate(params):
+        if np.dtype(p.dtype) != _FLOAT32:
+            raise TypeError(f"state_dtype='int8' needs float32 params; params[{i}] has "
+                            f"dtype {p.dtype}")
+
+
+def check_quantized(backend, params, grads, state, cfg) -> tuple[list, list | None, int]:
+    """(params, grads, step) after every check of an 8-bit step (``grads`` None: the
+    checks of a restored state); raises before anything is modified."""
+    from .base import _as_list, _data_address, _first_overlap
+
+    if not isinstance(state, AdamState):
+        raise TypeError(f"state must be an AdamState, got {type(state).__name__}")
+    step = checked_step(state.step)
+    params = _as_list(params, "params")
+    require_int8_support(backend, params)
+    backend._check_tensors(params, "params")
+    if grads is not None:
+        grads = _as_list(grads, "grads")
+        if len(grads) != len(params):
+            raise ValueError(f"params and grads differ in length: {len(params)} vs "
+                             f"{len(grads)}")
+        backend._check_tensors(grads, "grads", like=params)
+    if cfg.amsgrad and state.max_exp_avg_sq is None and step != 0:
+        raise ValueError("amsgrad=True but state has no max_exp_avg_sq: it was "
+                         "stepped with amsgrad=False")
+    written = list(params)
+    for name, scale_name in zip(QUANTIZED_MOMENTS, SCALE_NAMES):
+        arrays, scales = getattr(state, name), getattr(state, scale_name)
+        if name == "max_exp_avg_sq" and (arrays is None or not cfg.amsgrad):
+            continue
+        _check_moment(backend, params, arrays, scales, name)
+        written += [a for a in arrays] + [s for s in scales if s is not None]
+    backend._check_config({_FLOAT32: list(range(len(params)))}, cfg)
+    arrays = written + list(grads or ())
+    starts = np.array([_data_address(a) for a in arrays], dtype=np.int64)
+    nbytes = np.array([a.size * a.dtype.itemsize for a in arrays], dtype=np.int64)
+    is_written = np.arange(len(arrays)) < len(written)
+    pair = _first_overlap(starts, starts + nbytes, is_written)
+    if pair is not None:
+        raise ValueError("two of params, state codes, scales and moments share memory "
+                         f"(arrays {pair[0]} and {pair[1]} in order params, moments, "
+                         "scales, grads); each needs memory of its own")
+    return params, grads, step
+
+
+def _check_moment(backend, params, arrays, scales, name) -> None:
+    for what, column in ((name, arrays), (f"{name}_scale", scales)):
+        if not isinstance(column, (list, tuple)) or len(column) != len(params):
+            n = "none" if not isinstance(column, (list, tuple)) else len(column)
+            raise ValueError(f"state.{what} holds {n} entries but params has "
+                             f"{len(params)}: the state was made for other tensors (or "
+                             "without state_dtype='int8')")
+    for i, p in enumerate(params):
+        if is_quantized(p):
+            _check_array(backend, arrays[i], f"state.{name}[{i}]", np.uint8, p.shape)
+            _check_array(backend, scales[i], f"state.{name}_scale[{i}]", np.float32,
+                         (n_blocks(p.size),))
+        else:
+            if scales[i] is not None:
+                raise ValueError(f"state.{name}_scale[{i}] must be None: params[{i}] has "
+                                 "full-precision state (fewer than 4096 elements)")
+            _check_array(backend, arrays[i], f"state.{name}[{i}]", np.float32, p.shape)
+
+
+def _check_array(backend, a, what, dtype, shape) -> None:
+    if not isinstance(a, backend.array_type):
+        raise TypeError(f"{what} is {type(a).__name__}; the {backend.name} backend needs "
+                        f"{backend.array_type.__name__}")
+    if np.dtype(a.dtype) != np.dtype(dtype) or tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{what} is {a.dtype} {tuple(a.shape)}; expected "
+                         f"{np.dtype(dtype)} {tuple(shape)}")
+    if not backend._is_contiguous(a):
+        raise ValueError(f"{what} is not C-contiguous")
+    if not backend._is_writeable(a):
+        raise ValueError(f"{what} is read-only; it must be writeable")
+
+
+def step_quantized(backend, params, grads, state, cfg) -> None:
+    """One Adam step with 8-bit state, in place; ``state.step`` goes up by one."""
+    params, grads, step = check_quantized(backend, params, grads, state, cfg)
+    small = [i for i, p in enumerate(params) if not is_quantized(p)]
+    sub = None
+    if small:
+        sub = state.cache.get("full_precision")
+        if sub is None:
+            sub = state.cache["full_precision"] = AdamState(0, [], [])
+        sub.step = step
+        sub.exp_avg = [state.exp_avg[i] for i in small]
+        sub.exp_avg_sq = [state.exp_avg_sq[i] for i in small]
+        sub.max_exp_avg_sq = (None if state.max_exp_avg_sq is None
+                              else [state.max_exp_avg_sq[i] for i in small])
+        backend._validate([params[i] for i in small], [grads[i] for i in small], sub, cfg)
+    # every check passed: from here on, state may change
+    if cfg.amsgrad and state.max_exp_avg_sq is None:
+        _add_max(backend, params, state, sub, small)
+    t = step + 1
+    if sub is not None:
+        backend._update([params[i] for i in small], [grads[i] for i in small], sub.exp_avg,
+                        sub.exp_avg_sq, sub.max_exp_avg_sq if cfg.amsgrad else None, cfg, t,
+                        _FLOAT32, sub.cache)
+    for i, p in enumerate(params):
+        if is_quantized(p):
+            pairs = [(getattr(state, n)[i].reshape(-1), getattr(state, s)[i])
+                     for n, s in zip(QUANTIZED_MOMENTS, SCALE_NAMES)
+                     if n != "max_exp_avg_sq" or cfg.amsgrad]
+            backend._update_quantized(p.reshape(-1), grads[i].reshape(-1),
+                                      (*pairs[:2], pairs[2] if cfg.amsgrad else None), cfg, t)
+    state.step = t
+
+
+def _add_max(backend, params, state, sub, small) -> None:
+    """A first amsgrad step's zero running maximum: codes and scales where quantized, the
+    float32 zeros ``Backend._validate`` gave the full-precision tensors elsewhere."""
+    from .blockwise import init_quantized_state
+
+    zeros = init_quantized_state(backend, params, amsgrad=True)
+    vmax, scales = zeros.max_exp_avg_sq, zeros.max_exp_avg_sq_scale
+    for k, i in enumerate(small):
+        vmax[i] = sub.max_exp_avg_sq[k]
+    state.max_exp_avg_sq, state.max_exp_avg_sq_scale = vmax, scales
