@@ -7,7 +7,9 @@ the compiled kernels (a second moment that overflows float32 is stored, and used
 from __future__ import annotations
 
 import math
+import struct
 
+from . import blockwise as bw
 from .base import Backend
 from .scalars import StepScalars
 
@@ -19,6 +21,7 @@ class PythonBackend(Backend):
 
     name = "python"
     device = "cpu"
+    supports_int8_state = True
 
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
                 cache):
@@ -27,6 +30,74 @@ class PythonBackend(Backend):
             vmax = None if max_exp_avg_sq is None else _view(max_exp_avg_sq[i])
             _adam_loop(_view(params[i]), _view(grads[i]), _view(exp_avg[i]),
                        _view(exp_avg_sq[i]), vmax, scalars)
+
+
+    def _update_quantized(self, p, g, moments, cfg, t) -> None:
+        scalars = StepScalars.for_step(cfg, t)
+        p, g = memoryview(p), memoryview(g)
+        views = [None if pair is None else (memoryview(pair[0]), memoryview(pair[1]))
+                 for pair in moments]
+        for b in range(bw.n_blocks(len(p))):
+            _quantized_block(p, g, views, b * bw.BLOCK, min(len(p), (b + 1) * bw.BLOCK), b,
+                             scalars)
+
+
+def _quantized_block(p, g, moments, start, stop, b, s) -> None:
+    """One block of ``blockwise``'s step: dequantize, the double-precision body of
+    ``_adam_loop``, then absmax and nearest codes of each new moment (rounded to float32
+    first, as the kernels hold them)."""
+    (mc, ms), (vc, vs), vmax = moments
+    new = ([], [], [])
+    for i in range(start, stop):
+        gi = s.sign * g[i]
+        pi = p[i]
+        if s.use_l2:
+            gi = s.l2 * pi + gi
+        pi = s.decay * pi
+        mi = _f32(s.beta1 * _decode(mc[i], ms[b], True) + s.one_minus_beta1 * gi)
+        vi = _f32(s.beta2 * _decode(vc[i], vs[b], False) + (s.one_minus_beta2 * gi) * gi)
+        used = vi
+        if vmax is not None:
+            used = max(_decode(vmax[0][i], vmax[1][b], False), vi)
+            new[2].append(used)
+        new[0].append(mi)
+        new[1].append(vi)
+        _store(p, i, pi - s.step_size * mi / (math.sqrt(used) * s.inv_sqrt_bc2 + s.eps))
+    for pair, values, signed in zip(moments, new, (True, False, False)):
+        if pair is None:
+            continue
+        codes, scales = pair
+        scale = max(map(abs, values))
+        scales[b] = scale
+        inverse = _f32(1.0 / scales[b]) if scales[b] > 0 else 0.0
+        for i, value in zip(range(start, stop), values):
+            codes[i] = _encode(_f32(value * inverse), signed)
+
+
+def _f32(x: float) -> float:
+    """x rounded to float32 (inf where it overflows, as in C)."""
+    try:
+        return struct.unpack("f", struct.pack("f", x))[0]
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def _decode(code: int, scale: float, signed: bool) -> float:
+    if signed:
+        return math.copysign(bw.M_VALUES[code & 127], -1.0 if code & 128 else 1.0) * scale
+    return bw.V_VALUES[code] * scale
+
+
+def _encode(x: float, signed: bool) -> int:
+    """The float32 x's code: ``blockwise.quantize_m`` / ``quantize_v`` on one value."""
+    bits = struct.unpack("I", struct.pack("f", x))[0]
+    u = bits & 0x7FFFFFFF
+    if not signed:
+        return max(0, min(255, ((u + bw.V_HALF) >> bw.V_SHIFT) - bw.V_BIAS))
+    k = min(127, ((u + bw.M_HALF) >> bw.M_SHIFT) - bw.M_BIAS)
+    if k < 1:
+        k = int(u >= bw.M_HALF_MIN_BITS)
+    return (bits >> 31) << 7 | k
 
 
 def _view(a) -> memoryview:

@@ -1,0 +1,243 @@
+"""8-bit blockwise state (state_dtype="int8"): the maps, bit identity of numpy and numba,
+agreement with the quantized float64 reference, the update bound, resume, bad input."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from backends import Adam, AdamConfig, get_backend
+from backends import blockwise as bw
+from backends.reference import QuantizedMoment, nearest_code, reference_step_int8
+
+INT8_BACKENDS = ["python", "numpy", "numba"]
+CONFIGS = [{}, {"amsgrad": True}, {"weight_decay": 0.1},
+           {"weight_decay": 0.1, "decoupled": True, "maximize": True}]
+F32_EPS = float(np.finfo(np.float32).eps)
+
+
+def hard_values() -> np.ndarray:
+    """float32 values in [0, 1] where rounding is decided: every map value and midpoint,
+    one ulp either side, denormals, and values drawn across all binades."""
+    rng = np.random.default_rng(0)
+    tables = (bw.M_VALUES, bw.V_VALUES)
+    points = np.concatenate([*tables, *((t[1:] + t[:-1]) / 2 for t in tables),
+                             [0.0, 1.0, 1e-45, 1e-40, 2.0**-40, 0.75 * 2.0**-32]])
+    x = points.astype(np.float32)
+    x = np.concatenate([np.nextafter(x, np.float32(0)), x, np.nextafter(x, np.float32(1))])
+    drawn = rng.integers(0, 0x3F800001, 1 << 18, dtype=np.uint32).view(np.float32)
+    return np.concatenate([x, drawn])
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["m", "v"])
+def test_bit_quantizers_pick_the_nearest_map_value(signed):
+    x = hard_values()
+    if signed:
+        x = np.concatenate([x, -x])
+        codes = bw.quantize_m(x)
+    else:
+        codes = bw.quantize_v(x)
+    np.testing.assert_array_equal(codes, nearest_code(x.astype(np.float64), signed))
+
+
+def test_maps_dequantize_to_their_tables_and_v_never_to_zero():
+    codes = np.arange(256, dtype=np.uint8)
+    m = bw.dequantize_m(codes).astype(np.float64)
+    np.testing.assert_array_equal(np.abs(m[:128]), bw.M_VALUES)
+    np.testing.assert_array_equal(m[128:], -bw.M_VALUES)
+    v = bw.dequantize_v(codes).astype(np.float64)
+    np.testing.assert_array_equal(v, bw.V_VALUES)
+    assert v.min() == 1.125 * 2.0**-32 and v.max() == 1.0 and m.max() == 1.0
+    assert np.all(np.diff(bw.M_VALUES) > 0) and np.all(np.diff(bw.V_VALUES) > 0)
+
+
+def _params(seed, sizes=(100_000 + 37, 5000, 300, 4096)):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(n).astype(np.float32) for n in sizes]
+
+
+def _grads(params, seed, steps):
+    rng = np.random.default_rng(seed)
+    return [[(rng.standard_normal(p.shape) * 10.0 ** rng.integers(-8, 3)).astype(np.float32)
+             for p in params] for _ in range(steps)]
+
+
+def _run(backend, config, params, grad_steps):
+    params = [p.copy() for p in params]
+    opt = Adam(params, backend=backend, state_dtype="int8", **config)
+    for grads in grad_steps:
+        opt.step(grads)
+    return params, opt.state_dict()["state"]
+
+
+def _assert_same_bits(a, b):
+    (pa, sa), (pb, sb) = a, b
+    for x, y in zip(pa, pb):
+        np.testing.assert_array_equal(x.view(np.uint32), y.view(np.uint32))
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        if key == "step" or sa[key] is None:
+            assert sa[key] == sb[key]
+            continue
+        for x, y in zip(sa[key], sb[key]):
+            assert (x is None) == (y is None)
+            if x is not None:
+                np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(c) or "plain")
+def test_numpy_and_numba_are_bit_identical(config):
+    params = _params(1)
+    grads = _grads(params, 2, steps=5)
+    _assert_same_bits(_run("numpy", config, params, grads),
+                      _run("numba", config, params, grads))
+
+
+def test_numba_one_and_two_threads_are_bit_identical():
+    params = _params(3, sizes=(300_000,))
+    grads = _grads(params, 4, steps=3)
+    runs = [_run(get_backend("numba", threads=n), {"amsgrad": True}, params, grads)
+            for n in (1, 2)]
+    _assert_same_bits(*runs)
+
+
+@pytest.mark.parametrize("backend", INT8_BACKENDS)
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(c) or "plain")
+def test_one_step_matches_the_quantized_reference(backend, config):
+    """From one quantized state, a step gives the reference's scales (within float32
+    rounding) and codes, except where the reference's value / scale lies within float32
+    rounding of a decision boundary (those are counted: few)."""
+    cfg = AdamConfig(state_dtype="int8", **config)
+    rng = np.random.default_rng(5)
+    n = 4096 * 2 + 100
+    p = rng.standard_normal(n).astype(np.float32)
+    opt = Adam([p], backend=backend, **{**config, "state_dtype": "int8"})
+    for _ in range(3):
+        opt.step([rng.standard_normal(n).astype(np.float32)])
+    before = opt.state_dict()["state"]
+    p0 = p.copy()
+    g = (rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 1, n)).astype(np.float32)
+    opt.step([g])
+    after = opt.state_dict()["state"]
+
+    def moment(state, name):
+        if state[name] is None:
+            return None
+        return QuantizedMoment(state[name][0], state[f"{name}_scale"][0].astype(np.float64))
+
+    ref_p, *ref = reference_step_int8(p0, g, moment(before, "exp_avg"),
+                                      moment(before, "exp_avg_sq"),
+                                      moment(before, "max_exp_avg_sq"), opt.state.step, cfg)
+    np.testing.assert_allclose(p, ref_p, rtol=1e-5, atol=1e-6)
+    near_boundary = 0
+    for name, signed, q in zip(("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+                               (True, False, False), ref):
+        if q is None:
+            continue
+        np.testing.assert_allclose(after[f"{name}_scale"][0], q.scales, rtol=8 * F32_EPS)
+        codes = after[name][0]
+        wrong = codes != q.codes
+        # a code may differ only where x moved across a boundary by float32 rounding
+        x = np.abs(q.x)
+        lo = nearest_code(x * (1 - 8 * F32_EPS), signed)
+        hi = nearest_code(x * (1 + 8 * F32_EPS), signed)
+        ambiguous = lo != hi
+        assert not np.any(wrong & ~ambiguous), f"{name}: codes differ away from boundaries"
+        near_boundary += int(np.count_nonzero(wrong))
+    assert near_boundary <= n // 100
+
+
+@pytest.mark.parametrize("backend", INT8_BACKENDS)
+def test_resume_from_file_is_bit_exact(backend, tmp_path):
+    params = _params(6, sizes=(5000, 300))
+    grads = _grads(params, 7, steps=4)
+    straight = [p.copy() for p in params]
+    opt = Adam(straight, backend=backend, state_dtype="int8", amsgrad=True)
+    for g in grads:
+        opt.step(g)
+    resumed = [p.copy() for p in params]
+    first = Adam(resumed, backend=backend, state_dtype="int8", amsgrad=True)
+    for g in grads[:2]:
+        first.step(g)
+    first.save(tmp_path / "state.npz")
+    second = Adam.load(tmp_path / "state.npz", resumed)
+    assert second.config.state_dtype == "int8"
+    for g in grads[2:]:
+        second.step(g)
+    _assert_same_bits((straight, opt.state_dict()["state"]),
+                      (resumed, second.state_dict()["state"]))
+
+
+def test_memory_is_about_a_quarter():
+    p = np.zeros(1 << 16, np.float32)
+    state = Adam([p], backend="numpy", state_dtype="int8").state
+    nbytes = sum(a.nbytes for a in state.exp_avg + state.exp_avg_sq + state.exp_avg_scale
+                 + state.exp_avg_sq_scale)
+    assert nbytes == 2 * p.size * (1 + 4 / bw.BLOCK)
+
+
+@given(exponents=st.lists(st.floats(-30, 8), min_size=20, max_size=20),
+       spread=st.floats(0, 15), sparsity=st.floats(0, 0.99), seed=st.integers(0, 2**16))
+def test_no_update_exceeds_a_small_multiple_of_lr(exponents, spread, sparsity, seed):
+    """Adam's step is about lr at most; a v that dequantizes to 0 under a nonzero m (the
+    zero-point failure) would make it lr * m / eps, orders of magnitude more."""
+    rng = np.random.default_rng(seed)
+    n, lr = 8192, 1e-3
+    p = rng.standard_normal(n).astype(np.float32)
+    opt = Adam([p], backend="numba", lr=lr, state_dtype="int8")
+    worst = 0.0
+    for e in exponents:
+        g = rng.standard_normal(n) * 10.0 ** (e - rng.uniform(0, spread, n))
+        g[rng.random(n) < sparsity] = 0
+        before = p.astype(np.float64)
+        opt.step([g.astype(np.float32)])
+        worst = max(worst, float(np.max(np.abs(p - before))))
+    bound = lr * (1 - 0.9) / np.sqrt(1 - 0.999)  # Adam's own, about 3.2 lr
+    assert worst <= bound
+
+
+def test_bad_state_dtype_and_params():
+    with pytest.raises(ValueError, match="Invalid state_dtype"):
+        AdamConfig(state_dtype="fp8")
+    with pytest.raises(ValueError, match="Invalid state_dtype"):
+        AdamConfig(state_dtype=np.array("int8"))
+    with pytest.raises(TypeError, match="needs float32 params"):
+        Adam([np.zeros(5000)], backend="numpy", state_dtype="int8")
+
+
+@pytest.mark.parametrize("name", ["numba-cuda", "cupy"])
+def test_gpu_backends_refuse_int8_state_by_name(name):
+    import importlib
+
+    from backends.quantized_step import require_int8_support
+    from backends.registry import _REGISTRY
+
+    module, cls, _ = _REGISTRY[name]
+    try:
+        backend_class = getattr(importlib.import_module(module), cls)
+    except ImportError as exc:
+        pytest.skip(f"{name} module does not import here: {exc}")
+    with pytest.raises(ValueError, match="state_dtype='int8' is not implemented"):
+        require_int8_support(backend_class, [np.zeros(5000, np.float32)])
+
+
+@pytest.mark.parametrize("backend", INT8_BACKENDS)
+def test_bad_state_is_refused_before_anything_changes(backend):
+    params = _params(8, sizes=(5000, 300))
+    opt = Adam(params, backend=backend, state_dtype="int8")
+    grads = _grads(params, 9, steps=1)[0]
+    opt.step(grads)
+    before = [p.copy() for p in params], opt.state_dict()["state"]
+    opt.state.exp_avg_sq[0] = opt.state.exp_avg_sq[0].astype(np.float32)
+    with pytest.raises(ValueError, match=r"state.exp_avg_sq\[0\] is float32"):
+        opt.step(grads)
+    opt.state.exp_avg_sq[0] = opt.state.exp_avg[0]
+    with pytest.raises(ValueError, match="share memory"):
+        opt.step(grads)
+    opt.state.exp_avg_sq[0] = before[1]["exp_avg_sq"][0].copy()
+    opt.state.exp_avg_scale[1] = np.zeros(2, np.float32)
+    with pytest.raises(ValueError, match=r"exp_avg_scale\[1\] must be None"):
+        opt.step(grads)
+    opt.state.exp_avg_scale[1] = None
+    with pytest.raises(ValueError, match="stepped with amsgrad=False"):
+        opt.load_state_dict({"config": {**opt.config.to_dict(), "amsgrad": True},
+                             "state": opt.state_dict()["state"]})
+    _assert_same_bits(before, ([p for p in params], opt.state_dict()["state"]))
