@@ -129,6 +129,8 @@ def _sweep_config(args):
     cfg.repeats = args.repeats
     cfg.max_seconds = args.max_seconds
     cfg.python_max_size = args.python_max_size
+    if args.state:
+        cfg.states = ["full", args.state]
     return cfg
 
 
@@ -345,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-peers", action="store_true", help="leave out the peers' rows")
     p.add_argument("--peers", type=cli_args.peer_names,
                    help="comma-separated peer labels (default: all; see README)")
+    p.add_argument("--state", choices=["int8"],
+                   help="also measure 8-bit state (float32; rows labelled NAME[int8])")
     p.add_argument("--resume", action="store_true", help="skip cells already in OUT.csv")
     p.add_argument("--allow-large-memory", action="store_true",
                    help="run a sweep whose largest cell needs more memory than is available")

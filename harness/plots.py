@@ -27,7 +27,12 @@ def plot_throughput(df: pd.DataFrame, path: str | Path, title: str = "") -> Path
         panel = flat[(flat["device"] == device) & (flat["dtype"] == dtype)]
         roof = panel[panel["label"] == "roofline"].sort_values("elements")
         ax.plot(roof["elements"], roof["gb_per_s"], "k--", lw=2.5, label="roofline (same streams)")
-        rows = panel[(panel["label"] != "roofline") & (panel["amsgrad"] == amsgrad)]
+        roof8 = panel[panel["label"] == "roofline[int8]"].sort_values("elements")
+        if not roof8.empty:
+            ax.plot(roof8["elements"], roof8["gb_per_s"], "k:", lw=2.5,
+                    label="roofline[int8] (8-bit state streams)")
+        rows = panel[~panel["label"].astype(str).str.startswith("roofline")
+                     & (panel["amsgrad"] == amsgrad)]
         ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # a dozen subjects, apart
         for label, group in rows.groupby("label"):
             group = group.sort_values("elements")

@@ -4,6 +4,8 @@ Read p, g, m, v and write p, m, v (``p += g; m += g; v += g``): the same bytes a
 step (docs/design.md, "The bytes model": 28 B per float32 element), so no Adam kernel can beat it by more than
 noise, and ``gb_per_s / roofline_gb_per_s`` says how close to the memory limit a kernel is.
 CPU: a Numba parallel kernel. GPU: a CuPy elementwise kernel (or Numba CUDA without CuPy).
+With 8-bit state (state "int8", CPU only) the streams are those of ``backends.blockwise``:
+read and write p, uint8 m and v codes and their per-block float32 scales; read g.
 """
 from __future__ import annotations
 
@@ -73,7 +75,24 @@ def _numba_cuda(n, dtype):
     return (lambda: roofline[blocks, 256](p, g, m, v)), cuda.synchronize, numba_event_timer(cuda)
 
 
-def roofline_step(n: int, dtype, device: str = "cpu"):
+def _cpu_int8(n, dtype):
+    from backends import _numba_int8_kernels
+    from backends.blockwise import n_blocks
+
+    _numba_int8_kernels.compile_all()
+    p, g, _, _ = roofline_arrays(n, dtype)
+    m_codes, v_codes = np.ones(n, np.uint8), np.ones(n, np.uint8)
+    m_scales, v_scales = np.ones(n_blocks(n), np.float32), np.ones(n_blocks(n), np.float32)
+    return (lambda: _numba_int8_kernels.roofline_int8(p, g, m_codes, v_codes, m_scales,
+                                                      v_scales)), (lambda: None)
+
+
+def roofline_step(n: int, dtype, device: str = "cpu", state: str = "full"):
     """(step, sync) running the roofline kernel over ``n`` elements of ``dtype``; on a GPU
-    (step, sync, timer) with a CUDA-event timer."""
+    (step, sync, timer) with a CUDA-event timer. With state "int8": the 8-bit streams,
+    float32 on the CPU only."""
+    if state == "int8":
+        if device != "cpu" or np.dtype(dtype) != np.float32:
+            raise ValueError("the 8-bit roofline runs on the CPU for float32 only")
+        return _cpu_int8(n, np.dtype(dtype))
     return (_cpu if device == "cpu" else _gpu)(n, np.dtype(dtype))

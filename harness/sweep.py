@@ -28,7 +28,7 @@ from .workloads import Workload, flat_workload, model_workload
 
 __all__ = ["SweepConfig", "Cell", "plan_cells", "run_sweep", "CELL_KEY"]
 
-CELL_KEY = ["machine", "workload", "elements", "label", "dtype", "amsgrad"]
+CELL_KEY = ["machine", "workload", "elements", "label", "dtype", "amsgrad", "state"]
 
 
 @dataclass
@@ -44,6 +44,8 @@ class SweepConfig:
     repeats: int = 15
     max_seconds: float = 1.0
     python_max_size: int = 2**16
+    #: "full" (moments in the params' dtype) and, with ``bench --state int8``, "int8"
+    states: list[str] = field(default_factory=lambda: ["full"])
 
     def workloads(self) -> list[Workload]:
         flats = [flat_workload(n) for n in self.sizes]
@@ -62,29 +64,45 @@ class Cell:
     device: str
     dtype: str
     amsgrad: bool
+    state: str = "full"
 
     @property
     def label(self) -> str:
-        return self.subject.label if self.subject else "roofline"
+        label = self.subject.label if self.subject else "roofline"
+        return label if self.state == "full" else f"{label}[{self.state}]"
 
     def key(self) -> tuple:
         return (machine_id(), self.workload.name, self.workload.elements, self.label,
-                self.dtype, self.amsgrad)
+                self.dtype, self.amsgrad, self.state)
 
 
 def plan_cells(cfg: SweepConfig, subjects: list[Subject]) -> list[Cell]:
-    """Roofline first at each element count and device, then every subject."""
+    """Roofline first at each element count and device, then every subject; with 8-bit
+    state (float32 only) its roofline and the backends that implement it follow."""
     devices = sorted({s.device for s in subjects if s.make is not None} or {"cpu"})
+    int8 = [s for s in subjects if _has_int8_state(s)]
     cells = []
     for dtype in cfg.dtypes:
         for amsgrad in sorted({False, cfg.amsgrad}):
             for workload in cfg.workloads():
-                for device in devices:
-                    if workload.name == "flat" and not amsgrad:
-                        cells.append(Cell(workload, None, device, dtype, False))
-                for subject in subjects:
-                    cells.append(Cell(workload, subject, subject.device, dtype, amsgrad))
+                for state in cfg.states:
+                    if state != "full" and dtype != "float32":
+                        continue
+                    for device in devices if state == "full" else ["cpu"]:
+                        if workload.name == "flat" and not amsgrad:
+                            cells.append(Cell(workload, None, device, dtype, False, state))
+                    for subject in subjects if state == "full" else int8:
+                        cells.append(Cell(workload, subject, subject.device, dtype, amsgrad,
+                                          state))
     return cells
+
+
+def _has_int8_state(subject: Subject) -> bool:
+    """Whether ``subject`` is one of our CPU backends with 8-bit state."""
+    from backends import get_backend
+
+    return (subject.kind == "backend" and subject.make is not None
+            and subject.device == "cpu" and get_backend(subject.label).supports_int8_state)
 
 
 def _skip_reason(cell: Cell, cfg: SweepConfig) -> str | None:
@@ -105,16 +123,17 @@ def _measure(cell: Cell, cfg: SweepConfig) -> dict:
     model-shaped cell also with the same subject on one flat tensor of that size, so
     ``roofline_seconds`` and ``flat_seconds`` come from the same moments as the cell's."""
     timing_options = {"repeats": cfg.repeats, "max_seconds": cfg.max_seconds}
-    roofline = roofline_step(cell.workload.elements, cell.dtype, cell.device)
+    roofline = roofline_step(cell.workload.elements, cell.dtype, cell.device, cell.state)
     if cell.subject is None:
         timing, = time_interleaved([roofline], **timing_options)
         return _timing_columns(timing) | {"threads": machine_info()["numba_threads"],
                                           "roofline_seconds": timing.median}
-    stepper, step = _stepper(cell.subject, cell.workload, cell.dtype, cell.amsgrad)
+    stepper, step = _stepper(cell.subject, cell.workload, cell.dtype, cell.amsgrad,
+                             cell.state)
     steppers, steps = [stepper], [step, roofline]
     if cell.workload.name != "flat":
         flat_stepper, flat_step = _stepper(cell.subject, flat_workload(cell.workload.elements),
-                                           cell.dtype, cell.amsgrad)
+                                           cell.dtype, cell.amsgrad, cell.state)
         steppers.append(flat_stepper)
         steps.append(flat_step)
     compiles = [s.compile_count() for s in steppers]
@@ -129,13 +148,15 @@ def _measure(cell: Cell, cfg: SweepConfig) -> dict:
         "build_seconds": cell.subject.build_seconds}
 
 
-def _stepper(subject: Subject, workload: Workload, dtype: str, amsgrad: bool):
+def _stepper(subject: Subject, workload: Workload, dtype: str, amsgrad: bool,
+             state: str = "full"):
     """(stepper, (step, sync, timer)) of ``subject`` on seeded random params and grads."""
     rng = np.random.default_rng(0)
     params = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
     grads = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
     layout = {"flat_buffer": True} if workload.flat_buffer else {}
-    stepper = subject.make(params, AdamConfig(amsgrad=amsgrad), **layout)
+    cfg = AdamConfig(amsgrad=amsgrad, state_dtype=None if state == "full" else state)
+    stepper = subject.make(params, cfg, **layout)
     prepared = stepper.prepare(grads)
     return stepper, (lambda: stepper.step(prepared), stepper.sync, stepper.timer())
 
@@ -155,7 +176,7 @@ def run_sweep(cfg: SweepConfig, subjects: list[Subject], out_stem: str | Path,
     csv = out_stem.with_suffix(".csv")
     if resume and csv.exists():
         rows = read_table(csv).to_dict("records")
-    done = {tuple(r[k] for k in CELL_KEY) for r in rows}
+    done = {tuple(r.get(k, "full") for k in CELL_KEY) for r in rows}
     cells = [c for c in plan_cells(cfg, subjects) if c.key() not in done]
     info = machine_info()
     for cell in tqdm(cells, desc="adam-bench", unit="cell", disable=not show_progress):

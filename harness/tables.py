@@ -4,17 +4,35 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["STREAMS", "bytes_per_element", "add_derived", "SUMMARY_COLUMNS", "summary",
-           "versus"]
+__all__ = ["STREAMS", "bytes_per_element", "state_bytes_per_parameter", "add_derived",
+           "SUMMARY_COLUMNS", "summary", "versus"]
 
 #: Arrays read or written once per element and step: read p, g, m, v; write p, m, v
 #: (amsgrad adds read and write of max_exp_avg_sq).
 STREAMS = {False: 7, True: 9}
+#: 8-bit state (backends.blockwise): bytes per element of one moment, a uint8 code plus
+#: its share of a float32 scale per 256-element block.
+INT8_MOMENT_BYTES = 1 + 4 / 256
 
 
-def bytes_per_element(dtype, amsgrad: bool) -> int:
-    """28 (float32), 36 (float32 + amsgrad), 56 (float64), 72 (float64 + amsgrad)."""
-    return STREAMS[bool(amsgrad)] * np.dtype(dtype).itemsize
+def bytes_per_element(dtype, amsgrad: bool, state: str = "full") -> float:
+    """Bytes one step moves per element. Full-precision state (moments in the params'
+    dtype): 28 (float32), 36 (float32 + amsgrad), 56 (float64), 72 (float64 + amsgrad).
+    state "int8": read and write p, read g, read and write each moment's code and scale:
+    16.06 (float32), 18.09 (float32 + amsgrad)."""
+    itemsize = np.dtype(dtype).itemsize
+    if state == "int8":
+        return 3 * itemsize + 2 * (3 if amsgrad else 2) * INT8_MOMENT_BYTES
+    return STREAMS[bool(amsgrad)] * itemsize
+
+
+def state_bytes_per_parameter(dtype, amsgrad: bool, state: str = "full") -> float:
+    """Optimizer memory per parameter: 8 (float32 m and v), 12 with amsgrad; "int8":
+    2.03 (codes and scales of m and v), 3.05 with amsgrad."""
+    moments = 3 if amsgrad else 2
+    if state == "int8":
+        return moments * INT8_MOMENT_BYTES
+    return moments * np.dtype(dtype).itemsize
 
 
 def add_derived(df: pd.DataFrame) -> pd.DataFrame:
@@ -28,17 +46,23 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
     (its own paired ``flat_seconds`` when the sweep measured one, else the flat row).
     """
     df = df.copy()
-    per_element = [bytes_per_element(d, a) for d, a in zip(df["dtype"], df["amsgrad"])]
-    df["bytes_per_step"] = df["elements"] * np.array(per_element, dtype=np.int64)
+    if "state" not in df.columns:
+        df["state"] = "full"
+    df["state"] = df["state"].fillna("full")
+    formats = list(zip(df["dtype"], df["amsgrad"], df["state"]))
+    per_element = [bytes_per_element(*f) for f in formats]
+    df["state_bytes_per_parameter"] = [state_bytes_per_parameter(*f) for f in formats]
+    df["bytes_per_step"] = df["elements"] * np.array(per_element, dtype=np.float64)
     df["elements_per_s"] = df["elements"] / df["seconds_median"]
     df["gb_per_s"] = df["bytes_per_step"] / df["seconds_median"] / 1e9
-    roof = (df[df["label"] == "roofline"]
-            .groupby(["device", "dtype", "elements"])["gb_per_s"].max()
+    roof = (df[df["label"].astype(str).str.startswith("roofline")]
+            .groupby(["device", "dtype", "state", "elements"])["gb_per_s"].max()
             .rename("roofline_gb_per_s"))
     df = df.drop(columns=["roofline_gb_per_s"], errors="ignore").join(
-        roof, on=["device", "dtype", "elements"])
+        roof, on=["device", "dtype", "state", "elements"])
     if "roofline_seconds" in df.columns:
-        roof_bytes = df["elements"] * [bytes_per_element(d, False) for d in df["dtype"]]
+        roof_bytes = df["elements"] * [bytes_per_element(d, False, s)
+                                       for d, s in zip(df["dtype"], df["state"])]
         paired = roof_bytes / df["roofline_seconds"] / 1e9
         df["roofline_gb_per_s"] = paired.fillna(df["roofline_gb_per_s"])
     df["fraction_of_roofline"] = df["gb_per_s"] / df["roofline_gb_per_s"]
@@ -59,16 +83,16 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
 
 
 SUMMARY_COLUMNS = ["workload", "elements", "tensors", "label", "kind", "device", "dtype",
-                   "amsgrad", "us_per_step", "gb_per_s", "fraction_of_roofline",
-                   "speedup_vs_numpy", "list_overhead", "spread", "compile_seconds",
-                   "build_seconds", "note"]
+                   "amsgrad", "state", "state_bytes_per_parameter", "us_per_step", "gb_per_s",
+                   "fraction_of_roofline", "speedup_vs_numpy", "list_overhead", "spread",
+                   "compile_seconds", "build_seconds", "note"]
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
     """The columns a person reads, rounded: for the terminal and the Markdown table."""
     out = df.assign(us_per_step=df["seconds_median"] * 1e6)
     out = out[[c for c in SUMMARY_COLUMNS if c in out.columns]]
-    return out.round({"us_per_step": 1, "gb_per_s": 2, "fraction_of_roofline": 3,
+    return out.round({"us_per_step": 1, "state_bytes_per_parameter": 2, "gb_per_s": 2, "fraction_of_roofline": 3,
                       "speedup_vs_numpy": 2, "list_overhead": 3, "spread": 3,
                       "compile_seconds": 2, "build_seconds": 2})
 
@@ -79,7 +103,8 @@ def versus(df: pd.DataFrame, baseline: str = "numba") -> pd.DataFrame:
     each first divided by the roofline timed beside it (so the machine's bandwidth drift
     between cells cancels; above 1: slower than the baseline). ``df`` has derived columns."""
     key = ["workload", "elements", "dtype", "amsgrad"]
-    measured = df[df["seconds_median"].notna() & (df["label"] != "roofline")]
+    measured = df[df["seconds_median"].notna()
+                  & ~df["label"].astype(str).str.startswith("roofline")]
     fraction = measured.pivot_table(index=key, columns="label",
                                     values="fraction_of_roofline", aggfunc="first")
     if baseline not in fraction:

@@ -1,0 +1,38 @@
+"""The harness with 8-bit state: bytes model, planned cells, and a tiny bench run."""
+import pytest
+
+from harness.subjects import collect_subjects
+from harness.sweep import SweepConfig, plan_cells, run_sweep
+from harness.tables import bytes_per_element, state_bytes_per_parameter
+
+
+@pytest.mark.parametrize("amsgrad, expected, state_bytes", [(False, 16.0625, 2.03125),
+                                                            (True, 18.09375, 3.046875)])
+def test_int8_bytes_model(amsgrad, expected, state_bytes):
+    # p read and written (8), g read (4), each moment's code read and written (2) plus
+    # its share of a float32 scale per 256 elements, read and written (8/256)
+    assert bytes_per_element("float32", amsgrad, "int8") == expected
+    assert state_bytes_per_parameter("float32", amsgrad, "int8") == state_bytes
+    assert state_bytes_per_parameter("float32", amsgrad) == (12 if amsgrad else 8)
+
+
+def test_int8_cells_only_for_backends_with_8bit_state():
+    cfg = SweepConfig(sizes=[2**12], models=[], dtypes=["float32", "float64"],
+                      states=["full", "int8"])
+    cells = plan_cells(cfg, collect_subjects(["numpy", "numba-cuda"], peers=False))
+    int8 = sorted(c.label for c in cells if c.state == "int8")
+    assert int8 == ["numpy[int8]", "roofline[int8]"]
+    assert all(c.dtype == "float32" for c in cells if c.state == "int8")
+
+
+def test_bench_rows_for_int8_beside_full_state(tmp_path):
+    cfg = SweepConfig(sizes=[2**13], models=[], repeats=3, max_seconds=0.05,
+                      states=["full", "int8"])
+    df = run_sweep(cfg, collect_subjects(["numpy"], peers=False), tmp_path / "b",
+                   show_progress=False)
+    rows = df.set_index("label")
+    assert set(rows.index) == {"roofline", "numpy", "roofline[int8]", "numpy[int8]"}
+    assert rows.loc["numpy[int8]", "bytes_per_step"] == 2**13 * 16.0625
+    assert rows.loc["numpy[int8]", "state_bytes_per_parameter"] == 2.03125
+    assert rows.loc["numpy", "state_bytes_per_parameter"] == 8
+    assert rows["fraction_of_roofline"].notna().all()
