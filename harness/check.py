@@ -18,6 +18,7 @@ from .agreement import OPTION_SETS, Errors, pairwise, run_with_reference
 from .bad_input import BAD_INPUT_CASES, run_bad_input_case
 from .edge_cases import EDGE_CASES, run_edge_case
 from .peers import describe_failure
+from .int8_agreement import int8_agreement
 from .problems import MIXED_SHAPES, random_problem
 from .steppers import UnsupportedOption
 from .subjects import Subject
@@ -39,6 +40,7 @@ class CheckReport:
     skipped: pd.DataFrame
     bad_input: pd.DataFrame
     eight_bit: pd.DataFrame = field(default_factory=pd.DataFrame)
+    int8: pd.DataFrame | None = None  # 8-bit state vs the quantized reference
 
     @property
     def ok(self) -> bool:
@@ -63,6 +65,11 @@ class CheckReport:
             lines.append(f"{r.subject} {r.dtype} edge case {r.case}: {r.detail}")
         for r in failed(self.bad_input, "passed").itertuples():
             lines.append(f"{r.subject} bad input {r.case}: {r.detail}")
+        judged = self.int8.dropna(subset=["within_tolerance"]) if self.int8 is not None else None
+        for r in ([] if judged is None else failed(judged, "within_tolerance").itertuples()):
+            lines.append(f"{r.subject} int8 state {r.options}: {r.codes_off_boundary} codes off "
+                         f"a decision boundary, scale error {r.max_scale_rel_err:.3g}, params "
+                         f"{r.param_tolerance_ratio:.3g}x their tolerance")
         return lines
 
 
@@ -138,10 +145,12 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
     agreement = pd.DataFrame(rows, columns=_AGREEMENT_COLUMNS)
     # missing where a peer does not offer an option
     agreement["within_tolerance"] = agreement["within_tolerance"].astype("boolean")
+    ours = [s.label for s in subjects if s.kind == "backend"]
+    int8 = int8_agreement(ours, seed=seed) if "float32" in dtypes and ours else None
     return CheckReport(agreement, pd.DataFrame(pair_rows, columns=_PAIR_COLUMNS),
                        pd.DataFrame(edge_rows, columns=_EDGE_COLUMNS), skipped,
                        pd.DataFrame(bad_rows, columns=["case", "subject", "passed", "detail"]),
-                       pd.DataFrame(eight_bit_rows, columns=_EIGHT_BIT_COLUMNS))
+                       pd.DataFrame(eight_bit_rows, columns=_EIGHT_BIT_COLUMNS), int8)
 
 
 _ERROR_COLUMNS = list(_error_columns(Errors()))

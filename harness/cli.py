@@ -75,13 +75,19 @@ def _check(args):
     write_tables(report.bad_input, out.with_name(out.name + "-bad-input"))
     if not report.eight_bit.empty:
         write_tables(report.eight_bit, out.with_name(out.name + "-8bit"))
+    if report.int8 is not None:
+        write_tables(report.int8, out.with_name(out.name + "-int8"))
     if args.verbose:
         _print_check_tables(report, args.steps)
     print("\n".join(check_lines(report)))
     if not report.eight_bit.empty:
         print(fit(f"  8-bit peers (apart, no verdict): "
                   f"{', '.join(report.eight_bit['subject'].unique())}: {out}-8bit.md"))
-    print(f"tables: {out}.csv/.json/.md, -pairs, -edge-cases, -bad-input")
+    if report.int8 is not None:
+        from .int8_agreement import int8_lines
+
+        print("\n".join(int8_lines(report.int8)))
+    print(f"tables: {out}.csv/.json/.md, -pairs, -edge-cases, -bad-input, -int8")
     return report
 
 
@@ -111,6 +117,9 @@ def _print_check_tables(report, steps: int) -> None:
     bad = report.bad_input[~report.bad_input["passed"].astype(bool)]
     if not bad.empty:
         _print_table(bad, "Bad input not refused properly")
+    if report.int8 is not None:
+        _print_table(report.int8, "8-bit state (state_dtype='int8') against the quantized "
+                     "float64 reference, step by step (codes may differ only at a boundary)")
     if not report.skipped.empty:
         _print_table(report.skipped, "Not run here")
 

@@ -36,3 +36,23 @@ def test_bench_rows_for_int8_beside_full_state(tmp_path):
     assert rows.loc["numpy[int8]", "state_bytes_per_parameter"] == 2.03125
     assert rows.loc["numpy", "state_bytes_per_parameter"] == 8
     assert rows["fraction_of_roofline"].notna().all()
+
+
+def test_int8_agreement_passes_ours_and_names_refusals():
+    from harness.int8_agreement import int8_agreement
+
+    df = int8_agreement(["numpy", "numba", "cupy"], steps=3)
+    judged = df[df["subject"] != "cupy"]
+    assert len(judged) == 10 and judged["within_tolerance"].all()
+    assert judged["codes_off_boundary"].sum() == 0
+    assert df[df["subject"] == "cupy"]["note"].str.contains("not run|refuses").all()
+
+
+def test_int8_agreement_fails_a_wrong_rounding(monkeypatch):
+    from backends import blockwise
+    from harness.int8_agreement import int8_agreement
+
+    monkeypatch.setattr(blockwise, "V_HALF", 0)  # numpy's v codes truncate, not round
+    df = int8_agreement(["numpy"], steps=2)
+    assert not df["within_tolerance"].any()
+    assert (df["codes_off_boundary"] > 0).all()

@@ -7,6 +7,7 @@ from hypothesis import given, strategies as st
 from backends import Adam, AdamConfig, get_backend
 from backends import blockwise as bw
 from backends.reference import QuantizedMoment, nearest_code, reference_step_int8
+from harness.int8_agreement import compare_codes
 
 INT8_BACKENDS = ["python", "numpy", "numba"]
 CONFIGS = [{}, {"amsgrad": True}, {"weight_decay": 0.1},
@@ -133,15 +134,9 @@ def test_one_step_matches_the_quantized_reference(backend, config):
         if q is None:
             continue
         np.testing.assert_allclose(after[f"{name}_scale"][0], q.scales, rtol=8 * F32_EPS)
-        codes = after[name][0]
-        wrong = codes != q.codes
-        # a code may differ only where x moved across a boundary by float32 rounding
-        x = np.abs(q.x)
-        lo = nearest_code(x * (1 - 8 * F32_EPS), signed)
-        hi = nearest_code(x * (1 + 8 * F32_EPS), signed)
-        ambiguous = lo != hi
-        assert not np.any(wrong & ~ambiguous), f"{name}: codes differ away from boundaries"
-        near_boundary += int(np.count_nonzero(wrong))
+        at_boundary, elsewhere = compare_codes(after[name][0], q, signed)
+        assert elsewhere == 0, f"{name}: codes differ away from decision boundaries"
+        near_boundary += at_boundary
     assert near_boundary <= n // 100
 
 

@@ -1,0 +1,121 @@
+"""8-bit state agreement: every backend's quantized step against the float64 quantized
+reference (``backends.reference.reference_step_int8``), step by step from the backend's
+own state, so errors never compound.
+
+A code may differ from the reference's only where the reference's value / scale lies
+within float32 rounding (BOUNDARY_EPS float32 epsilons) of a decision boundary between
+two codes: the kernels compute that ratio in float32. Those are counted
+(``codes_at_boundary``); any other difference fails. Scales must agree within float32
+rounding; params within PARAM_TOLERANCE: two float32 ulps of the param plus float32
+rounding of an update (about lr at most) several times over.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from backends import Adam, AdamConfig, BackendUnavailable, get_backend
+from backends.reference import QuantizedMoment, nearest_code, reference_step_int8
+
+from .agreement import OPTION_SETS
+
+__all__ = ["BOUNDARY_EPS", "compare_codes", "int8_agreement", "int8_lines", "INT8_SIZE"]
+
+#: Float32 epsilons within which a reference value counts as on a decision boundary.
+BOUNDARY_EPS = 8
+_F32_EPS = float(np.finfo(np.float32).eps)
+#: A param's tolerance: 2 ulps of its float32 value plus this many float32 epsilons of lr.
+PARAM_LR_EPS = 64
+#: One quantized tensor: 32 full blocks and a partial one.
+INT8_SIZE = 32 * 256 + 100
+_MOMENTS = (("exp_avg", True), ("exp_avg_sq", False), ("max_exp_avg_sq", False))
+
+
+def compare_codes(codes, reference: QuantizedMoment, signed: bool) -> tuple[int, int]:
+    """(codes differing at a decision boundary, codes differing anywhere else)."""
+    differ = np.asarray(codes) != reference.codes
+    x = np.abs(reference.x)
+    ambiguous = (nearest_code(x * (1 - BOUNDARY_EPS * _F32_EPS), signed)
+                 != nearest_code(x * (1 + BOUNDARY_EPS * _F32_EPS), signed))
+    return int(np.count_nonzero(differ & ambiguous)), int(np.count_nonzero(differ & ~ambiguous))
+
+
+def _moment(state: dict, name: str) -> QuantizedMoment | None:
+    if state.get(name) is None:
+        return None
+    return QuantizedMoment(state[name][0], state[f"{name}_scale"][0].astype(np.float64))
+
+
+def _run(backend, options: dict, steps: int, seed: int) -> dict:
+    cfg = AdamConfig(state_dtype="int8", **options)
+    rng = np.random.default_rng(seed)
+    p = rng.standard_normal(INT8_SIZE).astype(np.float32)
+    opt = Adam([backend.asarray(p)], backend=backend, **cfg.to_dict())
+    out = {"codes_compared": 0, "codes_at_boundary": 0, "codes_off_boundary": 0,
+           "max_scale_rel_err": 0.0, "param_tolerance_ratio": 0.0}
+    for _ in range(steps):
+        g = (rng.standard_normal(INT8_SIZE) * 10.0 ** rng.uniform(-4, 1, INT8_SIZE))
+        g = g.astype(np.float32)
+        before = opt.state_dict()["state"]
+        p_before = backend.to_numpy(opt.params[0]).copy()
+        opt.step([backend.asarray(g)])
+        after = opt.state_dict()["state"]
+        ref_p, *ref = reference_step_int8(
+            p_before, g, *(_moment(before, name) for name, _ in _MOMENTS), opt.state.step, cfg)
+        p_now = backend.to_numpy(opt.params[0]).astype(np.float64)
+        tolerance = (2 * np.spacing(np.abs(ref_p).astype(np.float32)).astype(np.float64)
+                     + PARAM_LR_EPS * _F32_EPS * cfg.lr)
+        out["param_tolerance_ratio"] = max(out["param_tolerance_ratio"],
+                                           float(np.max(np.abs(p_now - ref_p) / tolerance)))
+        for (name, signed), q in zip(_MOMENTS, ref):
+            if q is None:
+                continue
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rel = np.abs(after[f"{name}_scale"][0] / q.scales - 1)
+            out["max_scale_rel_err"] = max(out["max_scale_rel_err"],
+                                           float(np.max(np.where(q.scales == 0, 0, rel))))
+            at, off = compare_codes(after[name][0], q, signed)
+            out["codes_compared"] += q.codes.size
+            out["codes_at_boundary"] += at
+            out["codes_off_boundary"] += off
+    return out
+
+
+def int8_agreement(backend_names: list[str], steps: int = 20, seed: int = 0) -> pd.DataFrame:
+    """One row per backend and option set; backends without 8-bit state get a row that
+    says why (``within_tolerance`` NaN: not judged)."""
+    rows = []
+    for name in backend_names:
+        try:
+            backend = get_backend(name)
+        except BackendUnavailable as exc:
+            rows.append({"subject": name, "options": "", "note": f"not run: {exc}"})
+            continue
+        if not backend.supports_int8_state:
+            rows.append({"subject": name, "options": "",
+                         "note": "refuses state_dtype='int8' (not implemented)"})
+            continue
+        for option_name, options in OPTION_SETS.items():
+            result = _run(backend, options, steps, seed)
+            ok = (result["codes_off_boundary"] == 0
+                  and result["max_scale_rel_err"] <= BOUNDARY_EPS * _F32_EPS
+                  and result["param_tolerance_ratio"] <= 1)
+            rows.append({"subject": name, "options": option_name, "steps": steps, **result,
+                         "within_tolerance": ok, "note": ""})
+    return pd.DataFrame(rows)
+
+
+def int8_lines(df: pd.DataFrame) -> list[str]:
+    """One line per backend of ``int8_agreement``'s table, for check's terse output."""
+    lines = []
+    for subject, rows in df.groupby("subject", sort=False):
+        judged = rows.dropna(subset=["within_tolerance"])
+        if judged.empty:
+            lines.append(f"int8 state {subject}: {rows['note'].iloc[0]}")
+            continue
+        lines.append(f"int8 state {subject}: {int(judged['within_tolerance'].sum())}/"
+                     f"{len(judged)} option sets agree with the quantized reference; "
+                     f"{int(judged['codes_at_boundary'].sum())} of "
+                     f"{int(judged['codes_compared'].sum())} codes differ at a decision "
+                     f"boundary, {int(judged['codes_off_boundary'].sum())} elsewhere")
+    return lines
