@@ -251,6 +251,8 @@ def cmd_demo(args) -> int:
         return sharded(args)
     from .demo import run_demo
 
+    if args.state == "int8":
+        return _demo_int8(args)
     result = run_demo(steps=args.steps, out_stem=args.out, include_peers=not args.no_peers)
     _print_table(result.summary, f"Digits MLP trained with Adam on every CPU backend "
                                  f"({args.steps} full-batch steps, same seed)")
@@ -266,6 +268,17 @@ def cmd_gpu_report(args) -> int:
         print(f"gpu-report: needs a GPU; none usable here ({reason})", file=sys.stderr)
         return 1
     return run_gpu_report(repeats=args.repeats, max_seconds=args.max_seconds)
+
+
+def _demo_int8(args) -> int:
+    from .int8_demo import run_int8_demo
+
+    out = args.out if args.out != "results/demo-digits" else "results/demo-digits-int8"
+    summary, _ = run_int8_demo(steps=args.steps, out_stem=out)
+    _print_table(summary, f"Digits MLP, numba backend, float32 state and 8-bit state "
+                          f"({args.steps} full-batch steps, same seed)")
+    print(f"\nplot: {out}.png\ntables: {out}.csv/.json/.md")
+    return 0
 
 
 def cmd_tour(args) -> int:
@@ -394,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-peers", action="store_true", help="leave out torch's Adam")
     p.add_argument("--out", default="results/demo-digits", help="path stem")
     p.add_argument("--ranks", type=cli_args.ranks, help=RANKS_HELP)
+    p.add_argument("--state", choices=["int8"], help="instead: float32 state beside 8-bit "
+                   "state (default out results/demo-digits-int8)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("gpu-report", help="on a GPU: the GPU tests, check and the GPU sweep "

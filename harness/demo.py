@@ -154,7 +154,8 @@ def run_demo(steps: int = 200, lr: float = 1e-2, seed: int = 0, out_stem=None,
     return DemoResult(losses_df, summary, plot)
 
 
-def _plot(losses: pd.DataFrame, path: Path) -> Path:
+def _plot(losses: pd.DataFrame, path: Path,
+          title: str = "Digits MLP: the same training on every backend") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,7 +168,7 @@ def _plot(losses: pd.DataFrame, path: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("Adam step (full batch)")
     ax.set_ylabel("training cross-entropy")
-    ax.set_title("Digits MLP: the same training on every backend")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

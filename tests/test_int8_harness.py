@@ -56,3 +56,15 @@ def test_int8_agreement_fails_a_wrong_rounding(monkeypatch):
     df = int8_agreement(["numpy"], steps=2)
     assert not df["within_tolerance"].any()
     assert (df["codes_off_boundary"] > 0).all()
+
+
+def test_digits_demo_with_int8_state_learns_as_well_and_keeps_steps_bounded():
+    from harness.int8_demo import run_int8_demo
+
+    summary, losses = run_int8_demo(steps=200)
+    full, int8 = summary.set_index("state").loc[["float32 state", "int8 state"]].itertuples()
+    assert abs(full.test_accuracy - int8.test_accuracy) <= 0.005
+    bound = (1 - 0.9) / (1 - 0.999) ** 0.5  # Adam's own, about 3.2 lr
+    assert int8.worst_step_over_lr <= bound
+    assert int8.state_bytes < full.state_bytes / 2
+    assert list(losses.columns) == ["step", "float32 state", "int8 state"]
