@@ -203,9 +203,9 @@ def test_gpu_backends_refuse_int8_state_by_name(name):
     import importlib
 
     from backends.quantized_step import require_int8_support
-    from backends.registry import _REGISTRY
+    from backends.registry import _BUILT_IN
 
-    module, cls, _ = _REGISTRY[name]
+    module, cls, _ = _BUILT_IN[name]
     try:
         backend_class = getattr(importlib.import_module(module), cls)
     except ImportError as exc:
