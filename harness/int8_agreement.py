@@ -107,15 +107,16 @@ def int8_agreement(backend_names: list[str], steps: int = 20, seed: int = 0) -> 
 
 def int8_lines(df: pd.DataFrame) -> list[str]:
     """One line per backend of ``int8_agreement``'s table, for check's terse output."""
+    from .summary import fit
+
     lines = []
     for subject, rows in df.groupby("subject", sort=False):
         judged = rows.dropna(subset=["within_tolerance"])
         if judged.empty:
-            lines.append(f"int8 state {subject}: {rows['note'].iloc[0]}")
+            lines.append(fit(f"int8 state {subject}: {rows['note'].iloc[0]}"))
             continue
-        lines.append(f"int8 state {subject}: {int(judged['within_tolerance'].sum())}/"
-                     f"{len(judged)} option sets agree with the quantized reference; "
-                     f"{int(judged['codes_at_boundary'].sum())} of "
-                     f"{int(judged['codes_compared'].sum())} codes differ at a decision "
-                     f"boundary, {int(judged['codes_off_boundary'].sum())} elsewhere")
+        lines.append(fit(f"int8 state {subject}: {int(judged['within_tolerance'].sum())}/"
+                         f"{len(judged)} option sets agree; codes differing: "
+                         f"{int(judged['codes_at_boundary'].sum())} at a boundary, "
+                         f"{int(judged['codes_off_boundary'].sum())} elsewhere"))
     return lines
