@@ -102,7 +102,12 @@ def int8_agreement(backend_names: list[str], steps: int = 20, seed: int = 0) -> 
                   and result["param_tolerance_ratio"] <= 1)
             rows.append({"subject": name, "options": option_name, "steps": steps, **result,
                          "within_tolerance": ok, "note": ""})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=_COLUMNS)
+
+
+_COLUMNS = ["subject", "options", "steps", "codes_compared", "codes_at_boundary",
+            "codes_off_boundary", "max_scale_rel_err", "param_tolerance_ratio",
+            "within_tolerance", "note"]
 
 
 def int8_lines(df: pd.DataFrame) -> list[str]:

@@ -68,3 +68,11 @@ def test_digits_demo_with_int8_state_learns_as_well_and_keeps_steps_bounded():
     assert int8.worst_step_over_lr <= bound
     assert int8.state_bytes < full.state_bytes / 2
     assert list(losses.columns) == ["step", "float32 state", "int8 state"]
+
+
+def test_int8_agreement_of_backends_without_8bit_state_is_a_table_of_notes():
+    from harness.int8_agreement import int8_agreement, int8_lines
+
+    df = int8_agreement(["cupy"])
+    assert "within_tolerance" in df.columns and df["within_tolerance"].isna().all()
+    assert int8_lines(df)[0].startswith("int8 state cupy: ")
