@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +26,13 @@ SCENARIOS = ROOT / "tests" / "sharded_scenarios.py"
 
 
 def run_scenario(name: str, directory, ranks: int = 2, timeout: float = 120, **env):
+    """The scenario under mpiexec; a job still running after ``timeout`` seconds (a rank
+    left hanging) raises TimeoutExpired, which fails the test."""
     cmd = [sys.executable, str(SCENARIOS), name, str(directory)]
     if ranks:
         cmd = [mpiexec_path(), "-n", str(ranks), *cmd]
-    start = time.monotonic()
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, "OMP_WAIT_POLICY": "passive", **env})
-    return result, time.monotonic() - start
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_WAIT_POLICY": "passive", **env})
 
 
 def assert_ok(result, ranks: int = 2):
@@ -43,13 +42,13 @@ def assert_ok(result, ranks: int = 2):
 
 @pytest.mark.parametrize("shared", ["1", "0"], ids=["shared-memory", "ring"])
 def test_two_ranks_equal_the_single_process_step_bit_for_bit(shared, tmp_path):
-    result, _ = run_scenario("agree", tmp_path, SCENARIO_SHARED=shared)
+    result = run_scenario("agree", tmp_path, SCENARIO_SHARED=shared)
     assert_ok(result)
 
 
 def test_gpu_backend_steps_its_shard_under_the_cuda_simulator(tmp_path):
     pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
-    result, _ = run_scenario("agree", tmp_path, NUMBA_ENABLE_CUDASIM="1",
+    result = run_scenario("agree", tmp_path, NUMBA_ENABLE_CUDASIM="1",
                              SCENARIO_BACKENDS="numba-cuda")
     assert_ok(result)
 
@@ -66,33 +65,31 @@ def test_a_torch_distributed_group_gives_the_same_bits(tmp_path):
 
 
 def test_checkpoint_reshards_two_to_one_to_two_ranks_bit_for_bit(tmp_path):
-    result, _ = run_scenario("resume_start", tmp_path / "a")
+    result = run_scenario("resume_start", tmp_path / "a")
     assert_ok(result)
     assert read_manifest(tmp_path / "a")["world_size"] == 2
-    result, _ = run_scenario("resume_middle", tmp_path, ranks=0)
+    result = run_scenario("resume_middle", tmp_path, ranks=0)
     assert_ok(result, ranks=1)
     assert read_manifest(tmp_path / "b")["world_size"] == 1
-    result, _ = run_scenario("resume_end", tmp_path)
+    result = run_scenario("resume_end", tmp_path)
     assert_ok(result)
 
 
 def test_a_killed_rank_ends_the_job_with_a_nonzero_exit(tmp_path):
-    result, seconds = run_scenario("kill", tmp_path, timeout=60)
+    result = run_scenario("kill", tmp_path, timeout=60)
     assert result.returncode != 0
-    assert seconds < 60
 
 
 @pytest.mark.parametrize("shared", ["1", "0"], ids=["shared-memory", "ring"])
 def test_a_hung_rank_times_the_collective_out_with_a_clear_message(shared, tmp_path):
-    result, seconds = run_scenario("hang", tmp_path, timeout=60, SCENARIO_TIMEOUT="2",
+    result = run_scenario("hang", tmp_path, timeout=60, SCENARIO_TIMEOUT="2",
                                    SCENARIO_SHARED=shared)
     assert result.returncode != 0
     assert "got no answer within 2 s; a peer rank died or hangs" in result.stderr
-    assert seconds < 60
 
 
 def test_a_rank_killed_while_saving_leaves_the_previous_checkpoint(tmp_path):
-    result, _ = run_scenario("kill_during_save", tmp_path, timeout=60)
+    result = run_scenario("kill_during_save", tmp_path, timeout=60)
     assert result.returncode != 0
     assert read_manifest(tmp_path)["step"] == 2
     params = [np.zeros(s, np.float32) for s in [(0,), (3, 5), (7,), (1,), (4, 2, 3)]]
