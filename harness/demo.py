@@ -17,7 +17,8 @@ from backends import Adam, list_backends
 
 from .results_io import write_tables
 
-__all__ = ["DemoResult", "load_digits_split", "train", "run_demo", "LOSS_RTOL"]
+__all__ = ["DemoResult", "load_digits_split", "init_params", "loss_and_grads", "accuracy", "train",
+           "run_demo", "plot_losses", "LOSS_RTOL"]
 
 #: Final losses of different backends may differ by this much, relatively: float32 rounding
 #: of 200 Adam steps (each backend rounds differently, see harness/tolerances.py), as it
@@ -37,7 +38,8 @@ def load_digits_split(seed: int = 0):
     return x[train_idx], data.target[train_idx], x[test_idx], data.target[test_idx]
 
 
-def _init(seed: int, hidden: int = 64):
+def init_params(seed: int, hidden: int = 64):
+    """The MLP's (w1, b1, w2, b2), drawn from ``seed``: every run of the demo starts here."""
     rng = np.random.default_rng(seed)
     return [(rng.standard_normal((64, hidden)) / 8.0).astype(np.float32),
             np.zeros(hidden, np.float32),
@@ -55,7 +57,7 @@ def _forward(params, x):
     return h, probs
 
 
-def _loss_and_grads(params, x, y):
+def loss_and_grads(params, x, y):
     """Mean cross-entropy and its gradients with respect to (w1, b1, w2, b2)."""
     w1, b1, w2, b2 = params
     h, probs = _forward(params, x)
@@ -82,13 +84,13 @@ def train(make_optimizer, steps: int = 200, seed: int = 0):
     from threadpoolctl import threadpool_limits
 
     x_train, y_train, x_test, y_test = load_digits_split(seed)
-    params = _init(seed)
+    params = init_params(seed)
     opt = make_optimizer(params)
     losses = []
     start = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):
         for _ in range(steps):
-            loss, grads = _loss_and_grads(params, x_train, y_train)
+            loss, grads = loss_and_grads(params, x_train, y_train)
             losses.append(loss)
             opt.step(grads)
     seconds = time.perf_counter() - start
@@ -150,12 +152,13 @@ def run_demo(steps: int = 200, lr: float = 1e-2, seed: int = 0, out_stem=None,
     if out_stem is not None:
         write_tables(summary, out_stem)
         write_tables(losses_df, Path(f"{out_stem}-losses"))
-        plot = _plot(losses_df, Path(out_stem).with_suffix(".png"))
+        plot = plot_losses(losses_df, Path(out_stem).with_suffix(".png"))
     return DemoResult(losses_df, summary, plot)
 
 
-def _plot(losses: pd.DataFrame, path: Path,
-          title: str = "Digits MLP: the same training on every backend") -> Path:
+def plot_losses(losses: pd.DataFrame, path: Path,
+                title: str = "Digits MLP: the same training on every backend") -> Path:
+    """One loss curve per column of ``losses`` (log scale), saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")

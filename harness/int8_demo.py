@@ -17,7 +17,7 @@ import pandas as pd
 from backends import Adam
 from backends.blockwise import BLOCK, dequantize_m, dequantize_v, is_quantized
 
-from .demo import _plot, train
+from .demo import plot_losses, train
 from .results_io import write_tables
 
 __all__ = ["run_int8_demo", "StepWatcher", "dequantized_moments"]
@@ -99,7 +99,7 @@ def run_int8_demo(steps: int = 200, lr: float = 1e-2, seed: int = 0, backend: st
     if out_stem is not None:
         write_tables(summary, out_stem)
         write_tables(losses_df, Path(f"{out_stem}-losses"))
-        _plot(losses_df, Path(out_stem).with_suffix(".png"),
+        plot_losses(losses_df, Path(out_stem).with_suffix(".png"),
               title="Digits MLP: float32 state and 8-bit state")
     return summary, losses_df
 

@@ -153,22 +153,22 @@ def demo_rows(comm, backend: str, steps: int, lr: float, seed: int) -> list[dict
     the averaged gradient, and the plain full-batch run of ``adam-bench demo``."""
     from threadpoolctl import threadpool_limits
 
-    from .demo import _init, _loss_and_grads, accuracy, load_digits_split
+    from .demo import init_params, loss_and_grads, accuracy, load_digits_split
 
     x, y, x_test, y_test = load_digits_split(seed)
     parts = np.array_split(np.arange(len(x)), comm.size)
     scales = [np.float32(len(part) * comm.size / len(x)) for part in parts]
 
     def rank_grads(params, k):
-        return [g * scales[k] for g in _loss_and_grads(params, x[parts[k]], y[parts[k]])[1]]
+        return [g * scales[k] for g in loss_and_grads(params, x[parts[k]], y[parts[k]])[1]]
 
     def run(make, grads_of):
-        params = _init(seed)
+        params = init_params(seed)
         opt = make(params)
         params = getattr(opt, "params", params)
         for _ in range(steps):
             opt.step(grads_of(params))
-        loss = _loss_and_grads(params, x, y)[0]
+        loss = loss_and_grads(params, x, y)[0]
         return loss, accuracy(params, x_test, y_test), params
 
     with threadpool_limits(limits=1, user_api="blas"):
@@ -187,7 +187,7 @@ def demo_rows(comm, backend: str, steps: int, lr: float, seed: int) -> list[dict
         rows.append({"run": "one process, same averaged gradients", "final_loss": ref_loss,
                      "test_accuracy": ref_acc, "train_seconds": float("nan")})
         full_loss, full_acc, _ = run(lambda p: Adam(p, backend=backend, lr=lr),
-                                     lambda p: _loss_and_grads(p, x, y)[1])
+                                     lambda p: loss_and_grads(p, x, y)[1])
         rows.append({"run": "one process, full batch (adam-bench demo)",
                      "final_loss": full_loss, "test_accuracy": full_acc,
                      "train_seconds": float("nan")})
