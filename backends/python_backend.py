@@ -94,9 +94,7 @@ def _encode(x: float, signed: bool) -> int:
     u = bits & 0x7FFFFFFF
     if not signed:
         return max(0, min(255, ((u + bw.V_HALF) >> bw.V_SHIFT) - bw.V_BIAS))
-    k = min(127, ((u + bw.M_HALF) >> bw.M_SHIFT) - bw.M_BIAS)
-    if k < 1:
-        k = int(u >= bw.M_HALF_MIN_BITS)
+    k = max(0, min(127, ((u + bw.M_HALF) >> bw.M_SHIFT) - bw.M_BIAS))
     return (bits >> 31) << 7 | k
 
 

@@ -16,7 +16,8 @@ NaN or Inf in g propagate as IEEE arithmetic says: they are not errors.
 8-bit state (``state_dtype="int8"``, see ``backends.blockwise``): ``reference_step_int8``
 dequantizes (map value of each code times its block's scale), runs the step above on the
 dequantized moments, then quantizes each new moment: scale = the block's largest
-magnitude, code = the nearest map value to value / scale (ties away from zero), looked
+magnitude, code = the nearest map value to value / scale (ties away from zero; m is 0 below
+``M_FLUSH``), looked
 up in the maps as numbers (``M_VALUES``, ``V_VALUES``), not by the kernels' bit tricks.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blockwise import BLOCK, M_VALUES, V_VALUES
+from .blockwise import BLOCK, M_FLUSH, M_VALUES, V_VALUES
 from .config import AdamConfig
 
 __all__ = ["ReferenceState", "reference_step", "reference_run", "QuantizedMoment",
@@ -110,7 +111,8 @@ def dequantize(q: QuantizedMoment, signed: bool) -> np.ndarray:
 
 
 def nearest_code(x: np.ndarray, signed: bool) -> np.ndarray:
-    """uint8 codes of the map values nearest to float64 ``x``, ties away from zero."""
+    """uint8 codes of the map values nearest to float64 ``x``, ties away from zero; m is
+    0 below ``M_FLUSH``."""
     magnitudes = M_VALUES if signed else V_VALUES
     a = np.abs(x)
     hi = np.clip(np.searchsorted(magnitudes, a, side="left"), 1, magnitudes.size - 1)
@@ -118,7 +120,7 @@ def nearest_code(x: np.ndarray, signed: bool) -> np.ndarray:
     nearer_hi = (a - magnitudes[lo]) >= (magnitudes[hi] - a)
     k = np.where(nearer_hi, hi, lo)
     if signed:
-        k = k + 128 * np.signbit(x)
+        k = np.where(a < M_FLUSH, 0, k) + 128 * np.signbit(x)
     return k.astype(np.uint8)
 
 

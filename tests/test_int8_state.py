@@ -21,7 +21,7 @@ def hard_values() -> np.ndarray:
     rng = np.random.default_rng(0)
     tables = (bw.M_VALUES, bw.V_VALUES)
     points = np.concatenate([*tables, *((t[1:] + t[:-1]) / 2 for t in tables),
-                             [0.0, 1.0, 1e-45, 1e-40, 2.0**-40, 0.75 * 2.0**-32]])
+                             [0.0, 1.0, 1e-45, 1e-40, 2.0**-40, 0.75 * 2.0**-32, bw.M_FLUSH]])
     x = points.astype(np.float32)
     x = np.concatenate([np.nextafter(x, np.float32(0)), x, np.nextafter(x, np.float32(1))])
     drawn = rng.integers(0, 0x3F800001, 1 << 18, dtype=np.uint32).view(np.float32)
@@ -48,6 +48,40 @@ def test_maps_dequantize_to_their_tables_and_v_never_to_zero():
     np.testing.assert_array_equal(v, bw.V_VALUES)
     assert v.min() == 1.125 * 2.0**-32 and v.max() == 1.0 and m.max() == 1.0
     assert np.all(np.diff(bw.M_VALUES) > 0) and np.all(np.diff(bw.V_VALUES) > 0)
+
+
+def _kernel_codec():
+    """The numba kernels' encoders and decoders applied elementwise."""
+    from numba import njit
+
+    from backends._numba_int8_kernels import _decode_m, _decode_v, _encode_m, _encode_v
+
+    @njit
+    def codec(x, codes):
+        encoded = np.empty((2, x.size), np.uint8)
+        decoded = np.empty((2, codes.size), np.float32)
+        for i in range(x.size):
+            encoded[0, i], encoded[1, i] = _encode_m(x[i]), _encode_v(x[i])
+        for i in range(codes.size):
+            decoded[0, i], decoded[1, i] = _decode_m(codes[i]), _decode_v(codes[i])
+        return encoded, decoded
+
+    return codec
+
+
+def test_numba_codec_equals_numpy_codec_on_every_hard_value():
+    """Every rounding decision, both signs for m, NaN and inf: the kernels' 16-bit lane
+    encoders and their decoders against blockwise's (v's encoder sees x >= +0 or NaN)."""
+    x = hard_values()
+    x = np.concatenate([x, -x, np.float32([np.nan, -np.nan, np.inf, -np.inf, 1.5, 3e38])])
+    codes = np.arange(256, dtype=np.uint8)
+    encoded, decoded = _kernel_codec()(x, codes)
+    np.testing.assert_array_equal(encoded[0], bw.quantize_m(x))
+    v_domain = ~np.signbit(x) | np.isnan(x)
+    np.testing.assert_array_equal(encoded[1][v_domain], bw.quantize_v(x[v_domain]))
+    np.testing.assert_array_equal(decoded.view(np.uint32),
+                                  np.stack([bw.dequantize_m(codes), bw.dequantize_v(codes)])
+                                  .view(np.uint32))
 
 
 def _params(seed, sizes=(100_000 + 37, 5000, 300, 4096)):
@@ -84,8 +118,12 @@ def _assert_same_bits(a, b):
                 np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8))
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(c) or "plain")
+@pytest.mark.parametrize("config", CONFIGS + [{"weight_decay": 0.1, "decoupled": True},
+                                               {"maximize": True}],
+                         ids=lambda c: ",".join(c) or "plain")
 def test_numpy_and_numba_are_bit_identical(config):
+    """Every option alone as well: the kernel's loop without maximize and weight decay
+    is a separate copy."""
     params = _params(1)
     grads = _grads(params, 2, steps=5)
     _assert_same_bits(_run("numpy", config, params, grads),
