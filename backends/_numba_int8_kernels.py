@@ -34,6 +34,8 @@ CHUNK_BLOCKS = 64
 
 
 _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+#: Where the float32 sign bit lands once m's bits are shifted right by M_SHIFT.
+_M_SIGN = 31 - M_SHIFT
 
 
 def _const(kind: ir.IntType, value: int) -> ir.Constant:
@@ -55,13 +57,13 @@ def _encode_m(typingctx, x):
     """float32 x -> m code (blockwise.quantize_m on one value)."""
     def codegen(context, builder, sig, args):
         bits = builder.bitcast(args[0], _I32)
-        # sign at bit 10, the rounded exponent and 2 mantissa bits below it
+        # the sign at bit _M_SIGN, the rounded exponent and 3 mantissa bits below it
         kept = builder.lshr(builder.add(bits, _const(_I32, M_HALF)), _const(_I32, M_SHIFT))
         kept = builder.trunc(kept, _I16)
-        magnitude = builder.and_(kept, _const(_I16, 0x3FF))
+        magnitude = builder.and_(kept, _const(_I16, (1 << _M_SIGN) - 1))
         k = builder.sub(_unsigned_clamp(builder, magnitude, _const(_I16, M_BIAS),
                                         _const(_I16, M_BIAS + 127)), _const(_I16, M_BIAS))
-        sign = builder.and_(builder.lshr(kept, _const(_I16, 3)), _const(_I16, 0x80))
+        sign = builder.and_(builder.lshr(kept, _const(_I16, _M_SIGN - 7)), _const(_I16, 0x80))
         return builder.trunc(builder.or_(sign, k), _I8)
 
     return types.uint8(types.float32), codegen
@@ -88,7 +90,7 @@ def _decode_m(typingctx, code):
     def codegen(context, builder, sig, args):
         high = builder.shl(builder.zext(args[0], _I32), _const(_I32, 24))  # sign at bit 31
         bits = builder.or_(builder.and_(high, _const(_I32, -1 << 31)),
-                           builder.and_(builder.lshr(high, _const(_I32, 3)),
+                           builder.and_(builder.lshr(high, _const(_I32, _M_SIGN - 7)),
                                         _const(_I32, 127 << M_SHIFT)))
         biased = builder.add(bits, _const(_I32, M_BIAS << M_SHIFT))
         zero = builder.icmp_unsigned("==", builder.and_(args[0], _const(_I8, 127)),
