@@ -274,3 +274,32 @@ def test_bad_state_is_refused_before_anything_changes(backend):
         opt.load_state_dict({"config": {**opt.config.to_dict(), "amsgrad": True},
                              "state": opt.state_dict()["state"]})
     _assert_same_bits(before, ([p for p in params], opt.state_dict()["state"]))
+
+
+@pytest.mark.parametrize("backend", INT8_BACKENDS)
+def test_arrays_changed_in_place_after_checked_steps_are_checked_again(backend):
+    """Later steps skip the checks for the same arrays with the same headers: a header
+    changed in place (flags, shape, dtype) sends the step back through them."""
+    params = _params(10, sizes=(5000, 300))
+    opt = Adam(params, backend=backend, state_dtype="int8")
+    grads = _grads(params, 11, steps=1)[0]
+    opt.step(grads)
+    opt.step(grads)
+    before = [p.copy() for p in params], opt.state_dict()["state"]
+    changes = [
+        (lambda s: setattr(s.exp_avg_sq_scale[0].flags, "writeable", False),
+         lambda s: setattr(s.exp_avg_sq_scale[0].flags, "writeable", True),
+         r"state.exp_avg_sq_scale\[0\] is read-only"),
+        (lambda s: setattr(s.exp_avg[0], "shape", (50, 100)),
+         lambda s: setattr(s.exp_avg[0], "shape", (5000,)),
+         r"state.exp_avg\[0\] is uint8 \(50, 100\); expected uint8 \(5000,\)"),
+        (lambda s: setattr(s.exp_avg_scale[0], "dtype", np.int32),
+         lambda s: setattr(s.exp_avg_scale[0], "dtype", np.float32),
+         r"state.exp_avg_scale\[0\] is int32"),
+    ]
+    for change, undo, message in changes:
+        change(opt.state)
+        with pytest.raises(ValueError, match=message):
+            opt.step(grads)
+        undo(opt.state)
+    _assert_same_bits(before, ([p for p in params], opt.state_dict()["state"]))
