@@ -99,7 +99,7 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
                                                steps, seed)
             trajectories = {}
             for subject in runnable:
-                full = subject.precision == "full"
+                full = subject.state == "full"
                 row = {"subject": subject.label, "kind": subject.kind, "dtype": dtype,
                        "options": option_name, "steps": steps, "note": ""}
                 try:
@@ -126,7 +126,7 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
                                   "options": option_name, **_error_columns(errors)})
         for case in edge_cases:
             for subject in runnable:
-                if subject.precision != "full":
+                if subject.state != "full":
                     continue
                 try:
                     passed, why, _ = run_edge_case(case, subject.make, dtype)

@@ -177,16 +177,7 @@ def _bench(args) -> pd.DataFrame:
             _print_table(skipped[["label", "note"]].drop_duplicates(), "Skipped")
     else:
         print("\n".join(bench_lines(df)))
-    if "numba" in set(df.loc[df["seconds_median"].notna(), "label"]):
-        from .results_io import write_tables
-        from .tables import versus
-
-        comparison = versus(df)
-        write_tables(comparison, f"{args.out}-versus-numba")
-        if args.verbose:
-            _print_table(comparison, "Each subject's step time over numba's, both over the "
-                         "roofline timed beside them (above 1: slower than numba)")
-        print(f"against numba: {args.out}-versus-numba.md")
+    _write_versus_numba(df, args)
     if not args.no_plot:
         from .machine import machine_id
 
@@ -197,6 +188,28 @@ def _bench(args) -> pd.DataFrame:
     if not args.tour:
         print("\n" + "\n".join(verdict_lines(None, df)))
     return df
+
+
+def _write_versus_numba(df: pd.DataFrame, args) -> None:
+    """Each state format's table of step times over numba's in that format (numba[int8]
+    for the 8-bit rows), written to OUT-versus-numba and OUT-versus-numba-int8, where
+    numba was measured in it."""
+    from .results_io import write_tables
+    from .summary import versus_lines
+    from .tables import state_label, versus
+
+    measured = set(df.loc[df["seconds_median"].notna(), "label"])
+    for state in sorted(df["state"].unique(), key=lambda s: s != "full"):
+        baseline = state_label("numba", state)
+        if baseline not in measured:
+            continue
+        comparison = versus(df, state=state)
+        stem = f"{args.out}-versus-numba" + ("" if state == "full" else f"-{state}")
+        write_tables(comparison, stem)
+        if args.verbose:
+            _print_table(comparison, f"Each subject's step time over {baseline}'s, both over "
+                         f"the roofline timed beside them (above 1: slower than {baseline})")
+        print("\n".join(versus_lines(comparison, baseline, f"{stem}.md")))
 
 
 def cmd_report(args) -> int:

@@ -52,6 +52,12 @@ class Stepper:
         """exp_avg, exp_avg_sq and max_exp_avg_sq (None unless amsgrad) as host arrays."""
         raise NotImplementedError
 
+    def state_nbytes(self) -> int | None:
+        """Bytes the optimizer state holds now (moments, 8-bit codes, scales, maps), read
+        from the arrays themselves; None when this stepper cannot tell (the tables then use
+        the bytes model, ``harness.tables.state_bytes_per_parameter``)."""
+        return None
+
 
 class BackendStepper(Stepper):
     """Stepper over one of our backends; params are copied, never shared with the caller."""
@@ -96,3 +102,9 @@ class BackendStepper(Stepper):
     def moments(self):
         d = self.state.to_dict()
         return {k: d[k] for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")}
+
+    def state_nbytes(self) -> int:
+        """Bytes of the state's array lists: moments and 8-bit scales (views of one flat
+        buffer add up to the buffer; the derived cache is not state)."""
+        return sum(a.nbytes for arrays in vars(self.state).values()
+                   if isinstance(arrays, list) for a in arrays if a is not None)

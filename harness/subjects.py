@@ -16,8 +16,9 @@ __all__ = ["Subject", "backend_subject", "collect_subjects"]
 class Subject:
     """A named way to make Steppers; ``make`` is None when it can't run (``reason`` says why).
 
-    ``precision`` is "8-bit" for peers with quantized moments (judged apart, without a
-    verdict); ``build_seconds`` is a one-time native build done when the subject was made.
+    ``state`` is "int8" for peers whose moments are always 8-bit (judged apart, without a
+    verdict, and benchmarked in the 8-bit state rows), "full" for every other subject
+    (ours keep the state format ``AdamConfig.state_dtype`` asks for); ``build_seconds`` is a one-time native build done when the subject was made.
     """
 
     label: str
@@ -26,7 +27,7 @@ class Subject:
     make: Callable | None
     reason: str | None = None
     backend: Backend | None = None
-    precision: str = "full"
+    state: str = "full"
     build_seconds: float = 0.0
 
 

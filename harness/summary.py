@@ -10,7 +10,8 @@ import pandas as pd
 
 from .check import CheckReport
 
-__all__ = ["WIDTH", "backends_lines", "check_lines", "bench_lines", "verdict_lines", "fit"]
+__all__ = ["WIDTH", "backends_lines", "check_lines", "bench_lines", "versus_lines",
+           "verdict_lines", "fit"]
 
 #: Columns of the terminal every line fits.
 WIDTH = 100
@@ -71,6 +72,20 @@ def bench_lines(df: pd.DataFrame) -> list[str]:
     return [fit(line) for line in lines]
 
 
+def versus_lines(comparison: pd.DataFrame, baseline: str, path: str) -> list[str]:
+    """Where the table against ``baseline`` is (harness.tables.versus), and each other
+    label's smallest ratio over the flat sizes: how much slower than ``baseline`` it is
+    at its best (above 1: slower)."""
+    flat = comparison[comparison["workload"] == "flat"]
+    suffix = f" / {baseline}"
+    smallest = {c[:-len(suffix)]: flat[c].min() for c in flat.columns if c.endswith(suffix)}
+    lines = [f"against {baseline}: {path}"]
+    if smallest:
+        lines.append(fit(f"  smallest time over {baseline}'s, flat sizes: " + ", ".join(
+            f"{label} {_number(ratio)}" for label, ratio in smallest.items())))
+    return lines
+
+
 def _sizes_to_show(flat: pd.DataFrame, count: int = 3) -> list[int]:
     """Up to ``count`` sizes spread over the sweep's (powers of two first: the other flat
     sizes are the model workloads' companions)."""
@@ -115,7 +130,9 @@ def _agreement_word(report: CheckReport | None, subject: str) -> str:
 def verdict_lines(report: CheckReport | None, df: pd.DataFrame | None) -> list[str]:
     """A verdict per subject: agreement (worst error over tolerance), the fraction of the
     roofline at up to three flat sizes of the first dtype, and the best peer's step time
-    over the subject's at those sizes (paired fractions: above 1, the subject is faster)."""
+    over the subject's at those sizes, among the peers of the subject's state format
+    (numba[int8] against the 8-bit peers; paired fractions: above 1, the subject is
+    faster)."""
     subjects = list(report.agreement["subject"].unique()) if report is not None else []
     flat = pd.DataFrame()
     if df is not None and not df.empty:
@@ -127,8 +144,9 @@ def verdict_lines(report: CheckReport | None, df: pd.DataFrame | None) -> list[s
     fraction = flat.pivot_table(index="label", columns="elements",
                                 values="fraction_of_roofline") if sizes else pd.DataFrame()
     peers = flat[flat["kind"] == "peer"]
-    best_peer = (peers.groupby("elements")["fraction_of_roofline"].max()
+    best_peer = (peers.groupby(["state", "elements"])["fraction_of_roofline"].max()
                  if not peers.empty else pd.Series(dtype=float))
+    states = flat.groupby("label")["state"].first() if sizes else pd.Series(dtype=str)
     width = max([len(s) for s in subjects] + [7])
     names = " ".join(f"{_size_name(n):>5}" for n in sizes)
     dtype = f" {flat['dtype'].iloc[0]}" if sizes else ""
@@ -136,15 +154,17 @@ def verdict_lines(report: CheckReport | None, df: pd.DataFrame | None) -> list[s
              "(<= 1 passes);",
              "roofline: fraction of the same-streams kernel timed beside it; vs best peer: "
              "that fraction",
-             "over the best peer's at the same size (above 1: faster than every peer).",
+             "over the best peer's at the same size and state format (above 1: faster than "
+             "every peer).",
              f"{'subject':<{width}}  {'agreement':<20}  {'roofline' + dtype:<{len(names)}}"
              f"  {'vs best peer':<{len(names)}}".rstrip(),
              f"{'':<{width}}  {'(error/tolerance)':<20}  {names}  {names}".rstrip()]
     for subject in subjects:
         row = fraction.loc[subject] if subject in fraction.index else pd.Series(dtype=float)
         roof = " ".join(f"{_number(row.get(n)):>5}" for n in sizes)
-        ratios = [None if subject in set(peers["label"]) or n not in best_peer.index
-                  else row.get(n, math.nan) / best_peer[n] for n in sizes]
+        state = states.get(subject, "full")
+        ratios = [None if subject in set(peers["label"]) or (state, n) not in best_peer.index
+                  else row.get(n, math.nan) / best_peer[(state, n)] for n in sizes]
         versus = " ".join(f"{_number(x):>5}" for x in ratios)
         lines.append(f"{subject:<{width}}  {_agreement_word(report, subject):<20}  {roof}  "
                      f"{versus}".rstrip())

@@ -22,7 +22,7 @@ from .results_io import atomic_write_text, read_table, write_tables
 from .roofline import roofline_step, roofline_unavailable_reason
 from .steppers import UnsupportedOption
 from .subjects import Subject
-from .tables import add_derived, summary
+from .tables import add_derived, state_label, summary
 from .timing import time_interleaved
 from .workloads import Workload, flat_workload, model_workload
 
@@ -68,8 +68,7 @@ class Cell:
 
     @property
     def label(self) -> str:
-        label = self.subject.label if self.subject else "roofline"
-        return label if self.state == "full" else f"{label}[{self.state}]"
+        return state_label(self.subject.label if self.subject else "roofline", self.state)
 
     def key(self) -> tuple:
         return (machine_id(), self.workload.name, self.workload.elements, self.label,
@@ -78,23 +77,34 @@ class Cell:
 
 def plan_cells(cfg: SweepConfig, subjects: list[Subject]) -> list[Cell]:
     """Roofline first at each element count and device, then every subject; with 8-bit
-    state (float32 only) its roofline and the backends that implement it follow."""
+    state (float32 only) its roofline and the subjects measured in it follow: the
+    backends that implement it (with ``bench --state int8``) and the peers whose state is
+    always 8-bit (in every run: they have no fp32 rows)."""
     devices = sorted({s.device for s in subjects if s.make is not None} or {"cpu"})
-    int8 = [s for s in subjects if _has_int8_state(s)]
+    states = cfg.states + sorted({s.state for s in subjects} - set(cfg.states))
     cells = []
     for dtype in cfg.dtypes:
         for amsgrad in sorted({False, cfg.amsgrad}):
             for workload in cfg.workloads():
-                for state in cfg.states:
+                for state in states:
                     if state != "full" and dtype != "float32":
                         continue
                     for device in devices if state == "full" else ["cpu"]:
                         if workload.name == "flat" and not amsgrad:
                             cells.append(Cell(workload, None, device, dtype, False, state))
-                    for subject in subjects if state == "full" else int8:
-                        cells.append(Cell(workload, subject, subject.device, dtype, amsgrad,
-                                          state))
+                    for subject in subjects:
+                        if state in _measured_states(subject, cfg.states):
+                            cells.append(Cell(workload, subject, subject.device, dtype,
+                                              amsgrad, state))
     return cells
+
+
+def _measured_states(subject: Subject, states: list[str]) -> list[str]:
+    """The state formats ``subject`` is measured in: a peer's own when it always keeps
+    one; every format of ``states`` for a backend with 8-bit state; else "full"."""
+    if subject.state != "full":
+        return [subject.state]
+    return states if _has_int8_state(subject) else ["full"]
 
 
 def _has_int8_state(subject: Subject) -> bool:
@@ -143,6 +153,7 @@ def _measure(cell: Cell, cfg: SweepConfig) -> dict:
                            f"{cell.workload.elements} elements): its timing would include it")
     extra = {"flat_seconds": timings[2].median} if len(timings) == 3 else {}
     return _timing_columns(timings[0]) | extra | {
+        "state_bytes": stepper.state_nbytes(),
         "threads": stepper.threads, "roofline_seconds": timings[1].median,
         "compile_seconds": stepper.compile_seconds,
         "build_seconds": cell.subject.build_seconds}

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["STREAMS", "bytes_per_element", "state_bytes_per_parameter", "add_derived",
-           "SUMMARY_COLUMNS", "summary", "versus"]
+__all__ = ["STREAMS", "bytes_per_element", "state_bytes_per_parameter", "state_label",
+           "add_derived", "SUMMARY_COLUMNS", "summary", "versus"]
 
 #: Arrays read or written once per element and step: read p, g, m, v; write p, m, v
 #: (amsgrad adds read and write of max_exp_avg_sq).
@@ -35,9 +35,18 @@ def state_bytes_per_parameter(dtype, amsgrad: bool, state: str = "full") -> floa
     return moments * np.dtype(dtype).itemsize
 
 
+def state_label(label: str, state: str) -> str:
+    """A row's label in a state format: "numba" (full state), "numba[int8]"."""
+    return label if state == "full" else f"{label}[{state}]"
+
+
 def add_derived(df: pd.DataFrame) -> pd.DataFrame:
-    """Add bytes_per_step, elements_per_s, gb_per_s, roofline_gb_per_s,
-    fraction_of_roofline, speedup_vs_numpy and list_overhead to timing rows.
+    """Add state_bytes_per_parameter, bytes_per_step, elements_per_s, gb_per_s,
+    roofline_gb_per_s, fraction_of_roofline, speedup_vs_numpy and list_overhead to timing
+    rows.
+
+    state_bytes_per_parameter is the row's ``state_bytes`` (what the sweep read from the
+    stepper's state arrays after timing) over its elements, else the bytes model's.
 
     The roofline moves 7 streams of the dtype. A row with ``roofline_seconds`` (the sweep
     times the roofline in turn with each subject) is compared with that; otherwise with
@@ -51,7 +60,10 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
     df["state"] = df["state"].fillna("full")
     formats = list(zip(df["dtype"], df["amsgrad"], df["state"]))
     per_element = [bytes_per_element(*f) for f in formats]
-    df["state_bytes_per_parameter"] = [state_bytes_per_parameter(*f) for f in formats]
+    state_bytes = pd.Series([state_bytes_per_parameter(*f) for f in formats], index=df.index)
+    if "state_bytes" in df.columns:  # measured by the sweep from the stepper's own arrays
+        state_bytes = (pd.to_numeric(df["state_bytes"]) / df["elements"]).fillna(state_bytes)
+    df["state_bytes_per_parameter"] = state_bytes
     df["bytes_per_step"] = df["elements"] * np.array(per_element, dtype=np.float64)
     df["elements_per_s"] = df["elements"] / df["seconds_median"]
     df["gb_per_s"] = df["bytes_per_step"] / df["seconds_median"] / 1e9
@@ -97,13 +109,16 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
                       "compile_seconds": 2, "build_seconds": 2})
 
 
-def versus(df: pd.DataFrame, baseline: str = "numba") -> pd.DataFrame:
-    """One row per workload, size and dtype: the roofline's GB/s, ``baseline``'s step time
-    and fraction of the roofline, then every other label's step time over the baseline's,
-    each first divided by the roofline timed beside it (so the machine's bandwidth drift
-    between cells cancels; above 1: slower than the baseline). ``df`` has derived columns."""
+def versus(df: pd.DataFrame, baseline: str = "numba", state: str = "full") -> pd.DataFrame:
+    """One row per workload, size and dtype of the rows in state format ``state``: the
+    roofline's GB/s, ``baseline``'s step time and fraction of the roofline, then every
+    other label's step time over the baseline's, each first divided by the roofline timed
+    beside it (so the machine's bandwidth drift between cells cancels; above 1: slower
+    than the baseline). With state "int8" the baseline is ``baseline[int8]`` and the
+    roofline the 8-bit one. ``df`` has derived columns."""
     key = ["workload", "elements", "dtype", "amsgrad"]
-    measured = df[df["seconds_median"].notna()
+    baseline = state_label(baseline, state)
+    measured = df[df["seconds_median"].notna() & (df["state"] == state)
                   & ~df["label"].astype(str).str.startswith("roofline")]
     fraction = measured.pivot_table(index=key, columns="label",
                                     values="fraction_of_roofline", aggfunc="first")

@@ -20,8 +20,8 @@ from harness.subjects import Subject, collect_subjects
 from harness.workloads import flat_workload
 
 SMALL_SHAPES = [(1,), (17, 5), (300,)]
-FULL = [p for p in PEERS if p.precision == "full"]
-EIGHT_BIT = [p for p in PEERS if p.precision == "8-bit"]
+FULL = [p for p in PEERS if p.state == "full"]
+EIGHT_BIT = [p for p in PEERS if p.state == "int8"]
 _LOADED = {}
 
 

@@ -25,14 +25,15 @@ class Peer:
     """A peer's row label, its adapter module, the libraries it imports and what installs
     them.
 
-    ``precision`` is "full", or "8-bit" for peers whose moments are quantized: those are
-    shown against the reference apart from the verdict."""
+    ``state`` is the state format the peer always keeps: "full" (moments in the params'
+    dtype), or "int8" for 8-bit blockwise moments. An "int8" peer is shown against the
+    reference apart from the verdict and benchmarked in the 8-bit state rows."""
 
     label: str
     module: str
     requires: tuple[str, ...]
     install: str = _INSTALL
-    precision: str = "full"
+    state: str = "full"
     options: tuple[tuple[str, object], ...] = ()
 
 
@@ -49,9 +50,9 @@ PEERS: tuple[Peer, ...] = (
     Peer("deepspeed-cpu-adam", "harness.peers.deepspeed_cpu_adam", ("torch", "deepspeed")),
     Peer("optax", "harness.peers.optax_adam", ("jax", "optax")),
     Peer("bnb-adam8bit", "harness.peers.bnb_adam8bit", ("torch", "bitsandbytes"),
-         precision="8-bit"),
+         state="int8"),
     Peer("torchao-adamw8bit", "harness.peers.torchao_adamw8bit", ("torch", "torchao"),
-         precision="8-bit"),
+         state="int8"),
 )
 
 
@@ -70,11 +71,11 @@ def load_peer(peer: Peer) -> Subject:
         stepper_cls = module.STEPPER
     except Exception as exc:  # a broken optional library must not stop the run
         reason = f"unavailable: {describe_failure(exc)} ({peer.install})"
-        return Subject(peer.label, "peer", "cpu", None, reason, precision=peer.precision)
+        return Subject(peer.label, "peer", "cpu", None, reason, state=peer.state)
     options = dict(peer.options)
     return Subject(peer.label, "peer", "cpu",
                    lambda params, cfg: stepper_cls(params, cfg, **options),
-                   precision=peer.precision, build_seconds=build_seconds)
+                   state=peer.state, build_seconds=build_seconds)
 
 
 def collect_peers(labels: list[str] | None = None) -> list[Subject]:

@@ -79,5 +79,9 @@ class OptaxStepper(Stepper):
         return {"exp_avg": [np.array(m) for m in mu], "exp_avg_sq": [np.array(v) for v in nu],
                 "max_exp_avg_sq": None}
 
+    def state_nbytes(self) -> int:
+        """Bytes of every array in optax's state (moments and step count)."""
+        return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(self._state))
+
 
 STEPPER = OptaxStepper

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from backends import AdamConfig
 
@@ -68,6 +69,26 @@ class TorchStepper(Stepper):
         if not out["max_exp_avg_sq"]:
             out["max_exp_avg_sq"] = None
         return out
+
+    def state_nbytes(self) -> int:
+        """Bytes of the storage behind every tensor in the optimizer's state: a quantized
+        moment (a tensor subclass such as torchao's OptimState8bit) counts its inner
+        codes, scales and map; a storage shared by several entries (bitsandbytes' and
+        torchao's quantization maps) counts once."""
+        storages = {}
+
+        def visit(value):
+            if is_traceable_wrapper_subclass(value):
+                for name in value.__tensor_flatten__()[0]:
+                    visit(getattr(value, name))
+            elif isinstance(value, torch.Tensor):
+                storage = value.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+
+        for state in self._opt.state.values():
+            for value in state.values():
+                visit(value)
+        return sum(storages.values())
 
 
 STEPPER = TorchStepper
