@@ -12,7 +12,7 @@ from harness.cli import main
 from harness.peers import PEERS, Peer, load_peer
 from harness.steppers import Stepper
 from harness.subjects import Subject, collect_subjects
-from harness.summary import versus_lines
+from harness.summary import verdict_lines, versus_lines
 from harness.sweep import SweepConfig, plan_cells, run_sweep
 from harness.tables import add_derived, versus
 
@@ -89,10 +89,10 @@ def test_an_unavailable_eight_bit_peer_is_an_int8_row_with_the_install_command(t
     assert row["note"].endswith("(pip install no-such-adam8bit)")
 
 
-def _row(label, state, seconds, roofline_seconds, elements=4096):
+def _row(label, state, seconds, roofline_seconds, elements=4096, kind="x"):
     return {"label": label, "state": state, "seconds_median": seconds, "elements": elements,
             "roofline_seconds": roofline_seconds, "workload": "flat", "amsgrad": False,
-            "dtype": "float32", "device": "cpu", "kind": "x"}
+            "dtype": "float32", "device": "cpu", "kind": kind}
 
 
 def test_versus_int8_is_peer_time_over_numba_int8_time_with_the_drift_taken_out():
@@ -117,6 +117,21 @@ def test_versus_int8_is_peer_time_over_numba_int8_time_with_the_drift_taken_out(
     assert versus_lines(table.reset_index(), "numba[int8]", "x.md") == [
         "against numba[int8]: x.md",
         "  smallest time over numba[int8]'s, flat sizes: bnb[int8] 10.0"]
+
+
+def test_verdicts_compare_numba_int8_with_the_best_eight_bit_peer_only():
+    """Fractions of the roofline by hand: numba 0.9, torch-fused 0.5 (fp32 rows);
+    numba[int8] 0.6, bnb[int8] 0.02 (8-bit rows). vs best peer: 0.9 / 0.5 = 1.8 for numba,
+    0.6 / 0.02 = 30 for numba[int8] (not 0.6 / 0.5 against an fp32 peer)."""
+    df = add_derived(pd.DataFrame([
+        _row("numba", "full", 10e-6, 9e-6, kind="backend"),
+        _row("torch-fused", "full", 10e-6, 5e-6, kind="peer"),
+        _row("numba[int8]", "int8", 10e-6, 6e-6, kind="backend"),
+        _row("bnb[int8]", "int8", 100e-6, 2e-6, kind="peer")]))
+    rows = {line.split()[0]: line.split()[1:] for line in verdict_lines(None, df)[5:]}
+    assert rows["numba"] == ["0.90", "1.80"]
+    assert rows["numba[int8]"] == ["0.60", "30.0"]
+    assert rows["bnb[int8]"] == ["0.02", "-"]
 
 
 def _installed(*modules):
