@@ -36,6 +36,11 @@ class GpuBackend(Backend):
         """One kernel launch over 1-D arrays (``vmax`` is None unless amsgrad)."""
         raise NotImplementedError
 
+    def _launch_quantized(self, p, g, moments, scalars) -> None:
+        """One launch of the 8-bit kernel over one quantized float32 tensor (1-D ``p``,
+        ``g``; ``moments`` as in ``Backend._update_quantized``)."""
+        raise NotImplementedError
+
     def event_timer(self):
         """(start, stop) timing device work with CUDA events: ``start()`` records one,
         ``stop()`` records another, waits for it and returns the seconds between them as
@@ -43,7 +48,8 @@ class GpuBackend(Backend):
         raise NotImplementedError
 
     def _timed_warm_up(self) -> float:
-        """Compile every kernel variant with one tiny launch each; returns seconds."""
+        """Compile every kernel variant (8-bit state's too) with one tiny launch each;
+        returns seconds."""
         from .config import AdamConfig
 
         start = time.perf_counter()
@@ -52,6 +58,12 @@ class GpuBackend(Backend):
                 arrays = [self.asarray(np.ones(1, dtype)) for _ in range(5)]
                 scalars = StepScalars.for_step(AdamConfig(amsgrad=amsgrad), 1)
                 self._launch(*arrays[:4], arrays[4] if amsgrad else None, scalars, dtype)
+        for amsgrad in (False, True):
+            p, g = (self.asarray(np.ones(1, np.float32)) for _ in range(2))
+            pairs = [(self.asarray(np.zeros(1, np.uint8)), self.asarray(np.zeros(1, np.float32)))
+                     for _ in range(3)]
+            self._launch_quantized(p, g, (*pairs[:2], pairs[2] if amsgrad else None),
+                                   StepScalars.for_step(AdamConfig(amsgrad=amsgrad), 1))
         self.synchronize()
         return time.perf_counter() - start
 
@@ -68,6 +80,10 @@ class GpuBackend(Backend):
         scalars = StepScalars.for_step(cfg, t)
         for p, g, m, v, *vmax in plan[1]:
             self._launch(p, g, m, v, vmax[0] if vmax else None, scalars, dtype)
+
+    def _update_quantized(self, p, g, moments, cfg, t) -> None:
+        if p.size:
+            self._launch_quantized(p, g, moments, StepScalars.for_step(cfg, t))
 
     def _launches(self, columns) -> list[tuple]:
         """The 1-D arrays of each launch: one launch over whole spans when every column

@@ -1,39 +1,238 @@
-"""Numba CUDA kernels: the element-wise Adam body in a grid-stride loop."""
+"""Numba CUDA kernels: the element-wise Adam body in a grid-stride loop (``adam``,
+``adam_amsgrad``) and the step of 8-bit state (``adam_int8``, ``adam_int8_amsgrad``).
+
+One element body (``element_with``) serves both, spelled with explicit multiply, add and
+subtract so it compiles two ways: with plain operators NVVM contracts multiply-adds into
+FMAs (the float32/float64 kernels; ``harness.emulated_gpu`` models exactly that), with
+IEEE round-to-nearest intrinsics (``mul.rn``/``add.rn``/``sub.rn``, which no compiler
+fuses) every operation rounds on its own, as on the CPU, so the 8-bit kernel gives the
+NumPy and Numba CPU backends' bits: its codes are decisions on exact float32 values.
+
+The 8-bit kernel runs one thread block of BLOCK threads per 256-element state block (a
+grid-stride loop over blocks): each thread decodes its element's codes, runs the body,
+writes p; the block takes each new moment's absmax as the maximum of the magnitude bits
+(a NaN's exceed every number's, as on the CPU) by a tree reduction in shared memory;
+thread 0 writes the scales and 1 / absmax (0 when absmax is 0 or NaN, as
+``blockwise.inverse_scales``); each thread encodes its element with integer operations on
+the float32 bits (``backends.blockwise``'s constants). Under the CUDA simulator the
+intrinsics are NumPy float32 operations, which round each operation the same way.
+"""
 from __future__ import annotations
 
 import math
+import os
 
+import numpy as np
 from numba import cuda
 
-from .scalars import adam_moments
+from .blockwise import (BLOCK, M_BIAS, M_HALF, M_HALF_MIN_BITS, M_SHIFT, V_BIAS, V_HALF,
+                        V_SHIFT)
 
-__all__ = ["adam", "adam_amsgrad"]
+__all__ = ["adam", "adam_amsgrad", "adam_int8", "adam_int8_amsgrad", "element_with",
+           "INT8_THREADS"]
+
+#: Threads per block of the 8-bit kernel: one warp per state block, each lane taking every
+#: 32nd element (coalesced), so the block's reductions never wait on other warps.
+INT8_THREADS = 32
+_SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
+_ZERO, _ONE = np.float32(0), np.float32(1)
+_MAGNITUDE = 0x7FFFFFFF
 
 
-_moments = cuda.jit(device=True, inline=True)(adam_moments)
+def _device(fn):
+    return cuda.jit(device=True, inline=True)(fn)
+
+
+def _times(a, b):
+    return a * b
+
+
+def _plus(a, b):
+    return a + b
+
+
+def _minus(a, b):
+    return a - b
+
+
+if _SIMULATED:  # NumPy float32 scalars: each operation rounds once, and views are bit casts
+    _mul_rn, _add_rn, _sub_rn = _times, _plus, _minus
+
+    def _bits(x):
+        """float32 -> its bits as a signed 32-bit integer."""
+        return int(np.float32(x).view(np.int32))
+
+    def _from_bits(u):
+        """Signed 32-bit integer bits -> float32."""
+        return np.int32(u).view(np.float32)
+else:
+    from numba.cuda import libdevice
+
+    _mul_rn, _add_rn, _sub_rn = libdevice.fmul_rn, libdevice.fadd_rn, libdevice.fsub_rn
+    _bits = libdevice.float_as_int
+
+    @_device
+    def _from_bits(u):
+        return libdevice.int_as_float(np.int32(u))
+
+
+def element_with(mul, add, sub):
+    """The element body of ``backends.scalars`` with these multiply, add and subtract, as
+    two device functions: ``moments(p, g, m, v, vmax, sign, l2, decay, beta1,
+    one_minus_beta1, beta2, one_minus_beta2, use_l2, amsgrad)`` -> (decayed p, m, v,
+    vmax), vmax being v's running maximum with amsgrad (a NaN from either side wins, as
+    np.maximum) and v without; ``update(p, m, vmax, step_size, inv_sqrt_bc2, eps)`` -> the
+    new p. Two functions, so a kernel stores the moments before computing p, and each
+    element's PTX ends with p's store (``harness.machine_code.element_bodies``)."""
+    def moments(p, g, m, v, vmax, sign, l2, decay, beta1, one_minus_beta1, beta2,
+                one_minus_beta2, use_l2, amsgrad):
+        g = mul(sign, g)
+        if use_l2:
+            g = add(g, mul(l2, p))
+        p = mul(decay, p)
+        m = add(mul(beta1, m), mul(one_minus_beta1, g))
+        v = add(mul(beta2, v), mul(mul(one_minus_beta2, g), g))
+        if not amsgrad or v > vmax or v != v:
+            vmax = v
+        return p, m, v, vmax
+
+    def update(p, m, vmax, step_size, inv_sqrt_bc2, eps):
+        return sub(p, mul(step_size, m) / add(mul(math.sqrt(vmax), inv_sqrt_bc2), eps))
+
+    return _device(moments), _device(update)
+
+
+_fused_moments, _fused_update = element_with(_device(_times), _device(_plus),
+                                             _device(_minus))
+_rounded_moments, _rounded_update = element_with(_mul_rn, _add_rn, _sub_rn)
 
 
 @cuda.jit
 def adam(p, g, m, v, sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
          step_size, inv_sqrt_bc2, eps, use_l2):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        pi, mi, vi = _moments(p[i], g[i], m[i], v[i], sign, l2, decay, beta1,
-                              one_minus_beta1, beta2, one_minus_beta2, use_l2)
+        pi, mi, vi, _ = _fused_moments(p[i], g[i], m[i], v[i], v[i], sign, l2, decay, beta1,
+                                       one_minus_beta1, beta2, one_minus_beta2, use_l2, False)
         m[i] = mi
         v[i] = vi
-        p[i] = pi - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+        p[i] = _fused_update(pi, mi, vi, step_size, inv_sqrt_bc2, eps)
 
 
 @cuda.jit
 def adam_amsgrad(p, g, m, v, vmax, sign, l2, decay, beta1, one_minus_beta1, beta2,
                  one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        pi, mi, vi = _moments(p[i], g[i], m[i], v[i], sign, l2, decay, beta1,
-                              one_minus_beta1, beta2, one_minus_beta2, use_l2)
+        pi, mi, vi, vm = _fused_moments(p[i], g[i], m[i], v[i], vmax[i], sign, l2, decay,
+                                        beta1, one_minus_beta1, beta2, one_minus_beta2,
+                                        use_l2, True)
         m[i] = mi
         v[i] = vi
-        vm = vmax[i]
-        if vi > vm or vi != vi:
-            vm = vi
         vmax[i] = vm
-        p[i] = pi - step_size * mi / (math.sqrt(vm) * inv_sqrt_bc2 + eps)
+        p[i] = _fused_update(pi, mi, vm, step_size, inv_sqrt_bc2, eps)
+
+
+# --- 8-bit state: blockwise.quantize_m / quantize_v / dequantize_* on one value -----------
+
+@_device
+def _decode_m(code):
+    k = int(code) & 127
+    magnitude = _from_bits((k + M_BIAS) << M_SHIFT) if k != 0 else _ZERO
+    return -magnitude if code >= 128 else magnitude
+
+
+@_device
+def _decode_v(code):
+    return _from_bits((int(code) + V_BIAS) << V_SHIFT)
+
+
+@_device
+def _encode_m(x):
+    bits = _bits(x)
+    u = bits & _MAGNITUDE
+    k = ((u + M_HALF) >> M_SHIFT) - M_BIAS
+    if k > 127:
+        k = 127
+    if k < 1:
+        k = 1 if u >= M_HALF_MIN_BITS else 0
+    return k | 128 if bits < 0 else k
+
+
+@_device
+def _encode_v(x):
+    c = (((_bits(x) & _MAGNITUDE) + V_HALF) >> V_SHIFT) - V_BIAS
+    return min(max(c, 0), 255)
+
+
+@_device
+def _int8_step(p, g, mc, ms, vc, vs, xc, xs, sign, l2, decay, beta1, one_minus_beta1,
+               beta2, one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, amsgrad):
+    """The 8-bit step over 1-D arrays (module docstring), launched with INT8_THREADS (one
+    warp) threads per block. ``xc``/``xs`` (amsgrad's maximum) are touched only with
+    amsgrad."""
+    lane = cuda.threadIdx.x
+    new = cuda.shared.array((3, BLOCK), np.float32)
+    best = cuda.shared.array((3, INT8_THREADS), np.int32)
+    inverse = cuda.shared.array(3, np.float32)
+    moments = 3 if amsgrad else 2
+    n = p.size
+    for b in range(cuda.blockIdx.x, ms.size, cuda.gridDim.x):
+        start = b * BLOCK
+        size = min(BLOCK, n - start)
+        m_scale, v_scale = ms[b], vs[b]
+        x_scale = xs[b] if amsgrad else _ZERO
+        m_max = v_max = x_max = 0
+        for j in range(lane, size, INT8_THREADS):
+            i = start + j
+            x = _mul_rn(_decode_v(xc[i]), x_scale) if amsgrad else _ZERO
+            pi, m, v, x = _rounded_moments(
+                p[i], g[i], _mul_rn(_decode_m(mc[i]), m_scale),
+                _mul_rn(_decode_v(vc[i]), v_scale), x, sign, l2, decay, beta1,
+                one_minus_beta1, beta2, one_minus_beta2, use_l2, amsgrad)
+            p[i] = _rounded_update(pi, m, x, step_size, inv_sqrt_bc2, eps)
+            new[0, j] = m
+            new[1, j] = v
+            m_max = max(m_max, _bits(m) & _MAGNITUDE)
+            v_max = max(v_max, _bits(v) & _MAGNITUDE)
+            if amsgrad:
+                new[2, j] = x
+                x_max = max(x_max, _bits(x) & _MAGNITUDE)
+        best[0, lane] = m_max
+        best[1, lane] = v_max
+        best[2, lane] = x_max
+        half = INT8_THREADS // 2
+        while half > 0:
+            cuda.syncthreads()
+            if lane < half:
+                for k in range(moments):
+                    best[k, lane] = max(best[k, lane], best[k, lane + half])
+            half //= 2
+        cuda.syncthreads()
+        if lane == 0:
+            for k in range(moments):
+                scale = _from_bits(best[k, 0])
+                inverse[k] = _ONE / scale if scale > _ZERO else _ZERO
+            ms[b] = _from_bits(best[0, 0])
+            vs[b] = _from_bits(best[1, 0])
+            if amsgrad:
+                xs[b] = _from_bits(best[2, 0])
+        cuda.syncthreads()
+        for j in range(lane, size, INT8_THREADS):
+            mc[start + j] = _encode_m(_mul_rn(new[0, j], inverse[0]))
+            vc[start + j] = _encode_v(_mul_rn(new[1, j], inverse[1]))
+            if amsgrad:
+                xc[start + j] = _encode_v(_mul_rn(new[2, j], inverse[2]))
+        cuda.syncthreads()  # the next block's moments overwrite ``new``
+
+
+@cuda.jit
+def adam_int8(p, g, mc, ms, vc, vs, sign, l2, decay, beta1, one_minus_beta1, beta2,
+              one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2):
+    _int8_step(p, g, mc, ms, vc, vs, vc, vs, sign, l2, decay, beta1, one_minus_beta1, beta2,
+               one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, False)
+
+
+@cuda.jit
+def adam_int8_amsgrad(p, g, mc, ms, vc, vs, xc, xs, sign, l2, decay, beta1, one_minus_beta1,
+                      beta2, one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2):
+    _int8_step(p, g, mc, ms, vc, vs, xc, xs, sign, l2, decay, beta1, one_minus_beta1, beta2,
+               one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, True)

@@ -1,6 +1,7 @@
 """Backend "numba-cuda": a grid-stride CUDA kernel written with Numba.
 
-The kernel body is the same element-wise update as every other backend (backends.scalars).
+The kernel body is the same element-wise update as every other backend (backends.scalars);
+8-bit state (``state_dtype="int8"``) has a kernel of its own (backends._numba_cuda_kernels).
 With NUMBA_ENABLE_CUDASIM=1 set before numba is imported it runs under Numba's CUDA
 simulator, which is how CI checks its logic on machines without a GPU.
 """
@@ -16,6 +17,9 @@ from ._gpu import GpuBackend
 __all__ = ["NumbaCudaBackend", "numba_event_timer"]
 
 THREADS_PER_BLOCK = 256
+#: Most thread blocks of an 8-bit launch (each loops over state blocks beyond): 8 resident
+#: blocks of 256 threads per SM on the 132 SMs of an H100 is 1056.
+MAX_INT8_GRID = 8192
 
 
 def _simulated() -> bool:
@@ -26,6 +30,7 @@ class NumbaCudaBackend(GpuBackend):
     """Device-resident Adam through ``numba.cuda``; one launch per step."""
 
     name = "numba-cuda"
+    supports_int8_state = True
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -95,6 +100,15 @@ class NumbaCudaBackend(GpuBackend):
         kernel = self._kernels.adam_amsgrad if vmax is not None else self._kernels.adam
         extra = (vmax,) if vmax is not None else ()
         kernel[blocks, THREADS_PER_BLOCK](p, g, m, v, *extra, *args, scalars.use_l2)
+
+    def _launch_quantized(self, p, g, moments, scalars):
+        (mc, ms), (vc, vs), vmax = moments
+        args = tuple(np.float32(x) for x in scalars.floats())
+        kernels = self._kernels
+        kernel, extra = ((kernels.adam_int8, ()) if vmax is None
+                         else (kernels.adam_int8_amsgrad, vmax))
+        kernel[min(ms.size, MAX_INT8_GRID), kernels.INT8_THREADS](
+            p, g, mc, ms, vc, vs, *extra, *args, scalars.use_l2)
 
 
 def numba_event_timer(cuda):
