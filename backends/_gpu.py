@@ -16,7 +16,11 @@ import numpy as np
 from .base import FLOAT_DTYPES, Backend, first_of_contiguous
 from .scalars import StepScalars
 
-__all__ = ["GpuBackend"]
+__all__ = ["GpuBackend", "MAX_INT8_GRID"]
+
+#: Most thread blocks of an 8-bit state launch (one warp each, looping over the state
+#: blocks beyond): 32 resident per SM on an H100's 132 SMs is 4224.
+MAX_INT8_GRID = 8192
 
 
 class GpuBackend(Backend):

@@ -29,11 +29,14 @@ from .blockwise import (BLOCK, M_BIAS, M_HALF, M_HALF_MIN_BITS, M_SHIFT, V_BIAS,
                         V_SHIFT)
 
 __all__ = ["adam", "adam_amsgrad", "adam_int8", "adam_int8_amsgrad", "element_with",
-           "INT8_THREADS"]
+           "INT8_THREADS", "INT8_LAUNCH_BOUNDS"]
 
 #: Threads per block of the 8-bit kernel: one warp per state block, each lane taking every
 #: 32nd element (coalesced), so the block's reductions never wait on other warps.
 INT8_THREADS = 32
+#: (threads per block, blocks per SM) the 8-bit kernels promise ptxas: 32 resident blocks
+#: of one warp (1024 threads per SM) cap registers at 64 (harness.machine_code's ceiling).
+INT8_LAUNCH_BOUNDS = (INT8_THREADS, 32)
 _SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 _ZERO, _ONE = np.float32(0), np.float32(1)
 _MAGNITUDE = 0x7FFFFFFF
@@ -164,6 +167,12 @@ def _encode_v(x):
 
 
 @_device
+def _magnitude_bits(x):
+    """The bits of |x| as an int32 (kept 32-bit: the maxima live in registers)."""
+    return np.int32(_bits(x) & _MAGNITUDE)
+
+
+@_device
 def _int8_step(p, g, mc, ms, vc, vs, xc, xs, sign, l2, decay, beta1, one_minus_beta1,
                beta2, one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, amsgrad):
     """The 8-bit step over 1-D arrays (module docstring), launched with INT8_THREADS (one
@@ -180,7 +189,7 @@ def _int8_step(p, g, mc, ms, vc, vs, xc, xs, sign, l2, decay, beta1, one_minus_b
         size = min(BLOCK, n - start)
         m_scale, v_scale = ms[b], vs[b]
         x_scale = xs[b] if amsgrad else _ZERO
-        m_max = v_max = x_max = 0
+        m_max = v_max = x_max = np.int32(0)
         for j in range(lane, size, INT8_THREADS):
             i = start + j
             x = _mul_rn(_decode_v(xc[i]), x_scale) if amsgrad else _ZERO
@@ -191,11 +200,11 @@ def _int8_step(p, g, mc, ms, vc, vs, xc, xs, sign, l2, decay, beta1, one_minus_b
             p[i] = _rounded_update(pi, m, x, step_size, inv_sqrt_bc2, eps)
             new[0, j] = m
             new[1, j] = v
-            m_max = max(m_max, _bits(m) & _MAGNITUDE)
-            v_max = max(v_max, _bits(v) & _MAGNITUDE)
+            m_max = max(m_max, _magnitude_bits(m))
+            v_max = max(v_max, _magnitude_bits(v))
             if amsgrad:
                 new[2, j] = x
-                x_max = max(x_max, _bits(x) & _MAGNITUDE)
+                x_max = max(x_max, _magnitude_bits(x))
         best[0, lane] = m_max
         best[1, lane] = v_max
         best[2, lane] = x_max
@@ -224,14 +233,18 @@ def _int8_step(p, g, mc, ms, vc, vs, xc, xs, sign, l2, decay, beta1, one_minus_b
         cuda.syncthreads()  # the next block's moments overwrite ``new``
 
 
-@cuda.jit
+# the simulator's cuda.jit takes no launch bounds
+_int8_kernel = cuda.jit if _SIMULATED else cuda.jit(launch_bounds=INT8_LAUNCH_BOUNDS)
+
+
+@_int8_kernel
 def adam_int8(p, g, mc, ms, vc, vs, sign, l2, decay, beta1, one_minus_beta1, beta2,
               one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2):
     _int8_step(p, g, mc, ms, vc, vs, vc, vs, sign, l2, decay, beta1, one_minus_beta1, beta2,
                one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, False)
 
 
-@cuda.jit
+@_int8_kernel
 def adam_int8_amsgrad(p, g, mc, ms, vc, vs, xc, xs, sign, l2, decay, beta1, one_minus_beta1,
                       beta2, one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2):
     _int8_step(p, g, mc, ms, vc, vs, xc, xs, sign, l2, decay, beta1, one_minus_beta1, beta2,

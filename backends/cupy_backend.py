@@ -4,7 +4,7 @@ The kernel (backends._cupy_kernels) is the C spelling of the element-wise update
 backend shares (backends.scalars), compiled by NVRTC without flush-to-zero (CuPy's own
 kernel classes always add ``-ftz=true``) for this GPU's architecture; the step's scalars
 are passed as arguments, so nothing is recompiled between steps and no device memory is
-allocated.
+allocated. 8-bit state (``state_dtype="int8"``) has a kernel of its own in the same module.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from . import _cupy_kernels
-from ._gpu import GpuBackend
+from ._gpu import MAX_INT8_GRID, GpuBackend
 from .base import FLOAT_DTYPES
 
 __all__ = ["CupyBackend", "cupy_event_timer"]
@@ -26,6 +26,7 @@ class CupyBackend(GpuBackend):
     """Device-resident Adam through CuPy; one launch per step."""
 
     name = "cupy"
+    supports_int8_state = True
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -59,6 +60,11 @@ class CupyBackend(GpuBackend):
                 module.load(_cupy_kernels.compile_kernel(dtype, amsgrad, arch))
                 self._kernels[dtype, amsgrad] = module.get_function(
                     _cupy_kernels.kernel_name(dtype, amsgrad))
+        for amsgrad in (False, True):
+            module = cupy.cuda.function.Module()
+            module.load(_cupy_kernels.compile_int8_kernel(amsgrad, arch))
+            self._kernels["int8", amsgrad] = module.get_function(
+                _cupy_kernels.int8_kernel_name(amsgrad))
         self.compile_seconds = time.perf_counter() - start + self._timed_warm_up()
 
     def asarray(self, a):
@@ -93,6 +99,14 @@ class CupyBackend(GpuBackend):
         kernel = self._kernels[dtype, vmax is not None]
         kernel((blocks,), (THREADS_PER_BLOCK,),
                (*pointers, *args, np.bool_(scalars.use_l2), np.int64(n)))
+
+    def _launch_quantized(self, p, g, moments, scalars):
+        (mc, ms), (vc, vs), vmax = moments
+        arrays = (p, g, mc, ms, vc, vs) + (() if vmax is None else vmax)
+        args = tuple(np.float32(x) for x in scalars.floats())
+        kernel = self._kernels["int8", vmax is not None]
+        kernel((min(ms.size, MAX_INT8_GRID),), (_cupy_kernels.INT8_THREADS,),
+               (*(a.data for a in arrays), *args, np.bool_(scalars.use_l2), np.int64(p.size)))
 
 
 def cupy_event_timer(cupy):

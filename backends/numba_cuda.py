@@ -12,14 +12,11 @@ import os
 
 import numpy as np
 
-from ._gpu import GpuBackend
+from ._gpu import MAX_INT8_GRID, GpuBackend
 
 __all__ = ["NumbaCudaBackend", "numba_event_timer"]
 
 THREADS_PER_BLOCK = 256
-#: Most thread blocks of an 8-bit launch (each loops over state blocks beyond): 8 resident
-#: blocks of 256 threads per SM on the 132 SMs of an H100 is 1056.
-MAX_INT8_GRID = 8192
 
 
 def _simulated() -> bool:

@@ -24,8 +24,8 @@ def require_int8_support(backend, params) -> None:
     """ValueError unless ``backend`` implements 8-bit state and every param is float32."""
     if not backend.supports_int8_state:
         raise ValueError(f"state_dtype='int8' is not implemented by the {backend.name} "
-                         "backend (it is by python, numpy and numba); use one of those or "
-                         "state_dtype=None")
+                         "backend (it is by python, numpy, numba, numba-cuda and cupy); use "
+                         "one of those or state_dtype=None")
     for i, p in enumerate(params):
         if np.dtype(p.dtype) != _FLOAT32:
             raise TypeError(f"state_dtype='int8' needs float32 params; params[{i}] has "

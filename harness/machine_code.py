@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ARCHS", "KERNELS", "compiler_unavailable_reason", "kernel_ptx", "numba_ptx",
-           "Sass", "ptx_to_sass", "instructions", "f64_instructions", "element_bodies",
-           "element_ops", "per_element_memory", "REGISTER_CEILING"]
+           "int8_kernel_ptx", "numba_int8_ptx", "Sass", "ptx_to_sass", "instructions",
+           "f64_instructions", "element_bodies", "element_ops", "per_element_memory",
+           "GlobalAccesses", "ptx_accesses", "REGISTER_CEILING"]
 
 #: The architectures every kernel is compiled for: A100 (sm_80) and H100 (sm_90).
 ARCHS = ("80", "90")
@@ -89,6 +90,63 @@ def kernel_ptx(backend: str, dtype, amsgrad: bool, arch: str) -> str:
     return _cupy_kernels.compile_kernel(dtype, amsgrad, arch, target="ptx").decode()
 
 
+def numba_int8_ptx(kernel, amsgrad: bool, arch: str, fastmath: bool = False) -> str:
+    """PTX of a Numba CUDA 8-bit state kernel (a ``cuda.jit`` dispatcher, compiled with
+    its launch bounds) for the argument types NumbaCudaBackend._launch_quantized passes:
+    float32 p and g, uint8 codes and float32 scales per moment, ten float32 scalars and a
+    bool."""
+    from numba import cuda, types
+
+    f32, codes = types.float32[::1], types.uint8[::1]
+    signature = ((f32, f32) + (codes, f32) * (3 if amsgrad else 2) + (types.float32,) * 10
+                 + (types.boolean,))
+    ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(int(arch[0]), int(arch[1:])),
+                              fastmath=fastmath,
+                              launch_bounds=kernel.targetoptions.get("launch_bounds"))
+    return ptx
+
+
+def int8_kernel_ptx(backend: str, amsgrad: bool, arch: str) -> str:
+    """PTX of the 8-bit state kernel ``backend`` launches."""
+    if backend == "numba-cuda":
+        from backends import _numba_cuda_kernels as kernels
+
+        return numba_int8_ptx(kernels.adam_int8_amsgrad if amsgrad else kernels.adam_int8,
+                              amsgrad, arch)
+    from backends import _cupy_kernels
+
+    return _cupy_kernels.compile_int8_kernel(amsgrad, arch, target="ptx").decode()
+
+
+@dataclass(frozen=True)
+class GlobalAccesses:
+    """A kernel's global loads and stores counted by bytes per access, beside the copies
+    of the element body (one square root each) that compilers unroll loops into."""
+
+    elements: int
+    loads: Counter
+    stores: Counter
+
+
+_PTX_BYTES = {"f32": 4, "u32": 4, "s32": 4, "b32": 4, "f64": 8, "u64": 8, "s64": 8,
+              "b64": 8, "u8": 1, "s8": 1, "b8": 1, "u16": 2, "s16": 2, "b16": 2}
+
+
+def ptx_accesses(ptx: str) -> GlobalAccesses:
+    """``GlobalAccesses`` of a PTX kernel (``ld.global``/``st.global``; a vector access
+    of k lanes counts k times the lane's bytes)."""
+    loads, stores = Counter(), Counter()
+    elements = 0
+    for op, _ in instructions(ptx):
+        parts = op.split(".")
+        elements += op.startswith("sqrt.")
+        if op.startswith(("ld.global", "st.global")):
+            lanes = next((int(p[1:]) for p in parts if re.fullmatch(r"v\d", p)), 1)
+            size = lanes * _PTX_BYTES.get(parts[-1], 0)
+            (loads if op.startswith("ld") else stores)[size] += 1
+    return GlobalAccesses(elements, loads, stores)
+
+
 @dataclass(frozen=True)
 class Sass:
     """What ptxas made of a PTX module: registers and spill bytes of its kernel (from
@@ -118,6 +176,19 @@ class Sass:
         total = lambda prefix: sum(n for op, n in ops.items() if op.startswith(prefix))
         roots = total("MUFU.RSQ")
         return total("LDG") / roots, total("STG") / roots
+
+    def accesses(self) -> GlobalAccesses:
+        """``GlobalAccesses`` of the kernel's own code (LDG/STG by width: no suffix is 4
+        bytes, .U8/.S8 1, .64 8, .128 16; elements: MUFU.RSQ)."""
+        loads, stores = Counter(), Counter()
+        ops = self.kernel_opcodes()
+        for op, n in ops.items():
+            if op.startswith(("LDG", "STG")):
+                parts = op.split(".")
+                size = 1 if {"U8", "S8"} & set(parts) else \
+                    next((int(p) // 8 for p in parts if p in ("64", "128")), 4)
+                (loads if op.startswith("LDG") else stores)[size] += n
+        return GlobalAccesses(ops["MUFU.RSQ"], loads, stores)
 
 
 _SASS_LINE = re.compile(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)")

@@ -237,10 +237,11 @@ def test_bad_state_dtype_and_params():
 
 
 @pytest.mark.parametrize("name", ["numba-cuda", "cupy"])
-def test_gpu_backends_refuse_int8_state_by_name(name):
+def test_gpu_backends_declare_int8_state(name):
+    """(Their kernels' bits are checked under the CUDA simulator and as PTX: see
+    tests/cuda_sim and tests/test_machine_code.py.)"""
     import importlib
 
-    from backends.quantized_step import require_int8_support
     from backends.registry import _BUILT_IN
 
     module, cls, _ = _BUILT_IN[name]
@@ -248,8 +249,20 @@ def test_gpu_backends_refuse_int8_state_by_name(name):
         backend_class = getattr(importlib.import_module(module), cls)
     except ImportError as exc:
         pytest.skip(f"{name} module does not import here: {exc}")
-    with pytest.raises(ValueError, match="state_dtype='int8' is not implemented"):
-        require_int8_support(backend_class, [np.zeros(5000, np.float32)])
+    assert backend_class.supports_int8_state
+
+
+def test_a_backend_without_int8_state_refuses_it_by_name():
+    from backends.numpy_backend import NumpyBackend
+    from backends.quantized_step import require_int8_support
+
+    class Float32Only(NumpyBackend):
+        name = "float32-only"
+        supports_int8_state = False
+
+    with pytest.raises(ValueError, match="state_dtype='int8' is not implemented by the "
+                                         "float32-only backend"):
+        require_int8_support(Float32Only(), [np.zeros(5000, np.float32)])
 
 
 @pytest.mark.parametrize("backend", INT8_BACKENDS)

@@ -106,7 +106,7 @@ def _cupy_mutant_ptx(dtype="float32", amsgrad=False, old=None, new=None, options
 
 
 def test_mutant_a_python_float_literal_makes_float64_instructions():
-    kernel = _numba_mutant("inv_sqrt_bc2 + eps)", "inv_sqrt_bc2 + eps * 1.0)")
+    kernel = _numba_mutant("inv_sqrt_bc2), eps))", "inv_sqrt_bc2), eps * 1.0))")
     ptx = mc.numba_ptx(kernel, "float32", False, "90")
     assert len(mc.f64_instructions(ptx)) > 10
     with pytest.raises(AssertionError, match="float64 instructions"):
@@ -118,7 +118,8 @@ def test_mutant_rereading_p_after_the_stores_is_an_extra_load():
     ptx = _cupy_mutant_ptx(old="p[i] = pi - ", new="p[i] = decay * p[i] - ")
     assert (5, 3) in mc.per_element_memory(ptx)
     assert mc.ptx_to_sass(ptx, "90").per_element_memory()[0] > 4
-    kernel = _numba_mutant("p[i] = pi - step_size", "p[i] = decay * p[i] - step_size")
+    kernel = _numba_mutant("p[i] = _fused_update(pi, mi, vi,",
+                           "p[i] = _fused_update(decay * p[i], mi, vi,")
     assert (5, 3) in mc.per_element_memory(mc.numba_ptx(kernel, "float32", False, "90"))
 
 
@@ -185,3 +186,122 @@ def test_sass_reader_counts_only_the_kernels_own_code():
     assert re.search(r"\.text\.__cuda_sm\w+_div_rn", sass.text), "expected the division slow path"
     ops = sass.kernel_opcodes()
     assert ops["MUFU.RSQ"] > 0 and not any(op.startswith("RET") for op in ops)
+
+
+# --- 8-bit state kernels ------------------------------------------------------------------
+
+INT8_CASES = list(itertools.product(mc.KERNELS, (False, True), mc.ARCHS))
+INT8_IDS = [f"{b}-int8-{'amsgrad' if a else 'adam'}-sm{arch}" for b, a, arch in INT8_CASES]
+
+
+@lru_cache(maxsize=None)
+def _compiled_int8(backend, amsgrad, arch):
+    ptx = mc.int8_kernel_ptx(backend, amsgrad, arch)
+    return ptx, mc.ptx_to_sass(ptx, arch)
+
+
+def _assert_int8_bytes_model(accesses: mc.GlobalAccesses, amsgrad: bool):
+    """Per element copy (one square root each): p and g read as 4 bytes, each moment's
+    code as 1; p written as 4, each code as 1. Per state block, each moment's float32
+    scale read and written once. 16 bytes per element (18 with amsgrad) plus 8 (12)
+    per 256-element block, as harness.tables' bytes model counts."""
+    codes, e = (3 if amsgrad else 2), accesses.elements
+    assert e > 0, "no element body found (no square root)"
+    assert dict(accesses.loads) == {4: 2 * e + codes, 1: codes * e}, \
+        f"loads by bytes {dict(accesses.loads)} for {e} element copies"
+    stores = dict(accesses.stores)
+    assert stores.keys() == {4, 1} and stores[4] == e + codes, \
+        f"stores by bytes {stores} for {e} element copies"
+    assert stores[1] % codes == 0, f"{stores[1]} code stores for {codes} moments"
+
+
+def _assert_no_contraction(ptx):
+    """Every float32 multiply, add and subtract rounds on its own (``.rn``: ptxas never
+    fuses those), and there is no FMA: the CPU backends' operations, bit for bit."""
+    ops = [op for op, _ in mc.instructions(ptx) if op.endswith(".f32")]
+    fused = [op for op in ops if op.startswith("fma")]
+    loose = [op for op in ops if op.split(".")[0] in ("mul", "add", "sub") and ".rn" not in op]
+    assert not fused and not loose, f"contractible arithmetic: {fused + loose}"
+
+
+@pytest.mark.parametrize("backend,amsgrad,arch", INT8_CASES, ids=INT8_IDS)
+def test_int8_kernels_hold_no_float64_and_no_contraction(backend, amsgrad, arch):
+    ptx, _ = _compiled_int8(backend, amsgrad, arch)
+    _assert_no_f64(ptx)
+    _assert_no_contraction(ptx)
+    _assert_ieee(ptx)
+
+
+@pytest.mark.parametrize("backend,amsgrad,arch", INT8_CASES, ids=INT8_IDS)
+def test_int8_global_memory_is_the_bytes_model(backend, amsgrad, arch):
+    ptx, sass = _compiled_int8(backend, amsgrad, arch)
+    _assert_int8_bytes_model(mc.ptx_accesses(ptx), amsgrad)
+    _assert_int8_bytes_model(sass.accesses(), amsgrad)
+
+
+@pytest.mark.parametrize("backend,amsgrad,arch", INT8_CASES, ids=INT8_IDS)
+def test_int8_no_spills_and_registers_under_the_ceiling(backend, amsgrad, arch):
+    _assert_machine_limits(_compiled_int8(backend, amsgrad, arch)[1])
+
+
+def _cupy_int8_mutant_ptx(amsgrad=False, old=None, new=None, options=None):
+    from backends import _cupy_kernels
+
+    source = _cupy_kernels.int8_kernel_source(amsgrad)
+    if old is not None:
+        assert old in source
+        source = source.replace(old, new)
+    return _cupy_kernels.compile_int8_kernel(amsgrad, "90", "ptx",
+                                             options or _cupy_kernels.INT8_NVRTC_OPTIONS,
+                                             source).decode()
+
+
+def test_int8_mutant_a_python_float_literal_makes_float64_instructions():
+    kernel = _numba_mutant("_ONE / scale if", "1.0 / scale if", name="adam_int8")
+    with pytest.raises(AssertionError, match="float64 instructions"):
+        _assert_no_f64(mc.numba_int8_ptx(kernel, False, "90"))
+
+
+def test_int8_mutant_contracting_arithmetic_is_found():
+    kernel = _numba_mutant("element_with(_mul_rn, _add_rn, _sub_rn)",
+                           "element_with(_device(_times), _device(_plus), _device(_minus))",
+                           name="adam_int8")
+    with pytest.raises(AssertionError, match="contractible"):
+        _assert_no_contraction(mc.numba_int8_ptx(kernel, False, "90"))
+    plain_m = "float mi = beta1 * (decode_m(mc[i]) * m_scale) + one_minus_beta1 * gi;"
+    rounded_m = ("float mi = __fadd_rn(__fmul_rn(beta1, __fmul_rn(decode_m(mc[i]), m_scale)),\n"
+                 "                                 __fmul_rn(one_minus_beta1, gi));")
+    ptx = _cupy_int8_mutant_ptx(old=rounded_m, new=plain_m,
+                                options=_cupy_kernels_module().NVRTC_OPTIONS)
+    with pytest.raises(AssertionError, match="contractible"):
+        _assert_no_contraction(ptx)
+
+
+def _cupy_kernels_module():
+    from backends import _cupy_kernels
+
+    return _cupy_kernels
+
+
+def test_int8_mutant_an_extra_load_breaks_the_bytes_model():
+    kernel = _numba_mutant("            new[0, j] = m\n",
+                           "            new[0, j] = _add_rn(m, _mul_rn(g[i], _ZERO))\n",
+                           name="adam_int8")
+    with pytest.raises(AssertionError, match="loads by bytes"):
+        _assert_int8_bytes_model(mc.ptx_accesses(mc.numba_int8_ptx(kernel, False, "90")),
+                                 False)
+    ptx = _cupy_int8_mutant_ptx(old="encode_v(__fmul_rn(fresh[1][j], inverse[1]))",
+                                new="encode_v(__fmul_rn(fresh[1][j], inverse[1]) + g[j] * 0.0f)")
+    with pytest.raises(AssertionError, match="loads by bytes"):
+        _assert_int8_bytes_model(mc.ptx_to_sass(ptx, "90").accesses(), False)
+
+
+def test_int8_mutant_flush_to_zero_and_spills_are_found():
+    from backends import _cupy_kernels
+
+    ptx = _cupy_int8_mutant_ptx(options=(*_cupy_kernels.INT8_NVRTC_OPTIONS, "-ftz=true"))
+    with pytest.raises(AssertionError, match="flush-to-zero"):
+        _assert_ieee(ptx)
+    ptx, _ = _compiled_int8("cupy", True, "90")
+    with pytest.raises(AssertionError, match="spills"):
+        _assert_machine_limits(mc.ptx_to_sass(ptx, "90", ["-maxrregcount=16"]))
