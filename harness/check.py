@@ -18,7 +18,7 @@ from .agreement import OPTION_SETS, Errors, pairwise, run_with_reference
 from .bad_input import BAD_INPUT_CASES, run_bad_input_case
 from .edge_cases import EDGE_CASES, run_edge_case
 from .peers import describe_failure
-from .int8_agreement import int8_agreement
+from .int8_agreement import SIMULATED, int8_agreement, simulated_int8_agreement
 from .problems import MIXED_SHAPES, random_problem
 from .steppers import UnsupportedOption
 from .subjects import Subject
@@ -147,6 +147,10 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
     agreement["within_tolerance"] = agreement["within_tolerance"].astype("boolean")
     ours = [s.label for s in subjects if s.kind == "backend"]
     int8 = int8_agreement(ours, seed=seed) if "float32" in dtypes and ours else None
+    simulated = [name for name in SIMULATED if f"{name} (emulated)" in kinds]
+    if int8 is not None and simulated:
+        int8 = pd.concat([int8, *(simulated_int8_agreement(name, seed=seed)
+                                  for name in simulated)], ignore_index=True)
     return CheckReport(agreement, pd.DataFrame(pair_rows, columns=_PAIR_COLUMNS),
                        pd.DataFrame(edge_rows, columns=_EDGE_COLUMNS), skipped,
                        pd.DataFrame(bad_rows, columns=["case", "subject", "passed", "detail"]),

@@ -19,7 +19,8 @@ from backends.reference import QuantizedMoment, nearest_code, reference_step_int
 
 from .agreement import OPTION_SETS
 
-__all__ = ["BOUNDARY_EPS", "compare_codes", "int8_agreement", "int8_lines", "INT8_SIZE"]
+__all__ = ["BOUNDARY_EPS", "compare_codes", "int8_agreement", "int8_lines", "INT8_SIZE",
+           "simulated_int8_agreement", "SIMULATED", "SIMULATED_STEPS"]
 
 #: Float32 epsilons within which a reference value counts as on a decision boundary.
 BOUNDARY_EPS = 8
@@ -79,6 +80,41 @@ def _run(backend, options: dict, steps: int, seed: int) -> dict:
             out["codes_at_boundary"] += at
             out["codes_off_boundary"] += off
     return out
+
+
+#: GPU backends whose 8-bit kernel also runs under Numba's CUDA simulator on the CPU.
+SIMULATED = ("numba-cuda",)
+#: Steps of a simulated subject: the simulator runs one Python thread per GPU thread,
+#: about 0.1 s per 256-element block and step (INT8_SIZE has 33 blocks).
+SIMULATED_STEPS = 2
+
+
+def simulated_int8_agreement(backend: str = "numba-cuda", steps: int = SIMULATED_STEPS,
+                             seed: int = 0) -> pd.DataFrame:
+    """``int8_agreement`` of ``backend``'s GPU kernel run by the CUDA simulator (in a
+    process of its own: numba reads NUMBA_ENABLE_CUDASIM at import), as subject
+    "<backend> (simulated)"; a row saying why where that fails."""
+    import io
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom harness.int8_agreement import int8_agreement\n"
+            f"sys.stdout.write(int8_agreement([{backend!r}], steps={steps}, "
+            f"seed={seed}).to_json(orient='records', double_precision=15))")
+    label = f"{backend} (simulated)"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"), timeout=1800,
+                              check=True)
+    except (subprocess.SubprocessError, OSError) as exc:
+        detail = getattr(exc, "stderr", None) or str(exc)
+        return pd.DataFrame([{"subject": label, "options": "",
+                              "note": f"not run: the simulator failed: "
+                                      f"{detail.strip().splitlines()[-1]}"}],
+                            columns=_COLUMNS)
+    df = pd.read_json(io.StringIO(done.stdout), orient="records")
+    return df.reindex(columns=_COLUMNS).assign(subject=label)
 
 
 def int8_agreement(backend_names: list[str], steps: int = 20, seed: int = 0) -> pd.DataFrame:

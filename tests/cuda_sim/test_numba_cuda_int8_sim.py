@@ -39,10 +39,18 @@ def _run(backend, params, grad_steps, options, state=None):
     return [backend.to_numpy(a).copy() for a in opt.params], opt.state_dict()["state"]
 
 
+def _bits(x):
+    """Bytes of ``x`` as integers, every float NaN as one NaN: a real GPU returns its
+    canonical NaN where x86 propagates an operand's (the simulator computes on the CPU)."""
+    if x.dtype == np.float32:
+        return np.where(np.isnan(x), np.uint32(0x7FC00000), x.view(np.uint32))
+    return x.view(np.uint8)
+
+
 def _assert_same_bits(a, b):
     (pa, sa), (pb, sb) = a, b
     for x, y in zip(pa, pb):
-        np.testing.assert_array_equal(x.view(np.uint32), y.view(np.uint32))
+        np.testing.assert_array_equal(_bits(x), _bits(y))
     assert sa.keys() == sb.keys()
     for key in sa:
         if key == "step" or sa[key] is None:
@@ -52,8 +60,7 @@ def _assert_same_bits(a, b):
             assert (x is None) == (y is None)
             if x is not None:
                 assert x.dtype == y.dtype and x.shape == y.shape, (key, i)
-                np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8),
-                                              err_msg=f"{key}[{i}]")
+                np.testing.assert_array_equal(_bits(x), _bits(y), err_msg=f"{key}[{i}]")
 
 
 @pytest.mark.parametrize("options", list(OPTION_SETS), ids=list(OPTION_SETS))
@@ -113,6 +120,8 @@ def test_codes_of_every_value_class_match_the_numpy_maps():
     denormals, NaN and infinity, against ``blockwise``'s NumPy quantizers."""
     from backends import _numba_cuda_kernels as kernels
 
+    if not kernels._SIMULATED:
+        pytest.skip("device functions are called from Python only under the simulator")
     x = np.concatenate([bw.M_VALUES, bw.V_VALUES, (bw.M_VALUES[1:] + bw.M_VALUES[:-1]) / 2,
                         (bw.V_VALUES[1:] + bw.V_VALUES[:-1]) / 2,
                         [0.0, 1e-45, 1e-40, np.inf, np.nan]]).astype(np.float32)
