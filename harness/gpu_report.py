@@ -2,8 +2,9 @@
 
 Runs the GPU tests (machine code, the CuPy tests and the Numba CUDA kernel tests on the
 real device), the agreement check with the GPU backends beside the CPU ones and the
-emulated GPU subjects, and the GPU sweep (2^12..2^28 elements, float32 and float64,
-with and without amsgrad, the GPU roofline timed beside every cell), writing
+emulated GPU subjects (and the 8-bit state agreement of the GPU kernels), and the GPU
+sweep (2^12..2^28 elements, float32 and float64, with and without amsgrad, and float32
+with 8-bit state beside its own roofline; the GPU roofline timed beside every cell), writing
 ``results/check-<gpu>.*`` and ``results/bench-<gpu>.*``. Without a GPU it refuses at once.
 """
 from __future__ import annotations
@@ -43,6 +44,7 @@ class GpuReportPlan:
     bench_stem: Path
     sizes: tuple[int, ...] = tuple(2**e for e in range(12, 29, 2))
     dtypes: tuple[str, ...] = ("float32", "float64")
+    states: tuple[str, ...] = ("full", "int8")
 
 
 def plan_report(gpu_name: str, results: Path = Path("results")) -> GpuReportPlan:
@@ -84,7 +86,8 @@ def run_gpu_report(repeats: int = 15, max_seconds: float = 2.0) -> int:
     write_tables(report.edges, plan.check_stem.with_name(plan.check_stem.name + "-edge-cases"))
     print(f"gpu-report: check {'PASS' if report.ok else 'FAIL'} ({plan.check_stem}.md)")
     sweep = SweepConfig(sizes=list(plan.sizes), dtypes=list(plan.dtypes), amsgrad=True,
-                        models=[], repeats=repeats, max_seconds=max_seconds)
+                        models=[], repeats=repeats, max_seconds=max_seconds,
+                        states=list(plan.states))
     df = run_sweep(sweep, collect_subjects(peers=False, device="cuda"), plan.bench_stem)
     plot_throughput(df, plan.bench_stem.with_suffix(".png"), title=plan.gpu)
     print(f"gpu-report: sweep written to {plan.bench_stem}.csv/.json/.md/.png")

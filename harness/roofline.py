@@ -77,22 +77,70 @@ def _numba_cuda(n, dtype):
 
 def _cpu_int8(n, dtype):
     from backends import _numba_int8_kernels
-    from backends.blockwise import n_blocks
 
     _numba_int8_kernels.compile_all()
-    p, g, _, _ = roofline_arrays(n, dtype)
-    m_codes, v_codes = np.ones(n, np.uint8), np.ones(n, np.uint8)
-    m_scales, v_scales = np.ones(n_blocks(n), np.float32), np.ones(n_blocks(n), np.float32)
-    return (lambda: _numba_int8_kernels.roofline_int8(p, g, m_codes, v_codes, m_scales,
-                                                      v_scales)), (lambda: None)
+    arrays = _int8_arrays(n)
+    return (lambda: _numba_int8_kernels.roofline_int8(*arrays)), (lambda: None)
+
+
+def _int8_arrays(n):
+    """Host (p, g, m codes, v codes, m scales, v scales) of the 8-bit roofline."""
+    from backends.blockwise import n_blocks
+
+    p, g, _, _ = roofline_arrays(n, np.float32)
+    return (p, g, np.ones(n, np.uint8), np.ones(n, np.uint8),
+            np.ones(n_blocks(n), np.float32), np.ones(n_blocks(n), np.float32))
+
+
+def _gpu_int8(n):
+    """The 8-bit streams on a GPU (read p, g, codes and scales; write p, codes, scales),
+    CuPy's elementwise kernels, or Numba CUDA's where CuPy is missing."""
+    try:
+        import cupy
+    except ImportError:
+        return _numba_cuda_int8(n)
+    from backends.cupy_backend import cupy_event_timer
+
+    elements = cupy.ElementwiseKernel("float32 g", "float32 p, uint8 mc, uint8 vc",
+                                      "p += g; mc += 1; vc += 1", "adam_roofline_int8")
+    scales = cupy.ElementwiseKernel("", "float32 ms, float32 vs", "ms += 1; vs += 1",
+                                    "adam_roofline_int8_scales")
+    p, g, mc, vc, ms, vs = (cupy.asarray(a) for a in _int8_arrays(n))
+
+    def step():
+        elements(g, p, mc, vc)
+        scales(ms, vs)
+
+    return step, cupy.cuda.get_current_stream().synchronize, cupy_event_timer(cupy)
+
+
+def _numba_cuda_int8(n):
+    from numba import cuda
+
+    from backends.numba_cuda import numba_event_timer
+
+    @cuda.jit
+    def roofline(p, g, mc, vc, ms, vs):
+        for b in range(cuda.grid(1), ms.size, cuda.gridsize(1)):
+            ms[b] += np.float32(1)
+            vs[b] += np.float32(1)
+        for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+            p[i] += g[i]
+            mc[i] += 1
+            vc[i] += 1
+
+    arrays = tuple(cuda.to_device(a) for a in _int8_arrays(n))
+    blocks = min((n + 255) // 256, 1024) or 1
+    return ((lambda: roofline[blocks, 256](*arrays)), cuda.synchronize,
+            numba_event_timer(cuda))
 
 
 def roofline_step(n: int, dtype, device: str = "cpu", state: str = "full"):
     """(step, sync) running the roofline kernel over ``n`` elements of ``dtype``; on a GPU
     (step, sync, timer) with a CUDA-event timer. With state "int8": the 8-bit streams,
-    float32 on the CPU only."""
+    float32 only."""
     if state == "int8":
-        if device != "cpu" or np.dtype(dtype) != np.float32:
-            raise ValueError("the 8-bit roofline runs on the CPU for float32 only")
-        return _cpu_int8(n, np.dtype(dtype))
+        if np.dtype(dtype) != np.float32:
+            raise ValueError("the 8-bit roofline runs for float32 only")
+        return _cpu_int8(n, np.dtype(dtype)) if device == "cpu" else _gpu_int8(n)
     return (_cpu if device == "cpu" else _gpu)(n, np.dtype(dtype))

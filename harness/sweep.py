@@ -89,7 +89,7 @@ def plan_cells(cfg: SweepConfig, subjects: list[Subject]) -> list[Cell]:
                 for state in states:
                     if state != "full" and dtype != "float32":
                         continue
-                    for device in devices if state == "full" else ["cpu"]:
+                    for device in devices:
                         if workload.name == "flat" and not amsgrad:
                             cells.append(Cell(workload, None, device, dtype, False, state))
                     for subject in subjects:
@@ -108,11 +108,11 @@ def _measured_states(subject: Subject, states: list[str]) -> list[str]:
 
 
 def _has_int8_state(subject: Subject) -> bool:
-    """Whether ``subject`` is one of our CPU backends with 8-bit state."""
+    """Whether ``subject`` is one of our backends (CPU or GPU) with 8-bit state."""
     from backends import get_backend
 
     return (subject.kind == "backend" and subject.make is not None
-            and subject.device == "cpu" and get_backend(subject.label).supports_int8_state)
+            and get_backend(subject.label).supports_int8_state)
 
 
 def _skip_reason(cell: Cell, cfg: SweepConfig) -> str | None:

@@ -26,6 +26,7 @@ def test_plan_names_files_after_the_gpu_and_sweeps_2_12_to_2_28():
     assert plan.check_stem == Path("results/check-nvidia-h100-80gb-hbm3")
     assert plan.sizes[0] == 2**12 and plan.sizes[-1] == 2**28
     assert plan.dtypes == ("float32", "float64")
+    assert plan.states == ("full", "int8")
 
 
 def test_the_gpu_tests_exist_and_the_cuda_kernel_tests_are_collected_for_a_device():

@@ -76,3 +76,33 @@ def test_int8_agreement_of_backends_without_8bit_state_is_a_table_of_notes():
     df = int8_agreement(["cupy"])
     assert "within_tolerance" in df.columns and df["within_tolerance"].isna().all()
     assert int8_lines(df)[0].startswith("int8 state cupy: ")
+
+
+def test_int8_cells_for_a_gpu_backend_with_a_gpu_roofline(monkeypatch):
+    """A GPU backend with 8-bit state (here a stand-in: no GPU) gets float32 int8 cells
+    and the 8-bit roofline on its device, as ``adam-bench gpu-report`` sweeps them."""
+    import backends
+    from harness.subjects import Subject
+
+    class GpuWithInt8:
+        supports_int8_state = True
+
+    monkeypatch.setattr(backends, "get_backend", lambda name: GpuWithInt8())
+    gpu = Subject("numba-cuda", "backend", "cuda", make=lambda *a, **k: None)
+    cfg = SweepConfig(sizes=[2**12], models=[], dtypes=["float32", "float64"],
+                      states=["full", "int8"])
+    int8 = sorted((c.label, c.device, c.dtype) for c in plan_cells(cfg, [gpu])
+                  if c.state == "int8")
+    assert int8 == [("numba-cuda[int8]", "cuda", "float32"),
+                    ("roofline[int8]", "cuda", "float32")]
+    GpuWithInt8.supports_int8_state = False
+    assert not [c for c in plan_cells(cfg, [gpu]) if c.state == "int8" and c.subject]
+
+
+def test_simulated_int8_agreement_says_why_it_did_not_run():
+    from harness.int8_agreement import simulated_int8_agreement
+
+    row = simulated_int8_agreement("no-such-backend", steps=1).iloc[0]
+    assert row["subject"] == "no-such-backend (simulated)"
+    assert row["note"].startswith("not run: the simulator failed:")
+    assert "no-such-backend" in row["note"]
