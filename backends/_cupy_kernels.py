@@ -90,8 +90,7 @@ __device__ __forceinline__ unsigned char encode_m(float x) {{
     unsigned int bits = __float_as_uint(x);
     unsigned int u = bits & MAGNITUDE;
     int k = (int)((u + {m_half}u) >> {m_shift}) - {m_bias};
-    if (k > 127) k = 127;
-    if (k < 1) k = u >= {m_half_min}u ? 1 : 0;
+    k = k < 0 ? 0 : (k > 127 ? 127 : k);
     return (unsigned char)(((bits >> 31) << 7) | (unsigned int)k);
 }}
 __device__ __forceinline__ unsigned char encode_v(float x) {{
@@ -187,7 +186,7 @@ def int8_kernel_source(amsgrad: bool) -> str:
 
     source = _INT8_SOURCE.format(
         block=bw.BLOCK, threads=INT8_THREADS, m_bias=bw.M_BIAS, m_shift=bw.M_SHIFT,
-        m_half=bw.M_HALF, m_half_min=bw.M_HALF_MIN_BITS, v_bias=bw.V_BIAS,
+        m_half=bw.M_HALF, v_bias=bw.V_BIAS,
         v_shift=bw.V_SHIFT, v_half=bw.V_HALF, name=int8_kernel_name(amsgrad),
         x_params="unsigned char* xc, float* xs, " if amsgrad else "")
     for marker, code in _INT8_AMSGRAD.items():

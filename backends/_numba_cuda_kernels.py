@@ -25,8 +25,7 @@ import os
 import numpy as np
 from numba import cuda
 
-from .blockwise import (BLOCK, M_BIAS, M_HALF, M_HALF_MIN_BITS, M_SHIFT, V_BIAS, V_HALF,
-                        V_SHIFT)
+from .blockwise import BLOCK, M_BIAS, M_HALF, M_SHIFT, V_BIAS, V_HALF, V_SHIFT
 
 __all__ = ["adam", "adam_amsgrad", "adam_int8", "adam_int8_amsgrad", "element_with",
            "INT8_THREADS", "INT8_LAUNCH_BOUNDS"]
@@ -152,11 +151,7 @@ def _decode_v(code):
 def _encode_m(x):
     bits = _bits(x)
     u = bits & _MAGNITUDE
-    k = ((u + M_HALF) >> M_SHIFT) - M_BIAS
-    if k > 127:
-        k = 127
-    if k < 1:
-        k = 1 if u >= M_HALF_MIN_BITS else 0
+    k = min(max(((u + M_HALF) >> M_SHIFT) - M_BIAS, 0), 127)
     return k | 128 if bits < 0 else k
 
 

@@ -124,7 +124,7 @@ def test_codes_of_every_value_class_match_the_numpy_maps():
         pytest.skip("device functions are called from Python only under the simulator")
     x = np.concatenate([bw.M_VALUES, bw.V_VALUES, (bw.M_VALUES[1:] + bw.M_VALUES[:-1]) / 2,
                         (bw.V_VALUES[1:] + bw.V_VALUES[:-1]) / 2,
-                        [0.0, 1e-45, 1e-40, np.inf, np.nan]]).astype(np.float32)
+                        [0.0, 1e-45, 1e-40, bw.M_FLUSH, np.inf, np.nan]]).astype(np.float32)
     x = np.concatenate([x, np.nextafter(x, np.float32(0)), np.nextafter(x, np.float32(2))])
     x = np.concatenate([x, -x])
     np.testing.assert_array_equal([kernels._encode_m(v) for v in x], bw.quantize_m(x))
