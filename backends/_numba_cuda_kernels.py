@@ -8,14 +8,17 @@ IEEE round-to-nearest intrinsics (``mul.rn``/``add.rn``/``sub.rn``, which no com
 fuses) every operation rounds on its own, as on the CPU, so the 8-bit kernel gives the
 NumPy and Numba CPU backends' bits: its codes are decisions on exact float32 values.
 
-The 8-bit kernel runs one thread block of BLOCK threads per 256-element state block (a
-grid-stride loop over blocks): each thread decodes its element's codes, runs the body,
-writes p; the block takes each new moment's absmax as the maximum of the magnitude bits
-(a NaN's exceed every number's, as on the CPU) by a tree reduction in shared memory;
-thread 0 writes the scales and 1 / absmax (0 when absmax is 0 or NaN, as
-``blockwise.inverse_scales``); each thread encodes its element with integer operations on
-the float32 bits (``backends.blockwise``'s constants). Under the CUDA simulator the
-intrinsics are NumPy float32 operations, which round each operation the same way.
+The 8-bit kernel runs one warp (INT8_THREADS) per 256-element state block, in a
+grid-stride loop over blocks. Each lane takes every 32nd element (coalesced): decodes its
+codes, runs the body, writes p and keeps the new moments in shared memory. The warp takes
+each moment's absmax as the maximum of the magnitude bits (a NaN's exceed every number's,
+as on the CPU) by a tree reduction in shared memory; lane 0 writes the scales and
+1 / absmax (0 when absmax is 0 or NaN, as ``blockwise.inverse_scales``); the lanes encode
+with integer operations on the float32 bits (``backends.blockwise``'s constants). One
+warp per block: the reduction waits on no other warp, and the CUDA simulator (a Python
+thread per GPU thread) runs 8x fewer threads than with a thread per element. Under the
+simulator the intrinsics are NumPy float32 operations, which round each operation the
+same way.
 """
 from __future__ import annotations
 

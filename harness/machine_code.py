@@ -5,7 +5,8 @@ kernel with the argument types the backend launches with; CuPy: the backend's ow
 call), turns PTX into SASS with nvJitLink (registers, spills) and nvdisasm, and reads
 what the tests assert: float64 instructions, global loads and stores per element, IEEE
 square root and division, flush-to-zero, and the floating-point operations of one
-element, with the multiply-adds the assembler fuses counted as FMAs.
+element, with the multiply-adds the assembler fuses counted as FMAs; for the 8-bit state
+kernels, global accesses by width (``ptx_accesses``, ``Sass.accesses``).
 
 Needs the ``[gpu-compile]`` extra (NVVM, NVRTC, nvJitLink, nvdisasm as wheels); no driver.
 """
