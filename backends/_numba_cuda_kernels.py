@@ -29,6 +29,7 @@ import numpy as np
 from numba import cuda
 
 from .blockwise import BLOCK, M_BIAS, M_HALF, M_SHIFT, V_BIAS, V_HALF, V_SHIFT
+from .scalars import moments_with
 
 __all__ = ["adam", "adam_amsgrad", "adam_int8", "adam_int8_amsgrad", "element_with",
            "INT8_THREADS", "INT8_LAUNCH_BOUNDS"]
@@ -82,21 +83,19 @@ else:
 
 
 def element_with(mul, add, sub):
-    """The element body of ``backends.scalars`` with these multiply, add and subtract, as
-    two device functions: ``moments(p, g, m, v, vmax, sign, l2, decay, beta1,
-    one_minus_beta1, beta2, one_minus_beta2, use_l2, amsgrad)`` -> (decayed p, m, v,
-    vmax), vmax being v's running maximum with amsgrad (a NaN from either side wins, as
+    """The element body of ``backends.scalars`` (its ``moments_with``) with these
+    multiply, add and subtract, as two device functions: ``moments(p, g, m, v, vmax,
+    sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2, use_l2, amsgrad)`` ->
+    (decayed p, m, v, vmax), vmax being v's running maximum with amsgrad (a NaN from either side wins, as
     np.maximum) and v without; ``update(p, m, vmax, step_size, inv_sqrt_bc2, eps)`` -> the
     new p. Two functions, so a kernel stores the moments before computing p, and each
     element's PTX ends with p's store (``harness.machine_code.element_bodies``)."""
+    body = _device(moments_with(mul, add))
+
     def moments(p, g, m, v, vmax, sign, l2, decay, beta1, one_minus_beta1, beta2,
                 one_minus_beta2, use_l2, amsgrad):
-        g = mul(sign, g)
-        if use_l2:
-            g = add(g, mul(l2, p))
-        p = mul(decay, p)
-        m = add(mul(beta1, m), mul(one_minus_beta1, g))
-        v = add(mul(beta2, v), mul(mul(one_minus_beta2, g), g))
+        p, m, v = body(p, g, m, v, sign, l2, decay, beta1, one_minus_beta1, beta2,
+                       one_minus_beta2, use_l2)
         if not amsgrad or v > vmax or v != v:
             vmax = v
         return p, m, v, vmax

@@ -18,11 +18,12 @@ torch's addcmul, so float32 ``v`` overflows only for ``|g|`` above about 5.8e20.
 from __future__ import annotations
 
 import math
+import operator
 from typing import NamedTuple
 
 from .config import AdamConfig
 
-__all__ = ["StepScalars", "step_constants", "adam_moments"]
+__all__ = ["StepScalars", "step_constants", "adam_moments", "moments_with"]
 
 
 class StepScalars(NamedTuple):
@@ -77,16 +78,25 @@ def step_constants(lr, beta1, beta2, eps, weight_decay, decoupled, maximize, t):
             eps)
 
 
-def adam_moments(p, g, m, v, sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
-                 use_l2):
-    """Lines 1-5 of the body above for one element: (decayed p, new m, new v).
+def moments_with(mul, add):
+    """Lines 1-5 of the body above for one element, with these multiply and add:
+    ``moments(p, g, m, v, sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
+    use_l2)`` -> (decayed p, new m, new v). Plain arithmetic on scalars, so the Numba CPU
+    and CUDA kernels compile this same body (in the arrays' dtype: they pass constants of
+    that type); the 8-bit CUDA kernels pass IEEE round-to-nearest intrinsics, which no
+    compiler fuses into multiply-adds."""
+    def moments(p, g, m, v, sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
+                use_l2):
+        g = mul(sign, g)
+        if use_l2:
+            g = add(g, mul(l2, p))
+        p = mul(decay, p)
+        m = add(mul(beta1, m), mul(one_minus_beta1, g))
+        v = add(mul(beta2, v), mul(mul(one_minus_beta2, g), g))
+        return p, m, v
 
-    Plain arithmetic on scalars, so the Numba CPU and CUDA kernels compile this same
-    function (in the arrays' dtype: they pass constants of that type)."""
-    g = sign * g
-    if use_l2:
-        g = g + l2 * p
-    p = decay * p
-    m = beta1 * m + one_minus_beta1 * g
-    v = beta2 * v + (one_minus_beta2 * g) * g
-    return p, m, v
+    return moments
+
+
+#: The body with plain operators (the Numba CPU kernels).
+adam_moments = moments_with(operator.mul, operator.add)
