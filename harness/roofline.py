@@ -75,7 +75,7 @@ def _numba_cuda(n, dtype):
     return (lambda: roofline[blocks, 256](p, g, m, v)), cuda.synchronize, numba_event_timer(cuda)
 
 
-def _cpu_int8(n, dtype):
+def _cpu_int8(n):
     from backends import _numba_int8_kernels
 
     _numba_int8_kernels.compile_all()
@@ -142,5 +142,5 @@ def roofline_step(n: int, dtype, device: str = "cpu", state: str = "full"):
     if state == "int8":
         if np.dtype(dtype) != np.float32:
             raise ValueError("the 8-bit roofline runs for float32 only")
-        return _cpu_int8(n, np.dtype(dtype)) if device == "cpu" else _gpu_int8(n)
+        return _cpu_int8(n) if device == "cpu" else _gpu_int8(n)
     return (_cpu if device == "cpu" else _gpu)(n, np.dtype(dtype))
