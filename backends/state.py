@@ -102,7 +102,8 @@ class AdamState:
     @classmethod
     def from_dict(cls, d: dict) -> "AdamState":
         """A state of host NumPy arrays (copies) from ``to_dict`` output; second moments
-        must not be negative (NaN is allowed: NaN gradients make it)."""
+        and 8-bit scales must not be negative (NaN is allowed: NaN gradients make it): a
+        negative scale would flip m's sign, or make v negative and params NaN."""
         if not isinstance(d, dict):
             raise ValueError(f"state dict must be a dict, got {type(d).__name__}")
         missing = [k for k in ("step", "exp_avg", "exp_avg_sq") if k not in d]
@@ -119,9 +120,11 @@ class AdamState:
             raise ValueError("state dict has no exp_avg or exp_avg_sq arrays")
         if len(moments["exp_avg"]) != len(moments["exp_avg_sq"]):
             raise ValueError("state dict exp_avg and exp_avg_sq differ in length")
-        for name in ("exp_avg_sq", "max_exp_avg_sq"):
+        never_negative = {"exp_avg_sq": "a second moment", "max_exp_avg_sq": "a second moment",
+                          **{name: "an 8-bit block's scale" for name in _SCALES}}
+        for name, what in never_negative.items():
             for i, a in enumerate(moments[name] or ()):
-                if a.dtype.kind == "f" and np.any(a < 0):
-                    raise ValueError(f"state dict {name}[{i}] holds negative values; a "
-                                     "second moment is never negative")
+                if a is not None and a.dtype.kind == "f" and np.any(a < 0):
+                    raise ValueError(f"state dict {name}[{i}] holds negative values; "
+                                     f"{what} is never negative")
         return cls(step=step, **moments)

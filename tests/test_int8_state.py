@@ -316,3 +316,30 @@ def test_arrays_changed_in_place_after_checked_steps_are_checked_again(backend):
             opt.step(grads)
         undo(opt.state)
     _assert_same_bits(before, ([p for p in params], opt.state_dict()["state"]))
+
+
+@pytest.mark.parametrize("scale", ["exp_avg_scale", "exp_avg_sq_scale"])
+@pytest.mark.parametrize("backend", INT8_BACKENDS)
+def test_a_negative_scale_is_refused_by_load_state_dict_and_load(backend, scale, tmp_path):
+    """A negative scale would flip m's sign or make v negative (params NaN): a state dict
+    or file holding one is refused, as a negative fp32 second moment is, and nothing
+    changes. -0.0 is no negative value: it is accepted."""
+    params = _params(12, sizes=(5000, 300))
+    opt = Adam(params, backend=backend, state_dtype="int8")
+    grads = _grads(params, 13, steps=1)[0]
+    opt.step(grads)
+    before = [p.copy() for p in params], opt.state_dict()["state"]
+    bad = opt.state_dict()
+    bad["state"][scale][0][3] = -bad["state"][scale][0][3] - 1.0
+    message = rf"{scale}\[0\] holds negative values; an 8-bit block's scale is never negative"
+    with pytest.raises(ValueError, match=message):
+        opt.load_state_dict(bad)
+    from backends.checkpoint import write_checkpoint
+
+    write_checkpoint(tmp_path / "bad.npz", bad)
+    with pytest.raises(ValueError, match=message):
+        Adam.load(tmp_path / "bad.npz", params)
+    _assert_same_bits(before, ([p for p in params], opt.state_dict()["state"]))
+    signed_zero = opt.state_dict()
+    signed_zero["state"][scale][0][3] = -0.0
+    opt.load_state_dict(signed_zero)
