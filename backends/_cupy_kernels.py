@@ -151,6 +151,9 @@ extern "C" __global__ void {name}(
             ms[b] = __uint_as_float(best[0][0]);
             vs[b] = __uint_as_float(best[1][0]);
             AMSGRAD_WRITE_SCALE
+            if (best[0][0] >= 0x7F800000u)  // m's absmax inf or NaN: its m values become +NaN,
+                for (int j = 0; j < size; ++j)  // whose code (times inverse 0) is {m_nonfinite}
+                    fresh[0][j] = __uint_as_float(0x7FC00000u);  // (one lane, rare)
         }}
         __syncthreads();
         for (int j = lane; j < size; j += THREADS) {{
@@ -186,7 +189,7 @@ def int8_kernel_source(amsgrad: bool) -> str:
 
     source = _INT8_SOURCE.format(
         block=bw.BLOCK, threads=INT8_THREADS, m_bias=bw.M_BIAS, m_shift=bw.M_SHIFT,
-        m_half=bw.M_HALF, v_bias=bw.V_BIAS,
+        m_half=bw.M_HALF, m_nonfinite=bw.M_NONFINITE_CODE, v_bias=bw.V_BIAS,
         v_shift=bw.V_SHIFT, v_half=bw.V_HALF, name=int8_kernel_name(amsgrad),
         x_params="unsigned char* xc, float* xs, " if amsgrad else "")
     for marker, code in _INT8_AMSGRAD.items():

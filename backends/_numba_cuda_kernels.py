@@ -43,6 +43,8 @@ INT8_LAUNCH_BOUNDS = (INT8_THREADS, 32)
 _SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 _ZERO, _ONE = np.float32(0), np.float32(1)
 _MAGNITUDE = 0x7FFFFFFF
+_INF_BITS = 0x7F800000  # a larger magnitude is a NaN
+_POSITIVE_NAN = np.float32(np.nan)  # bits 0x7FC00000: code 127, M_NONFINITE_CODE
 
 
 def _device(fn):
@@ -221,6 +223,9 @@ def _int8_step(p, g, mc, ms, vc, vs, xc, xs, sign, l2, decay, beta1, one_minus_b
             vs[b] = _from_bits(best[1, 0])
             if amsgrad:
                 xs[b] = _from_bits(best[2, 0])
+            if best[0, 0] >= _INF_BITS:  # m's absmax inf or NaN: its m values become +NaN,
+                for j in range(size):  # whose code (times inverse 0) is M_NONFINITE_CODE
+                    new[0, j] = _POSITIVE_NAN  # (one lane, rare: no register for the rest)
         cuda.syncthreads()
         for j in range(lane, size, INT8_THREADS):
             mc[start + j] = _encode_m(_mul_rn(new[0, j], inverse[0]))

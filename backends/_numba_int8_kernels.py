@@ -25,7 +25,8 @@ from numba.extending import intrinsic
 
 from ._numba_kernels import (KERNEL_OPTIONS, _adam_element, _constants, _pointer,
                              _serial_twin)
-from .blockwise import BLOCK, M_BIAS, M_HALF, M_SHIFT, V_BIAS, V_HALF, V_SHIFT
+from .blockwise import (BLOCK, M_BIAS, M_HALF, M_NONFINITE_CODE, M_SHIFT, V_BIAS, V_HALF,
+                        V_SHIFT)
 
 __all__ = ["adam_int8", "adam_int8_serial", "roofline_int8", "compile_all", "CHUNK_BLOCKS"]
 
@@ -36,6 +37,9 @@ CHUNK_BLOCKS = 64
 _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 #: Where the float32 sign bit lands once m's bits are shifted right by M_SHIFT.
 _M_SIGN = 31 - M_SHIFT
+#: The bits of float32 inf (a larger magnitude is a NaN) and m's code of such blocks.
+_INF_BITS = np.uint32(0x7F800000)
+_M_NONFINITE = np.uint8(M_NONFINITE_CODE)
 
 
 def _const(kind: ir.IntType, value: int) -> ir.Constant:
@@ -213,9 +217,13 @@ def _block_update(p, g, mc, m_scale, vc, v_scale, xc, x_scale, m_new, v_new, x_n
 
 @njit(inline="always", cache=True)
 def _encode_block(values, codes, absmax_bits, signed):
-    """``codes`` of ``values[:codes.size]`` against their absmax; returns the absmax."""
+    """``codes`` of ``values[:codes.size]`` against their absmax; returns the absmax.
+    m's codes of a block whose absmax is inf or NaN are all M_NONFINITE_CODE."""
     scale, inverse = _inverse(absmax_bits)
-    if signed:
+    if signed and absmax_bits >= _INF_BITS:
+        for j in range(codes.size):
+            codes[j] = _M_NONFINITE
+    elif signed:
         for j in range(codes.size):
             codes[j] = _encode_m(values[j] * inverse)
     else:

@@ -28,6 +28,12 @@ numba step in cache. x is computed as
 ``value * (1 / absmax)`` in float32 (0 when absmax is 0 or NaN); a NaN in a block makes
 its absmax, and so the whole block's state, NaN.
 
+Non-finite blocks. A block whose m absmax is inf or NaN dequantizes to no number whatever
+its codes, and the sign of a NaN is no data: x86 makes inf * 0 a negative NaN and passes
+on a NaN operand's sign, GPUs make every NaN positive, and which of two NaN operands an
+addition passes on depends on the order the compiler chose. So every m code of such a block is M_NONFINITE_CODE (127), in every
+backend, and the bits stay identical (v's code ignores the sign already: 255 for a NaN).
+
 Why v has no 0. The update divides m by sqrt(v) + eps. If v could dequantize to 0 while
 m does not, the step would be lr * m / eps, orders of magnitude beyond Adam's bound of
 about lr: Li et al. (NeurIPS 2023) call it the zero-point problem; a decade-style map
@@ -57,7 +63,7 @@ from .state import AdamState
 __all__ = ["BLOCK", "MIN_QUANTIZED_SIZE", "M_FLUSH", "M_VALUES", "V_VALUES", "is_quantized",
            "n_blocks", "quantize_m", "quantize_v", "dequantize_m", "dequantize_v",
            "block_absmax", "inverse_scales", "init_quantized_state", "step_blocks_numpy",
-           "QUANTIZED_MOMENTS", "SCALE_NAMES"]
+           "QUANTIZED_MOMENTS", "SCALE_NAMES", "M_NONFINITE_CODE"]
 
 BLOCK = 256
 MIN_QUANTIZED_SIZE = 4096
@@ -67,6 +73,8 @@ SCALE_NAMES = tuple(f"{name}_scale" for name in QUANTIZED_MOMENTS)
 #: m's map: bias of the 11 kept bits (exponent and 3 mantissa bits), rounding half
 #: (1 << 19), and the magnitude below which m is 0.
 M_SHIFT, M_BIAS, M_HALF, M_FLUSH = 20, 889, 1 << 19, 1.1875 * 2.0**-16
+#: Every m code of a block whose absmax is inf or NaN (see "Non-finite blocks").
+M_NONFINITE_CODE = 127
 #: v's map: bias of the 11 kept bits (exponent and 3 mantissa bits), rounding half.
 V_SHIFT, V_BIAS, V_HALF = 20, 761, 1 << 19
 _MAGNITUDE = np.uint32(0x7FFFFFFF)
@@ -196,3 +204,6 @@ def step_blocks_numpy(p, g, moments, c, adam_block) -> None:
             codes, scales = pair
             scales[:] = block_absmax(new)
             codes[:] = quantize(new * _per_element(inverse_scales(scales), n))
+    nonfinite = ~np.isfinite(m_scales)
+    if nonfinite.any():
+        m_codes[_per_element(nonfinite, n)] = M_NONFINITE_CODE

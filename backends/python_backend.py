@@ -67,11 +67,13 @@ def _quantized_block(p, g, moments, start, stop, b, s) -> None:
         if pair is None:
             continue
         codes, scales = pair
-        scale = max(map(abs, values))
-        scales[b] = scale
+        # a NaN wins, as in the kernels' maximum of magnitude bits (max() would skip it)
+        scales[b] = math.nan if any(map(math.isnan, values)) else max(map(abs, values))
         inverse = _f32(1.0 / scales[b]) if scales[b] > 0 else 0.0
+        nonfinite = signed and not math.isfinite(scales[b])
         for i, value in zip(range(start, stop), values):
-            codes[i] = _encode(_f32(value * inverse), signed)
+            codes[i] = bw.M_NONFINITE_CODE if nonfinite else _encode(_f32(value * inverse),
+                                                                       signed)
 
 
 def _f32(x: float) -> float:

@@ -17,8 +17,9 @@ NaN or Inf in g propagate as IEEE arithmetic says: they are not errors.
 dequantizes (map value of each code times its block's scale), runs the step above on the
 dequantized moments, then quantizes each new moment: scale = the block's largest
 magnitude, code = the nearest map value to value / scale (ties away from zero; m is 0 below
-``M_FLUSH``), looked
-up in the maps as numbers (``M_VALUES``, ``V_VALUES``), not by the kernels' bit tricks.
+``M_FLUSH``; every m code of a block with an inf or NaN scale is ``M_NONFINITE_CODE``),
+looked up in the maps as numbers (``M_VALUES``, ``V_VALUES``), not by the kernels' bit
+tricks.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blockwise import BLOCK, M_FLUSH, M_VALUES, V_VALUES
+from .blockwise import BLOCK, M_FLUSH, M_NONFINITE_CODE, M_VALUES, V_VALUES
 from .config import AdamConfig
 
 __all__ = ["ReferenceState", "reference_step", "reference_run", "QuantizedMoment",
@@ -132,8 +133,10 @@ def _quantize(values, signed: bool) -> QuantizedMoment:
     per_element = np.repeat(scales, BLOCK)[:flat.size]
     with np.errstate(all="ignore"):
         x = np.where(per_element > 0, flat / per_element, 0.0)
-    return QuantizedMoment(nearest_code(x, signed).reshape(values.shape), scales,
-                           x.reshape(values.shape))
+    codes = nearest_code(x, signed)
+    if signed:
+        codes[~np.isfinite(per_element)] = M_NONFINITE_CODE
+    return QuantizedMoment(codes.reshape(values.shape), scales, x.reshape(values.shape))
 
 
 def reference_step_int8(p, g, m: QuantizedMoment, v: QuantizedMoment,

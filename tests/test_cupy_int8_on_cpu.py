@@ -111,8 +111,9 @@ def _bits(x):
 
 @pytest.mark.parametrize("options", list(OPTION_SETS), ids=list(OPTION_SETS))
 def test_cupy_int8_source_gives_numpys_bits(options, tmp_path_factory):
-    """Three steps over 16 full blocks and a partial one, with a NaN block and a block
-    of zeros, three thread blocks looping over the 17 state blocks."""
+    """Three steps over 16 full blocks and a partial one, with a NaN block, a block made
+    inf then NaN by an inf gradient (m codes: M_NONFINITE_CODE) and a block of zeros,
+    three thread blocks looping over the 17 state blocks."""
     cfg_options = OPTION_SETS[options]
     amsgrad = cfg_options.get("amsgrad", False)
     run = _compiled(amsgrad, str(tmp_path_factory.getbasetemp()))
@@ -127,6 +128,7 @@ def test_cupy_int8_source_gives_numpys_bits(options, tmp_path_factory):
     for t in range(1, 4):
         g = (rng.standard_normal(n) * 10.0 ** rng.uniform(-6, 2, n)).astype(np.float32)
         g[3 * bw.BLOCK + 7] = np.nan if t == 2 else g[3 * bw.BLOCK + 7]
+        g[8 * bw.BLOCK + 1] = np.inf if t == 1 else g[8 * bw.BLOCK + 1]
         g[5 * bw.BLOCK:6 * bw.BLOCK] = 0
         reference.step([g])
         pairs = [(getattr(state, name)[0], getattr(state, scale)[0])
@@ -144,4 +146,6 @@ def test_cupy_int8_source_gives_numpys_bits(options, tmp_path_factory):
                                           _bits(getattr(reference.state, scale)[0]),
                                           err_msg=scale)
     assert np.isnan(reference.state.exp_avg_scale[0][3])
+    assert not np.isfinite(reference.state.exp_avg_scale[0][8])
+    assert (reference.state.exp_avg[0][8 * bw.BLOCK:9 * bw.BLOCK] == bw.M_NONFINITE_CODE).all()
     assert reference.state.exp_avg_scale[0][5] == 0

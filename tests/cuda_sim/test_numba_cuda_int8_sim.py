@@ -87,21 +87,27 @@ def test_many_tensors_around_the_threshold_in_one_step(cuda_backend):
 
 
 def test_nan_block_and_zero_block(cuda_backend):
-    """A NaN makes its block's scale and state NaN (and only that block's); a block of
-    zero gradients and params keeps scale 0 and code 0 (x = 0 where absmax is 0)."""
+    """A NaN makes its block's scale and state NaN (and only that block's), as an inf
+    gradient does from the next step on (with L2, NaNs of either sign meet: every m code
+    of such a block is M_NONFINITE_CODE); a block of zero gradients and params keeps scale
+    0 and code 0 (x = 0 where absmax is 0)."""
     n = 4096 + 1
     rng = np.random.default_rng(5)
     p = rng.standard_normal(n).astype(np.float32)
     p[5 * bw.BLOCK:6 * bw.BLOCK] = 0
-    grads = _grads((n,), 6, steps=2)
+    grads = _grads((n,), 6, steps=3)
     for (g,) in grads:
         g[3 * bw.BLOCK + 7] = np.nan
         g[5 * bw.BLOCK:6 * bw.BLOCK] = 0
-    numpy_run = _run("numpy", [p], grads, {})
-    _assert_same_bits(numpy_run, _run(cuda_backend, [p], grads, {}))
+    grads[0][0][8 * bw.BLOCK + 1] = np.inf
+    options = {"weight_decay": 0.1}
+    numpy_run = _run("numpy", [p], grads, options)
+    _assert_same_bits(numpy_run, _run(cuda_backend, [p], grads, options))
     scales = numpy_run[1]["exp_avg_scale"][0]
-    assert np.isnan(scales[3]) and scales[5] == 0
-    assert np.count_nonzero(np.isnan(scales)) == 1
+    assert np.isnan(scales[[3, 8]]).all() and scales[5] == 0
+    assert np.count_nonzero(np.isnan(scales)) == 2
+    codes = numpy_run[1]["exp_avg"][0]
+    assert (codes[8 * bw.BLOCK:9 * bw.BLOCK] == bw.M_NONFINITE_CODE).all()
 
 
 def test_resume_from_numpys_state_dict_is_bit_exact(cuda_backend):
