@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import FLOAT_DTYPES, Backend, _as_list, _views
+from .blockwise import SCALE_NAMES
 from .files import atomic_write
 from .config import AdamConfig
 from .optimizer import Adam
@@ -26,6 +27,8 @@ from .state import AdamState, to_host
 __all__ = ["ShardedAdam", "save_adam", "load_adam", "read_manifest", "MANIFEST"]
 
 MANIFEST = "manifest.json"
+_NOT_RESHARDED = ("8-bit state (state_dtype='int8') is quantized per 256-element block of "
+                  "each rank's shard and cannot be re-sharded")
 _FORMAT = "adam-backends-sharded/1"
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
@@ -80,9 +83,10 @@ class ShardedAdam:
 
     @property
     def state_bytes(self) -> int:
-        """Bytes of optimizer state (m, v and amsgrad's max) this rank holds."""
-        moments = 3 if self.config.amsgrad else 2
-        return moments * self.shard_len * self.dtype.itemsize
+        """Bytes of optimizer state this rank holds: its arrays of m, v and amsgrad's max
+        (with 8-bit state their codes and scales)."""
+        arrays = [getattr(self.state, name) or () for name in _MOMENTS + SCALE_NAMES]
+        return sum(int(a.nbytes) for column in arrays for a in column if a is not None)
 
     def step(self, grads) -> None:
         """One sharded Adam step; every rank must call it with its local gradients."""
@@ -126,7 +130,8 @@ class ShardedAdam:
         must call it; returns the manifest's path."""
         directory = Path(directory)
         host = self.state.to_dict()
-        moments = {name: host[name][0] for name in _MOMENTS if host[name] is not None}
+        moments = {name: host[name][0] for name in _MOMENTS + SCALE_NAMES
+                   if host.get(name) is not None and host[name][0] is not None}
         manifest = _manifest(self.config, self.backend.name, self.dtype, self.shapes,
                              host["step"], self.comm.size, self.shard_len)
         ok = True
@@ -151,11 +156,18 @@ class ShardedAdam:
         _check_params(manifest, params)
         config = {**manifest["config"], **overrides}
         opt = cls(params, backend=backend or manifest["backend"], comm=comm, **config)
-        lo = opt.start
-        hi = min(lo + opt.shard_len, opt.total)
-        moments = _read_range(Path(directory), manifest, lo, max(hi, lo), opt.shard_len)
-        state = opt.backend.state_from_dict({"step": manifest["step"], **{
-            name: [moments[name]] if name in moments else None for name in _MOMENTS}})
+        if opt.config.state_dtype != manifest["config"].get("state_dtype"):
+            raise ValueError(f"{directory}: saved with state_dtype="
+                             f"{manifest['config'].get('state_dtype')!r}; it resumes so only")
+        if opt.config.state_dtype is not None:
+            state = opt.backend.state_from_dict(_read_own_quantized_shard(
+                Path(directory), manifest, opt.comm))
+        else:
+            lo = opt.start
+            hi = min(lo + opt.shard_len, opt.total)
+            moments = _read_range(Path(directory), manifest, lo, max(hi, lo), opt.shard_len)
+            state = opt.backend.state_from_dict({"step": manifest["step"], **{
+                name: [moments[name]] if name in moments else None for name in _MOMENTS}})
         opt.backend.check_state(opt._device_params, state, opt.config)
         opt.state = state
         return opt
@@ -168,6 +180,8 @@ def save_adam(adam: Adam, directory: str | os.PathLike) -> Path:
     dtypes = {p.dtype for p in params}
     if len(dtypes) != 1:
         raise TypeError("save_adam needs params of one dtype")
+    if adam.config.state_dtype is not None:
+        raise ValueError(_NOT_RESHARDED + "; save a plain Adam with Adam.save")
     host = adam.state.to_dict()
     shapes = [tuple(p.shape) for p in params]
     total = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
@@ -184,6 +198,9 @@ def load_adam(directory, params, backend: str | Backend | None = None) -> Adam:
     """A plain ``Adam`` over ``params`` resumed from a checkpoint of any number of ranks."""
     manifest = read_manifest(directory)
     _check_params(manifest, params)
+    if manifest["config"].get("state_dtype") is not None:
+        raise ValueError(f"{directory}: {_NOT_RESHARDED}; resume it with ShardedAdam.load "
+                         f"on {manifest['world_size']} ranks")
     total = manifest["total"]
     moments = _read_range(Path(directory), manifest, 0, total, total)
     shapes = [tuple(s) for s in manifest["shapes"]]
@@ -257,6 +274,28 @@ def _read_range(directory: Path, manifest: dict, lo: int, hi: int, length: int) 
             for moment in manifest["moments"]:
                 out[moment][a - lo:b - lo] = f[moment][a - s_lo:b - s_lo]
     return out
+
+
+def _read_own_quantized_shard(directory: Path, manifest: dict, comm) -> dict:
+    """This rank's 8-bit state, codes and scales as saved (a state dict): they are
+    quantized per block of the shard, so only the world size that saved them can use
+    them."""
+    if manifest["world_size"] != comm.size:
+        raise ValueError(f"{directory}: {_NOT_RESHARDED}: this checkpoint was saved by "
+                         f"{manifest['world_size']} ranks and resumes on {manifest['world_size']}"
+                         f" only, not {comm.size}")
+    path = directory / manifest["shards"][comm.rank]
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        if (meta["step"], meta["rank"], meta["world_size"]) != (
+                manifest["step"], comm.rank, manifest["world_size"]):
+            raise ValueError(f"{path} does not belong to the manifest's checkpoint")
+        state = {"step": manifest["step"]}
+        for name, scale in zip(_MOMENTS, SCALE_NAMES):
+            if name in manifest["moments"]:
+                state[name] = [f[name]]
+                state[scale] = [f[scale] if scale in f.files else None]
+        return state
 
 
 def _check_params(manifest: dict, params) -> None:

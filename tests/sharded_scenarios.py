@@ -95,6 +95,37 @@ def resume_end(directory, comm):
         assert np.array_equal(mine[k][0], shard), f"state {k} differs"
 
 
+def int8_resume(directory, comm):
+    """8-bit state (each rank's shard quantized: 5150 elements): 2 steps, save, load, 2
+    more steps equal 4 straight steps bit for bit, state included."""
+    shapes = [(2, 5000), (300,)]
+
+    def params():
+        return [np.random.default_rng(5).standard_normal(s).astype(np.float32) for s in shapes]
+
+    def step_grads(t):
+        rng = np.random.default_rng(10 * t + comm.rank)
+        return [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+    straight = ShardedAdam(params(), backend="numba", comm=comm, state_dtype="int8")
+    first = ShardedAdam(params(), backend="numba", comm=comm, state_dtype="int8")
+    for t in range(4):
+        straight.step(step_grads(t))
+        if t < 2:
+            first.step(step_grads(t))
+    first.save(directory)
+    resumed = ShardedAdam.load(directory, [p.copy() for p in first.params], comm=comm)
+    for t in range(2, 4):
+        resumed.step(step_grads(t))
+    assert straight.state.exp_avg_scale[0] is not None, "the shard is not quantized"
+    assert same_bits([p.view(np.uint32) for p in straight.params],
+                     [p.view(np.uint32) for p in resumed.params]), "params differ"
+    mine, theirs = resumed.state.to_dict(), straight.state.to_dict()
+    for k, v in theirs.items():
+        same = v == mine[k] if k == "step" or v is None else same_bits(v, mine[k])
+        assert same, f"state {k} differs"
+
+
 def kill(directory, comm):
     """Rank 1 dies (SIGKILL) at step 3; rank 0 goes on stepping."""
     opt = ShardedAdam(initial_params(), backend="numpy", comm=comm)

@@ -75,6 +75,10 @@ def test_checkpoint_reshards_two_to_one_to_two_ranks_bit_for_bit(tmp_path):
     assert_ok(result)
 
 
+def test_int8_state_on_two_ranks_resumes_bit_for_bit(tmp_path):
+    assert_ok(run_scenario("int8_resume", tmp_path))
+
+
 def test_a_killed_rank_ends_the_job_with_a_nonzero_exit(tmp_path):
     result = run_scenario("kill", tmp_path, timeout=60)
     assert result.returncode != 0
@@ -239,3 +243,56 @@ def test_the_link_fit_recovers_latency_and_bandwidth():
     latency, bandwidth = fit_link(table)
     assert latency == pytest.approx(20e-6, rel=1e-6)
     assert bandwidth == pytest.approx(4e9, rel=1e-6)
+
+
+def _int8_params():
+    rng = np.random.default_rng(3)
+    return [rng.standard_normal(s).astype(np.float32) for s in [(50, 100), (300,)]]
+
+
+def _int8_grads(t):
+    rng = np.random.default_rng(100 + t)
+    return [rng.standard_normal(s).astype(np.float32) for s in [(50, 100), (300,)]]
+
+
+def test_an_int8_checkpoint_resumes_bit_for_bit_and_counts_its_real_bytes(comm, tmp_path):
+    """The codes' scales are saved and read back (they were dropped: the checkpoint could
+    never be loaded); state_bytes counts 1 byte per element and moment plus 4 per block."""
+    straight = ShardedAdam(_int8_params(), backend="numba", comm=comm, state_dtype="int8",
+                           amsgrad=True)
+    assert straight.state_bytes == 3 * (5300 + 4 * -(-5300 // 256))
+    first = ShardedAdam(_int8_params(), backend="numba", comm=comm, state_dtype="int8",
+                        amsgrad=True)
+    for t in range(4):
+        straight.step(_int8_grads(t))
+        if t < 2:
+            first.step(_int8_grads(t))
+    first.save(tmp_path)
+    resumed = ShardedAdam.load(tmp_path, [p.copy() for p in first.params], comm=comm)
+    assert resumed.config.state_dtype == "int8" and resumed.state.step == 2
+    for t in range(2, 4):
+        resumed.step(_int8_grads(t))
+    assert all(np.array_equal(a.view(np.uint32), b.view(np.uint32))
+               for a, b in zip(straight.params, resumed.params))
+    for name, arrays in straight.state.to_dict().items():
+        if name != "step":
+            mine = resumed.state.to_dict()[name]
+            assert all(np.array_equal(a.view(np.uint8), b.view(np.uint8))
+                       for a, b in zip(arrays, mine)), name
+
+
+def test_an_int8_checkpoint_is_not_resharded_silently(comm, tmp_path):
+    opt = ShardedAdam(_int8_params(), backend="numpy", comm=comm, state_dtype="int8")
+    opt.step(_int8_grads(0))
+    opt.save(tmp_path)
+    with pytest.raises(ValueError, match="cannot be re-sharded; resume it with "
+                                         "ShardedAdam.load on 1 ranks"):
+        load_adam(tmp_path, _int8_params())
+    with pytest.raises(ValueError, match="saved with state_dtype='int8'"):
+        ShardedAdam.load(tmp_path, _int8_params(), comm=comm, state_dtype=None)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "world_size": 2}))
+    with pytest.raises(ValueError, match="saved by 2 ranks and resumes on 2 only, not 1"):
+        ShardedAdam.load(tmp_path, _int8_params(), comm=comm)
+    with pytest.raises(ValueError, match="cannot be re-sharded; save a plain Adam"):
+        save_adam(Adam(_int8_params(), backend="numpy", state_dtype="int8"), tmp_path / "b")
