@@ -12,7 +12,8 @@ from backends.reference import reference_step, ReferenceState
 from .problems import Problem
 from .tolerances import ErrorBounds
 
-__all__ = ["OPTION_SETS", "Trajectory", "Errors", "run_with_reference", "compare", "pairwise"]
+__all__ = ["OPTION_SETS", "Trajectory", "Errors", "ReferenceStep", "reference_steps",
+           "run_with_reference", "compare", "pairwise"]
 
 #: The option sets every check covers, by the name used in tables and test ids.
 OPTION_SETS: dict[str, dict] = {
@@ -76,36 +77,62 @@ class Trajectory:
     param_tolerances: list[np.ndarray]
 
 
-def run_with_reference(make_stepper, problem: Problem, cfg: AdamConfig) -> Trajectory:
-    """Step ``make_stepper(params, cfg)`` and the reference together; compare after each step."""
-    stepper = make_stepper(problem.copy_params(), cfg)
+@dataclass(frozen=True)
+class ReferenceStep:
+    """The reference after one step: per quantity ("p", "exp_avg", "exp_avg_sq" and, with
+    amsgrad, "max_exp_avg_sq"), its tensors and each element's tolerance."""
+
+    expected: dict[str, list[np.ndarray]]
+    tolerances: dict[str, list[np.ndarray]]
+
+
+def reference_steps(problem: Problem, cfg: AdamConfig):
+    """The float64 reference's steps 1..K of ``problem`` with their tolerances, one
+    ReferenceStep each, lazily (``run_check`` keeps them and runs every subject against
+    the same steps)."""
     dtype = problem.params[0].dtype if problem.params else np.dtype(np.float32)
     ref_p = [p.astype(np.float64) for p in problem.params]
     ref_s = [ReferenceState.zeros_like(p, cfg.amsgrad) for p in problem.params]
     bounds = [ErrorBounds(p.shape, dtype, cfg) for p in problem.params]
-    errors = Errors()
     for t, grads in enumerate(problem.grads, start=1):
-        stepper.step(stepper.prepare(grads))
         for i, g in enumerate(grads):
             p_before = ref_p[i]
             ref_p[i], ref_s[i] = reference_step(p_before, g, ref_s[i], t, cfg)
             bounds[i].advance(t, p_before, g, ref_p[i], ref_s[i])
-        errors = errors.merge(_step_errors(stepper, ref_p, ref_s, bounds, dtype, t, cfg))
-    return Trajectory(stepper.params(), stepper.moments(), errors, [b.p for b in bounds])
+        # the bounds' arrays are replaced, never written, by advance: no copies needed
+        expected = {"p": list(ref_p), "exp_avg": [s.m for s in ref_s],
+                    "exp_avg_sq": [s.v for s in ref_s]}
+        tolerances = {"p": [b.p for b in bounds], "exp_avg": [b.m for b in bounds],
+                      "exp_avg_sq": [b.v for b in bounds]}
+        if cfg.amsgrad:
+            expected["max_exp_avg_sq"] = [s.v_max for s in ref_s]
+            tolerances["max_exp_avg_sq"] = [b.v_max for b in bounds]
+        yield ReferenceStep(expected, tolerances)
 
 
-def _step_errors(stepper, ref_p, ref_s, bounds, dtype, t, cfg) -> Errors:
-    moments = stepper.moments()
-    checks = [("p", stepper.params(), ref_p, [b.p for b in bounds]),
-              ("exp_avg", moments["exp_avg"], [s.m for s in ref_s], [b.m for b in bounds]),
-              ("exp_avg_sq", moments["exp_avg_sq"], [s.v for s in ref_s], [b.v for b in bounds])]
-    if cfg.amsgrad:
-        checks.append(("max_exp_avg_sq", moments["max_exp_avg_sq"], [s.v_max for s in ref_s],
-                       [b.v_max for b in bounds]))
+def run_with_reference(make_stepper, problem: Problem, cfg: AdamConfig,
+                       reference: list[ReferenceStep] | None = None) -> Trajectory:
+    """Step ``make_stepper(params, cfg)`` and the reference together; compare after each
+    step (``reference``: the problem's ``reference_steps``, when already computed)."""
+    stepper = make_stepper(problem.copy_params(), cfg)
+    dtype = problem.params[0].dtype if problem.params else np.dtype(np.float32)
     errors = Errors()
-    for quantity, actual, expected, tolerances in checks:
-        for a, e, tol in zip(actual, expected, tolerances):
-            errors = errors.merge(compare(a, e, tol, dtype, t, quantity))
+    tolerances = [np.zeros(p.shape) for p in problem.params]
+    steps = reference if reference is not None else reference_steps(problem, cfg)
+    for t, (grads, ref) in enumerate(zip(problem.grads, steps), start=1):
+        stepper.step(stepper.prepare(grads))
+        errors = errors.merge(_step_errors(stepper, ref, dtype, t))
+        tolerances = ref.tolerances["p"]
+    return Trajectory(stepper.params(), stepper.moments(), errors, tolerances)
+
+
+def _step_errors(stepper, ref: ReferenceStep, dtype, t) -> Errors:
+    actual = {"p": stepper.params(), **stepper.moments()}
+    flat = lambda arrays: np.concatenate([np.ravel(a) for a in arrays] or [np.empty(0)])
+    errors = Errors()
+    for quantity, expected in ref.expected.items():  # every tensor at once: one call
+        errors = errors.merge(compare(flat(actual[quantity]), flat(expected),
+                                      flat(ref.tolerances[quantity]), dtype, t, quantity))
     return errors
 
 

@@ -7,6 +7,7 @@ quantized moments). An option or dtype a peer does not offer is a row that says 
 same code for one backend inside a pytest test."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,7 @@ import pandas as pd
 
 from backends import AdamConfig
 
-from .agreement import OPTION_SETS, Errors, pairwise, run_with_reference
+from .agreement import OPTION_SETS, Errors, pairwise, reference_steps, run_with_reference
 from .bad_input import BAD_INPUT_CASES, run_bad_input_case
 from .edge_cases import EDGE_CASES, run_edge_case
 from .peers import describe_failure
@@ -94,17 +95,15 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
     for dtype in dtypes:
         for option_name in options:
             cfg = AdamConfig(**OPTION_SETS[option_name])
-            problem = random_problem(shapes, dtype, steps, seed)
-            eight_bit_problem = random_problem(list(shapes) + EIGHT_BIT_EXTRA_SHAPES, dtype,
-                                               steps, seed)
+            problems, references = _problems(runnable, shapes, dtype, steps, seed, cfg)
             trajectories = {}
             for subject in runnable:
                 full = subject.state == "full"
                 row = {"subject": subject.label, "kind": subject.kind, "dtype": dtype,
                        "options": option_name, "steps": steps, "note": ""}
                 try:
-                    trajectory = run_with_reference(
-                        subject.make, problem if full else eight_bit_problem, cfg)
+                    trajectory = run_with_reference(subject.make, problems[full], cfg,
+                                                    references[full])
                 except UnsupportedOption as exc:
                     row["note"] = f"not supported: {exc}"
                 except Exception as exc:  # a peer's library failing: shown, the run goes on
@@ -155,6 +154,18 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
                        pd.DataFrame(edge_rows, columns=_EDGE_COLUMNS), skipped,
                        pd.DataFrame(bad_rows, columns=["case", "subject", "passed", "detail"]),
                        pd.DataFrame(eight_bit_rows, columns=_EIGHT_BIT_COLUMNS), int8)
+
+
+def _problems(runnable, shapes, dtype, steps, seed, cfg) -> tuple[dict, dict]:
+    """By "full state or not" (the 8-bit peers' problem adds a tensor they quantize): the
+    problem of the subjects of that kind, and its reference steps computed once where
+    several subjects share them (None: each run computes its own, as they come)."""
+    users = Counter(s.state == "full" for s in runnable)
+    problems = {full: random_problem(list(shapes) + ([] if full else EIGHT_BIT_EXTRA_SHAPES),
+                                     dtype, steps, seed) for full in users}
+    references = {full: list(reference_steps(problems[full], cfg)) if count > 1 else None
+                  for full, count in users.items()}
+    return problems, references
 
 
 _ERROR_COLUMNS = list(_error_columns(Errors()))
