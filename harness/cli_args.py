@@ -8,7 +8,7 @@ import math
 import os
 
 __all__ = ["Parser", "sizes", "dtypes", "backend_names", "peer_names", "model_names",
-           "model_name", "scale", "positive_int", "non_negative_int", "positive_float",
+           "model_name", "scale", "fraction", "positive_int", "non_negative_int", "positive_float",
            "non_negative_float", "ranks", "positive_floats", "available_memory",
            "sweep_bytes_needed", "oversized_sweep"]
 
@@ -101,6 +101,10 @@ def _number(text: str, kind, rule: str, ok) -> float:
 
 def scale(text: str) -> float:
     return _number(text, float, "a number in (0, 1]", lambda x: 0 < x <= 1)
+
+
+def fraction(text: str) -> float:
+    return _number(text, float, "a number in (0, 1)", lambda x: 0 < x < 1)
 
 
 def positive_int(text: str) -> int:

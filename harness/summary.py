@@ -11,7 +11,7 @@ import pandas as pd
 from .check import CheckReport
 
 __all__ = ["WIDTH", "backends_lines", "check_lines", "bench_lines", "versus_lines",
-           "verdict_lines", "fit"]
+           "verdict_lines", "fit", "size_name"]
 
 #: Columns of the terminal every line fits.
 WIDTH = 100
@@ -96,7 +96,8 @@ def _sizes_to_show(flat: pd.DataFrame, count: int = 3) -> list[int]:
     return [int(sizes[round(i * (len(sizes) - 1) / (count - 1))]) for i in range(count)]
 
 
-def _size_name(n: int) -> str:
+def size_name(n: int) -> str:
+    """2^k for a power of two, else the number."""
     exponent = math.log2(n) if n > 0 else 0.5
     return f"2^{int(exponent)}" if exponent.is_integer() else str(n)
 
@@ -148,7 +149,7 @@ def verdict_lines(report: CheckReport | None, df: pd.DataFrame | None) -> list[s
                  if not peers.empty else pd.Series(dtype=float))
     states = flat.groupby("label")["state"].first() if sizes else pd.Series(dtype=str)
     width = max([len(s) for s in subjects] + [7])
-    names = " ".join(f"{_size_name(n):>5}" for n in sizes)
+    names = " ".join(f"{size_name(n):>5}" for n in sizes)
     dtype = f" {flat['dtype'].iloc[0]}" if sizes else ""
     lines = ["verdicts. agreement: worst error over its tolerance, every dtype and option set "
              "(<= 1 passes);",

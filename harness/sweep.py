@@ -23,7 +23,7 @@ from .roofline import roofline_step, roofline_unavailable_reason
 from .steppers import UnsupportedOption
 from .subjects import Subject
 from .tables import add_derived, state_label, summary
-from .timing import time_interleaved
+from .timing import format_repeats, time_interleaved
 from .workloads import Workload, flat_workload, model_workload
 
 __all__ = ["SweepConfig", "Cell", "plan_cells", "run_sweep", "CELL_KEY"]
@@ -137,7 +137,9 @@ def _measure(cell: Cell, cfg: SweepConfig) -> dict:
     if cell.subject is None:
         timing, = time_interleaved([roofline], **timing_options)
         return _timing_columns(timing) | {"threads": machine_info()["numba_threads"],
-                                          "roofline_seconds": timing.median}
+                                          "roofline_seconds": timing.median,
+                                          "roofline_seconds_repeats": format_repeats(
+                                              timing.per_step)}
     stepper, step = _stepper(cell.subject, cell.workload, cell.dtype, cell.amsgrad,
                              cell.state)
     steppers, steps = [stepper], [step, roofline]
@@ -155,6 +157,7 @@ def _measure(cell: Cell, cfg: SweepConfig) -> dict:
     return _timing_columns(timings[0]) | extra | {
         "state_bytes": stepper.state_nbytes(),
         "threads": stepper.threads, "roofline_seconds": timings[1].median,
+        "roofline_seconds_repeats": format_repeats(timings[1].per_step),
         "compile_seconds": stepper.compile_seconds,
         "build_seconds": cell.subject.build_seconds}
 
@@ -173,7 +176,9 @@ def _stepper(subject: Subject, workload: Workload, dtype: str, amsgrad: bool,
 
 
 def _timing_columns(timing) -> dict:
+    """The timing's summary and its per-repeat seconds (for ``adam-bench compare``)."""
     return {"seconds_median": timing.median, "seconds_min": timing.best,
+            "seconds_repeats": format_repeats(timing.per_step),
             "spread": timing.spread, "repeats": len(timing.per_step),
             "steps_per_repeat": timing.steps_per_repeat, "warmup_seconds": timing.warmup_seconds}
 

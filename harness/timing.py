@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Timing", "time_interleaved"]
+__all__ = ["Timing", "time_interleaved", "format_repeats", "parse_repeats"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,20 @@ class Timing:
         """Interquartile range over the median: 0.05 means repeats agree within about 5%."""
         q1, q3 = np.percentile(self.per_step, [25, 75])
         return float((q3 - q1) / self.median) if self.median > 0 else 0.0
+
+
+def format_repeats(seconds) -> str:
+    """Per-repeat seconds as one table cell, "1.2345e-05 1.2401e-05 ...": what a later
+    ``adam-bench compare`` needs for its confidence interval and test (7 digits: far
+    finer than any two repeats agree)."""
+    return " ".join(f"{float(t):.7g}" for t in seconds)
+
+
+def parse_repeats(text) -> np.ndarray:
+    """``format_repeats``'s cell back as float64 seconds; empty for a missing cell."""
+    if not isinstance(text, str) or not text.strip():
+        return np.empty(0)
+    return np.array([float(t) for t in text.split()])
 
 
 #: (step, sync) or (step, sync, timer); a timer is None or (start, stop): ``start()``
