@@ -72,7 +72,7 @@ class GpuBackend(Backend):
         return time.perf_counter() - start
 
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
-                cache):
+                cache, lr=None):
         columns = [params, grads, exp_avg, exp_avg_sq]
         if max_exp_avg_sq is not None:
             columns.append(max_exp_avg_sq)
@@ -81,13 +81,13 @@ class GpuBackend(Backend):
         if (plan is None or len(plan[0]) != len(sources)
                 or any(map(operator.is_not, plan[0], sources))):
             plan = cache[(GpuBackend, dtype)] = (sources, self._launches(columns))
-        scalars = StepScalars.for_step(cfg, t)
+        scalars = StepScalars.for_step(cfg, t, lr)
         for p, g, m, v, *vmax in plan[1]:
             self._launch(p, g, m, v, vmax[0] if vmax else None, scalars, dtype)
 
-    def _update_quantized(self, p, g, moments, cfg, t) -> None:
+    def _update_quantized(self, p, g, moments, cfg, t, lr=None) -> None:
         if p.size:
-            self._launch_quantized(p, g, moments, StepScalars.for_step(cfg, t))
+            self._launch_quantized(p, g, moments, StepScalars.for_step(cfg, t, lr))
 
     def _launches(self, columns) -> list[tuple]:
         """The 1-D arrays of each launch: one launch over whole spans when every column

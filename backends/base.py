@@ -5,13 +5,15 @@ parameters and state exactly as they were. Backends implement ``_update`` only.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import operator
 import weakref
 from collections.abc import Sequence
 
 import numpy as np
 
-from .config import AdamConfig
+from .config import AdamConfig, checked_lr
 from .state import MAX_STEP, AdamState, checked_step, to_host
 
 __all__ = ["Backend", "BackendUnavailable", "FLOAT_DTYPES"]
@@ -28,9 +30,11 @@ class BackendUnavailable(RuntimeError):
 class Backend:
     """One Adam implementation. Subclasses set ``name``, ``device``, ``array_type`` and
     implement ``_update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
-    cache)``, which receives same-dtype lists and updates them in place as step ``t``
-    (1-based; ``StepScalars.for_step(cfg, t)`` gives the kernel's scalars); ``cache`` is
-    the state's dict for derived data the backend wants to keep between steps.
+    cache, lr=None)``, which receives same-dtype lists and updates them in place as step
+    ``t`` (1-based) at learning rate ``lr`` (None: ``cfg.lr``; ``StepScalars.for_step(cfg,
+    t, lr)`` gives the kernel's scalars); ``cache`` is the state's dict for derived data
+    the backend wants to keep between steps. An ``_update`` without the ``lr`` parameter
+    (older plugins) is given a config with the step's lr instead.
     """
 
     name: str = ""
@@ -126,32 +130,100 @@ class Backend:
                          convert(host.exp_avg_sq_scale), convert(host.max_exp_avg_sq_scale))
 
     # --- the step -----------------------------------------------------------------------
-    def step(self, params, grads, state: AdamState, cfg: AdamConfig) -> None:
+    def step(self, params, grads, state: AdamState, cfg: AdamConfig, lr=None) -> None:
         """One Adam step of every tensor, in place; ``state.step`` goes up by one (a
-        Python int from then on)."""
-        if isinstance(cfg, AdamConfig) and cfg.state_dtype is not None:
-            from .quantized_step import step_quantized
+        Python int from then on).
 
-            return step_quantized(self, params, grads, state, cfg)
+        ``lr``, when given, is this step's learning rate in place of ``cfg.lr`` (a
+        schedule): checked as ``cfg.lr`` is (finite, >= 0) before anything changes, and
+        nothing else is checked again or rebuilt for it (the arrays' checks are kept by
+        config identity, so a schedule keeps one config and passes ``lr``)."""
+        apply, arguments = self._prepare(params, grads, state, cfg, lr)
+        apply(*arguments)
+
+    def step_groups(self, groups) -> None:
+        """One step of several param groups, each ``(params, grads, state, cfg, lr)``
+        (``lr`` may be None) and each stepped as ``step`` steps it, in one dispatch: every
+        group is checked before any array changes, and no param or state array may share
+        memory with another group's arrays (grads may share with grads). An error names
+        the group: ``param_groups[i]: ...``."""
+        groups = list(groups)
+        plans = []
+        for i, group in enumerate(groups):
+            try:
+                plans.append(self._prepare(*group))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"param_groups[{i}]: {exc}") from None
+        if len(groups) > 1:
+            _check_across_groups([group[2] for group in groups], [group[3] for group in groups])
+        for apply, arguments in plans:
+            apply(*arguments)
+
+    def _prepare(self, params, grads, state, cfg, lr) -> tuple:
+        """(apply, arguments): every check of one step has passed and ``apply(*arguments)``
+        runs it."""
+        if lr is not None:
+            lr = checked_lr(lr)
+        if isinstance(cfg, AdamConfig) and cfg.state_dtype is not None:
+            from .quantized_step import apply_quantized, prepare_quantized
+
+            return apply_quantized, (self, *prepare_quantized(self, params, grads, state, cfg),
+                                     state, cfg, lr)
         params, grads, groups, step = self._validate(params, grads, state, cfg)
+        return self._apply_update, (params, grads, groups, step, state, cfg, lr)
+
+    def _apply_update(self, params, grads, groups, step, state, cfg, lr) -> None:
         t = step + 1
         amax = state.max_exp_avg_sq if cfg.amsgrad else None
         if len(groups) == 1:
             for dtype in groups:
-                self._update(params, grads, state.exp_avg, state.exp_avg_sq, amax, cfg, t,
-                             dtype, state.cache)
+                self._call_update(params, grads, state.exp_avg, state.exp_avg_sq, amax, cfg,
+                                  t, dtype, state.cache, lr)
         else:
             columns = (params, grads, state.exp_avg, state.exp_avg_sq, amax)
             for dtype, idx in groups.items():
                 pick = [None if c is None else [c[i] for i in idx] for c in columns]
-                self._update(*pick, cfg, t, dtype, state.cache)
+                self._call_update(*pick, cfg, t, dtype, state.cache, lr)
         state.step = t
 
+    #: Whether ``_update`` / ``_update_quantized`` take the step's ``lr`` (set per class
+    #: from their signatures): a subclass written without it gets a config whose lr is
+    #: the step's instead (one per learning rate, kept while it repeats).
+    _update_takes_lr = True
+    _update_quantized_takes_lr = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._update_takes_lr = _takes_lr(cls._update)
+        cls._update_quantized_takes_lr = _takes_lr(cls._update_quantized)
+
+    def _call_update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t,
+                     dtype, cache, lr) -> None:
+        """``_update`` at learning rate ``lr`` (None: cfg.lr)."""
+        if lr is None:
+            self._update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
+                         cache)
+        elif self._update_takes_lr:
+            self._update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
+                         cache, lr=lr)
+        else:
+            self._update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq,
+                         _config_with_lr(cfg, lr, cache), t, dtype, cache)
+
+    def _call_update_quantized(self, p, g, moments, cfg, t, cache, lr) -> None:
+        """``_update_quantized`` at learning rate ``lr`` (None: cfg.lr)."""
+        if lr is None:
+            self._update_quantized(p, g, moments, cfg, t)
+        elif self._update_quantized_takes_lr:
+            self._update_quantized(p, g, moments, cfg, t, lr=lr)
+        else:
+            self._update_quantized(p, g, moments, _config_with_lr(cfg, lr, cache), t)
+
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq,
-                cfg: AdamConfig, t: int, dtype: np.dtype, cache: dict) -> None:
+                cfg: AdamConfig, t: int, dtype: np.dtype, cache: dict, lr=None) -> None:
         raise NotImplementedError
 
-    def _update_quantized(self, p, g, moments, cfg: AdamConfig, t: int) -> None:
+    def _update_quantized(self, p, g, moments, cfg: AdamConfig, t: int, lr=None) -> None:
         """Step ``t`` of one quantized float32 tensor (1-D ``p`` and ``g``) in place;
         ``moments`` holds (codes, scales) of m, v and, with amsgrad, the running maximum
         (else None). See ``backends.blockwise`` for the algorithm."""
@@ -365,6 +437,55 @@ class Backend:
         if what != "grads":
             self._check_writeable(arrays, what)
         return arrays
+
+
+def _takes_lr(method) -> bool:
+    parameters = inspect.signature(method).parameters.values()
+    return any(p.name == "lr" or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def _config_with_lr(cfg: AdamConfig, lr: float, cache: dict) -> AdamConfig:
+    """``cfg`` with this ``lr``, for an ``_update`` that reads lr from its config; the
+    last one is kept in ``cache``, so a repeated lr makes no new config."""
+    last = cache.get("config_with_lr")
+    if last is None or last[0] is not cfg or last[1] != lr:
+        last = cache["config_with_lr"] = (cfg, lr, dataclasses.replace(cfg, lr=lr))
+    return last[2]
+
+
+def _check_across_groups(states, cfgs) -> None:
+    """ValueError unless every group has its own state and no param or state array of
+    one group shares memory with an array of another (grads with grads excepted). The
+    result is kept in the first state's cache while every group's validation record (the
+    checked arrays, see Backend._validate) is the same object."""
+    records = [s.cache.get("validated_int8" if c.state_dtype is not None else "validated")
+               for s, c in zip(states, cfgs)]
+    kept = states[0].cache.get("across_groups")
+    if (kept is not None and len(kept) == len(states) + len(records)
+            and all(map(operator.is_, kept, states + records))):
+        return
+    seen: dict = {}
+    for i, state in enumerate(states):
+        j = seen.setdefault(id(state), i)
+        if j != i:
+            raise ValueError(f"param_groups[{j}] and param_groups[{i}] share one state; each "
+                             "group needs its own (backend.init_state)")
+    names, arrays, written = [], [], []
+    for i, (state, record) in enumerate(zip(states, records)):
+        n = len(state.exp_avg)
+        for k, a in enumerate(a for a in record["arrays"] if a is not None):
+            names.append(f"param_groups[{i}] " + ("params" if k < n else "grads"
+                                                  if k < 2 * n else "state") +
+                         (f"[{k % n}]" if k < 2 * n else ""))
+            arrays.append(a)
+            written.append(not n <= k < 2 * n)
+    starts = np.array([_data_address(a) for a in arrays], dtype=np.int64)
+    nbytes = np.array([a.size * a.dtype.itemsize for a in arrays], dtype=np.int64)
+    pair = _first_overlap(starts, starts + nbytes, np.array(written, dtype=bool))
+    if pair is not None:
+        raise ValueError(f"{names[pair[0]]} and {names[pair[1]]} share memory; a tensor "
+                         "belongs to one param group, with memory of its own")
+    states[0].cache["across_groups"] = states + records
 
 
 def _remake(cls, options):

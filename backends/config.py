@@ -6,7 +6,7 @@ import math
 import numbers
 from dataclasses import asdict, dataclass
 
-__all__ = ["AdamConfig", "STATE_DTYPES"]
+__all__ = ["AdamConfig", "STATE_DTYPES", "checked_lr"]
 
 #: AdamConfig.state_dtype's values: None (the params' dtype) or "int8" (blockwise 8-bit).
 STATE_DTYPES = (None, "int8")
@@ -56,6 +56,17 @@ class AdamConfig:
     def to_dict(self) -> dict:
         """The fields as a plain dict (for tables, state dicts and saved files)."""
         return asdict(self)
+
+
+def checked_lr(lr) -> float:
+    """``lr`` as a float, checked as ``AdamConfig`` checks its ``lr`` (a finite real >= 0):
+    the per-step learning rate of ``Backend.step(..., lr=...)``. A float in range costs one
+    comparison, so a schedule that changes lr every step pays no more."""
+    if type(lr) is float and 0.0 <= lr < math.inf:  # NaN fails both comparisons
+        return lr
+    lr = _finite_float("lr", lr)
+    _require(lr >= 0, "lr", lr, "lr >= 0")
+    return lr
 
 
 def _finite_float(name: str, value) -> float:

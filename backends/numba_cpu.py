@@ -52,7 +52,8 @@ class NumbaBackend(Backend):
         self._numba = numba
         self._kernels = _numba_kernels
         self._all_threads = limit
-        self._last_hyper = (None, None)
+        self._last_hyper = (None, None, None)
+        self._lr_index = _numba_kernels.HYPER_FIELDS.index("lr")
         self._int8_kernels = _numba_int8_kernels
         self.compile_seconds = _numba_kernels.compile_all() + _numba_int8_kernels.compile_all()
 
@@ -60,27 +61,28 @@ class NumbaBackend(Backend):
         return {"threads": self.threads}
 
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
-                cache):
+                cache, lr=None):
         table = cache.get((_AddressTable, dtype))
         if table is None or table.key is not cache["validated"]["key"]:
             table = self._table(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, dtype,
                                 cache)
-        self._run(table.kernel, table.arguments, t, cfg, table.parallel)
+        self._run(table.kernel, table.arguments, t, cfg, table.parallel, lr)
 
-    def _update_quantized(self, p, g, moments, cfg, t) -> None:
+    def _update_quantized(self, p, g, moments, cfg, t, lr=None) -> None:
         (m_codes, m_scales), (v_codes, v_scales), vmax = moments
         vmax_codes, vmax_scales = vmax if vmax is not None else (v_codes, v_scales)
         parallel = p.size > INT8_SERIAL_MAX
         kernel = self._int8_kernels.adam_int8 if parallel else \
             self._int8_kernels.adam_int8_serial
         self._run(kernel, (p, g, m_codes, m_scales, v_codes, v_scales, vmax_codes,
-                           vmax_scales), t, cfg, parallel)
+                           vmax_scales), t, cfg, parallel, lr)
 
-    def _run(self, kernel, arguments, t, cfg, parallel) -> None:
-        """``kernel(*arguments, hyper, t)`` on ``threads`` threads when ``parallel``."""
-        last_cfg, hyper = self._last_hyper
-        if last_cfg is not cfg:
-            hyper = self._hyper(cfg)
+    def _run(self, kernel, arguments, t, cfg, parallel, lr) -> None:
+        """``kernel(*arguments, hyper, t)`` on ``threads`` threads when ``parallel``, at
+        learning rate ``lr`` (None: cfg.lr)."""
+        last_cfg, last_lr, hyper = self._last_hyper
+        if last_cfg is not cfg or last_lr != lr:
+            hyper = self._hyper(cfg, lr)
         if self.threads == self._all_threads or not parallel:
             kernel(*arguments, hyper, t)
             return
@@ -91,11 +93,19 @@ class NumbaBackend(Backend):
         finally:
             self._numba.set_num_threads(previous)
 
-    def _hyper(self, cfg) -> np.ndarray:
-        """The kernels' float64 hyperparameter array for ``cfg``, kept as the last one."""
-        values = [float(getattr(cfg, name)) for name in self._kernels.HYPER_FIELDS]
-        self._last_hyper = (cfg, np.array(values, dtype=np.float64))
-        return self._last_hyper[1]
+    def _hyper(self, cfg, lr) -> np.ndarray:
+        """The kernels' float64 hyperparameter array for ``cfg`` at ``lr`` (None: cfg.lr),
+        kept as the last one: a new lr under the same config copies it and sets lr (a new
+        array, never one a kernel on another thread may be reading)."""
+        last_cfg, _, last = self._last_hyper
+        if last_cfg is cfg:
+            hyper = last.copy()
+        else:
+            hyper = np.array([float(getattr(cfg, name)) for name in self._kernels.HYPER_FIELDS],
+                             dtype=np.float64)
+        hyper[self._lr_index] = cfg.lr if lr is None else lr
+        self._last_hyper = (cfg, lr, hyper)
+        return hyper
 
     def _table(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, dtype, cache):
         """The address table of these arrays, pointed at them again (see

@@ -66,8 +66,8 @@ class NumpyBackend(Backend):
         return buffers[dtype]
 
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
-                cache):
-        c = _cast(StepScalars.for_step(cfg, t), dtype)
+                cache, lr=None):
+        c = _cast(StepScalars.for_step(cfg, t, lr), dtype)
         columns = [params, grads, exp_avg, exp_avg_sq]
         if max_exp_avg_sq is not None:
             columns.append(max_exp_avg_sq)
@@ -92,10 +92,10 @@ class NumpyBackend(Backend):
         for future in futures:
             future.result()
 
-    def _update_quantized(self, p, g, moments, cfg, t) -> None:
+    def _update_quantized(self, p, g, moments, cfg, t, lr=None) -> None:
         """8-bit state, on the calling thread, in chunks of whole blocks of about
         ``chunk_bytes`` of params (``blockwise.step_blocks_numpy`` on each)."""
-        c = _cast(StepScalars.for_step(cfg, t), p.dtype)
+        c = _cast(StepScalars.for_step(cfg, t, lr), p.dtype)
         chunk = max(BLOCK, self.chunk_bytes // p.itemsize // BLOCK * BLOCK)
         for start in range(0, p.size, chunk):
             stop = min(start + chunk, p.size)

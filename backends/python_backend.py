@@ -24,16 +24,16 @@ class PythonBackend(Backend):
     supports_int8_state = True
 
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
-                cache):
-        scalars = StepScalars.for_step(cfg, t)
+                cache, lr=None):
+        scalars = StepScalars.for_step(cfg, t, lr)
         for i in range(len(params)):
             vmax = None if max_exp_avg_sq is None else _view(max_exp_avg_sq[i])
             _adam_loop(_view(params[i]), _view(grads[i]), _view(exp_avg[i]),
                        _view(exp_avg_sq[i]), vmax, scalars)
 
 
-    def _update_quantized(self, p, g, moments, cfg, t) -> None:
-        scalars = StepScalars.for_step(cfg, t)
+    def _update_quantized(self, p, g, moments, cfg, t, lr=None) -> None:
+        scalars = StepScalars.for_step(cfg, t, lr)
         p, g = memoryview(p), memoryview(g)
         views = [None if pair is None else (memoryview(pair[0]), memoryview(pair[1]))
                  for pair in moments]

@@ -15,7 +15,7 @@ import numpy as np
 from .blockwise import QUANTIZED_MOMENTS, SCALE_NAMES, is_quantized, n_blocks
 from .state import MAX_STEP, AdamState, checked_step
 
-__all__ = ["step_quantized", "check_quantized", "require_int8_support"]
+__all__ = ["prepare_quantized", "apply_quantized", "check_quantized", "require_int8_support"]
 
 _FLOAT32 = np.dtype(np.float32)
 
@@ -104,8 +104,9 @@ def _check_array(backend, a, what, dtype, shape) -> None:
         raise ValueError(f"{what} is read-only; it must be writeable")
 
 
-def step_quantized(backend, params, grads, state, cfg) -> None:
-    """One Adam step with 8-bit state, in place; ``state.step`` goes up by one.
+def prepare_quantized(backend, params, grads, state, cfg) -> tuple:
+    """(plan, step) of one Adam step with 8-bit state after every check, nothing
+    modified; ``apply_quantized`` runs it.
 
     What was checked is remembered in ``state.cache["validated_int8"]``, as
     ``Backend._validate`` does for full-precision state: the same arrays (by identity)
@@ -122,17 +123,25 @@ def step_quantized(backend, params, grads, state, cfg) -> None:
         plan = seen["plan"]
     else:
         plan, step = _checked_plan(backend, params, grads, state, cfg)
+    small, sub, _ = plan
+    if sub is not None:
+        sub.step = step
+        backend._validate(*small, sub, cfg)
+    return plan, step
+
+
+def apply_quantized(backend, plan, step, state, cfg, lr) -> None:
+    """Run a plan of ``prepare_quantized`` as step ``step + 1`` at learning rate ``lr``
+    (None: cfg.lr); ``state.step`` goes up by one."""
     t = step + 1
     small, sub, quantized = plan
     if sub is not None:
         small_params, small_grads = small
-        sub.step = step
-        backend._validate(small_params, small_grads, sub, cfg)
-        backend._update(small_params, small_grads, sub.exp_avg, sub.exp_avg_sq,
-                        sub.max_exp_avg_sq if cfg.amsgrad else None, cfg, t, _FLOAT32,
-                        sub.cache)
+        backend._call_update(small_params, small_grads, sub.exp_avg, sub.exp_avg_sq,
+                             sub.max_exp_avg_sq if cfg.amsgrad else None, cfg, t, _FLOAT32,
+                             sub.cache, lr)
     for p, g, moments in quantized:
-        backend._update_quantized(p, g, moments, cfg, t)
+        backend._call_update_quantized(p, g, moments, cfg, t, state.cache, lr)
     state.step = t
 
 

@@ -44,8 +44,9 @@ class StepScalars(NamedTuple):
     amsgrad: bool
 
     @classmethod
-    def for_step(cls, cfg: AdamConfig, t: int) -> "StepScalars":
-        constants = step_constants(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay,
+    def for_step(cls, cfg: AdamConfig, t: int, lr: float | None = None) -> "StepScalars":
+        """The scalars of step ``t`` under ``cfg`` at learning rate ``lr`` (None: cfg.lr)."""
+        constants = step_constants(cfg.lr if lr is None else lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay,
                                    cfg.decoupled, cfg.maximize, t)
         use_l2 = cfg.weight_decay != 0 and not cfg.decoupled
         sign, l2, decay, beta1, omb1, beta2, omb2, step_size, inv_sqrt_bc2, eps = constants

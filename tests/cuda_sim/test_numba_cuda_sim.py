@@ -88,3 +88,27 @@ def test_state_round_trips_through_the_host(backend):
     assert again.step == 1
     np.testing.assert_array_equal(backend.to_numpy(again.max_exp_avg_sq[0]),
                                   backend.to_numpy(state.max_exp_avg_sq[0]))
+
+
+
+def test_step_lr_gives_the_bits_of_a_config_with_that_lr(backend):
+    """A schedule through ``lr=`` under one config: the bits of a new config per step
+    (tests/test_step_lr.py checks the 8-bit launches' scalars without the simulator)."""
+    lrs = [1e-3, 4e-3, 0.0, 2.5e-2]
+    rng = np.random.default_rng(3)
+    host = [rng.standard_normal(s).astype(np.float32) for s in [(7,), (3, 5)]]
+    grads = [[backend.asarray(rng.standard_normal(h.shape).astype(np.float32)) for h in host]
+             for _ in lrs]
+    options = {"weight_decay": 0.1, "decoupled": True}
+
+    def run(cfg_at, lr_at):
+        params = [backend.asarray(h) for h in host]
+        state = backend.init_state(params, cfg_at(0))
+        for t, g in enumerate(grads):
+            backend.step(params, g, state, cfg_at(t), lr=lr_at(t))
+        return [backend.to_numpy(p) for p in params]
+
+    fixed = AdamConfig(**options)
+    scheduled = run(lambda t: fixed, lambda t: lrs[t])
+    assert all(np.array_equal(a, b) for a, b in
+               zip(scheduled, run(lambda t: AdamConfig(lr=lrs[t], **options), lambda t: None)))
