@@ -78,11 +78,16 @@ class NumbaBackend(Backend):
                            vmax_scales), t, cfg, parallel, lr)
 
     def _run(self, kernel, arguments, t, cfg, parallel, lr) -> None:
-        """``kernel(*arguments, hyper, t)`` on ``threads`` threads when ``parallel``, at
-        learning rate ``lr`` (None: cfg.lr)."""
+        """``kernel(*arguments, hyper, t)`` at learning rate ``lr`` (None: cfg.lr)."""
         last_cfg, last_lr, hyper = self._last_hyper
         if last_cfg is not cfg or last_lr != lr:
             hyper = self._hyper(cfg, lr)
+        self.launch(kernel, arguments, hyper, t, parallel)
+
+    def launch(self, kernel, arguments, hyper, t, parallel) -> None:
+        """``kernel(*arguments, hyper, t)`` on ``threads`` threads when ``parallel``;
+        ``hyper`` is the kernels' float64 array (``HYPER_FIELDS`` order). The torch.optim
+        adapter calls this with its own address tables (backends.torch)."""
         if self.threads == self._all_threads or not parallel:
             kernel(*arguments, hyper, t)
             return

@@ -47,6 +47,11 @@ PEERS: tuple[Peer, ...] = (
     Peer("torch-fused", "harness.peers.torch_adam", _TORCH,
          options=(("implementation", "fused"),)),
     Peer("torch-compile", "harness.peers.torch_compile", _TORCH),
+    # ours, through torch.optim (backends.torch), measured the way the torch peers are
+    Peer("numba (torch.optim)", "harness.peers.torch_optim_adapter", _TORCH,
+         install="pip install -e '.[torch]'"),
+    Peer("numba (torch.optim) new grads", "harness.peers.torch_optim_adapter", _TORCH,
+         install="pip install -e '.[torch]'", options=(("grads", "new"),)),
     Peer("deepspeed-cpu-adam", "harness.peers.deepspeed_cpu_adam", ("torch", "deepspeed")),
     Peer("optax", "harness.peers.optax_adam", ("jax", "optax")),
     Peer("bnb-adam8bit", "harness.peers.bnb_adam8bit", ("torch", "bitsandbytes"),

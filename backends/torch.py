@@ -1,0 +1,189 @@
+"""Adam and AdamW as ``torch.optim.Optimizer`` subclasses, stepped by our backends.
+
+Drop-in for ``torch.optim.Adam`` / ``AdamW``: the same arguments and defaults (plus
+``backend`` and ``state_dtype``), param groups with their own hyperparameters,
+``add_param_group``, LR schedulers (``group["lr"]`` a float or a 0-d tensor, read every
+step), ``step(closure)``, params without a gradient skipped (no state), and state dicts in
+torch.optim.Adam's format, so checkpoints move both ways. CPU tensors are stepped in place
+with no copy: on the Numba backend every tensor of a group (of one dtype) in one kernel
+call fed the tensors' data pointers; on any other backend through array views
+(``backends._torch_groups``).
+
+What differs from torch: ``capturable`` and ``differentiable`` are refused; ``foreach``
+and ``fused`` are accepted and kept in the groups (the state dict format) but choose
+nothing; eps must be > 0 (as in AdamConfig). State tensors belong to the optimizer: change
+them through ``load_state_dict``, not by rebinding entries of ``optimizer.state``.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from .auto import choose_backend
+from .base import Backend
+from .registry import get_backend
+from ._torch_groups import ArrayStepper, TableStepper, config_of
+from ._torch_tensors import check_param, where
+
+__all__ = ["Adam", "AdamW"]
+
+#: Group keys of torch.optim.Adam that have no effect here, with the values we step.
+_INERT = {"capturable": False, "differentiable": False}
+
+
+class Adam(torch.optim.Optimizer):
+    """``torch.optim.Adam`` stepped by one of our backends.
+
+    ``backend`` is a registered name, a Backend instance, or "auto" (the fastest measured
+    for these tensors, see backends.auto; ``choice`` says why); ``table`` is auto's
+    measured table. ``state_dtype`` is AdamConfig's (None: moments in the params' dtype).
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False, fused=None, decoupled_weight_decay=False,
+                 backend: str | Backend = "auto", state_dtype=None, table=None):
+        for name, value in (("capturable", capturable), ("differentiable", differentiable)):
+            if value:
+                raise ValueError(f"{name}=True is not supported by backends.torch.Adam")
+        if state_dtype is not None:
+            raise ValueError(f"state_dtype={state_dtype!r} is not supported by the torch "
+                             "adapter yet (None keeps moments in the params' dtype)")
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
+                    "amsgrad": amsgrad, "maximize": maximize, "foreach": foreach,
+                    "capturable": capturable, "differentiable": differentiable,
+                    "fused": fused, "decoupled_weight_decay": decoupled_weight_decay}
+        self._steppers: dict = {}
+        self.state_dtype = state_dtype
+        super().__init__(params, defaults)
+        self.backend, self.choice = _pick_backend(backend, self._all_params(), table)
+
+    def add_param_group(self, param_group: dict) -> None:
+        """torch's add_param_group, after our checks of the group's hyperparameters and
+        params (nothing is added if one fails)."""
+        if isinstance(param_group, dict):
+            i = len(self.param_groups)
+            merged = {**self.defaults, **param_group}
+            config_of(merged, i)
+            for key, value in _INERT.items():
+                if merged.get(key, value) != value:
+                    raise ValueError(f"param_groups[{i}]: {key}=True is not supported")
+            params = param_group.get("params", ())
+            if isinstance(params, torch.Tensor):
+                params = [params]
+            elif not isinstance(params, set):  # torch refuses sets; a generator is read once
+                params = param_group["params"] = list(params)
+            device = getattr(getattr(self, "backend", None), "device", None)
+            for j, p in enumerate(params):
+                check_param(p, where(i, j), device)
+        super().add_param_group(param_group)
+
+    def step(self, closure=None):
+        """One Adam step of every param with a gradient; returns ``closure()``'s loss
+        (evaluated with gradients enabled) when a closure is given. Every group is
+        checked before any is stepped."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        runs = [self._stepper(group).prepare(group, i, self.state)
+                for i, group in enumerate(self.param_groups)]
+        for run in runs:
+            run()
+        return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's load_state_dict (a torch.optim.Adam checkpoint loads as it is); the
+        loaded state is checked against the params, and a bad one leaves the optimizer
+        as it was."""
+        before = self.__getstate__()
+        super().load_state_dict(state_dict)
+        try:
+            self._check_loaded()
+        except (TypeError, ValueError):
+            self.__setstate__(before)
+            raise
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "backend": self.backend,
+                "choice": self.choice, "state_dtype": self.state_dtype}
+
+    def __setstate__(self, state: dict) -> None:
+        """Also for loaded state dicts: torch.optim.Adam's defaults for missing keys
+        (older checkpoints), and the plans made afresh."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in (("amsgrad", False), ("maximize", False), ("foreach", None),
+                               ("capturable", False), ("differentiable", False),
+                               ("decoupled_weight_decay", False), ("fused", None)):
+                group.setdefault(key, value)
+        self._steppers = {}
+
+    def _check_loaded(self) -> None:
+        """Each group's hyperparameters and every param's state, as a step would check
+        them (the plans are made, nothing is stepped)."""
+        for i, group in enumerate(self.param_groups):
+            self._stepper(group).check_state(group, i, self.state)
+
+    def _stepper(self, group: dict):
+        """The group's stepper (made at its first step, kept while the group is)."""
+        held = self._steppers.get(id(group))
+        if held is None or held[0] is not group:
+            kind = TableStepper if _is_numba(self.backend) else ArrayStepper
+            held = self._steppers[id(group)] = (group, kind(self.backend, self.state_dtype))
+        return held[1]
+
+    def _all_params(self) -> list:
+        return [p for group in self.param_groups for p in group["params"]]
+
+
+class AdamW(Adam):
+    """``torch.optim.AdamW`` (decoupled weight decay, default 1e-2) stepped by one of our
+    backends; see Adam."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
+                 differentiable=False, fused=None, backend: str | Backend = "auto",
+                 state_dtype=None, table=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
+                         maximize=maximize, capturable=capturable,
+                         differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True, backend=backend,
+                         state_dtype=state_dtype, table=table)
+
+    def __setstate__(self, state: dict) -> None:
+        """As torch.optim.AdamW: a loaded group is decoupled whatever it says."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True
+
+
+def _is_numba(backend: Backend) -> bool:
+    from .numba_cpu import NumbaBackend
+
+    return isinstance(backend, NumbaBackend)
+
+
+def _pick_backend(backend, params, table):
+    """(Backend, auto's Choice or None) for these params."""
+    if isinstance(backend, Backend):
+        chosen, choice = backend, None
+    elif backend == "auto":
+        device = "cpu" if all(p.device.type == "cpu" for p in params) else "cuda"
+        dtype = str(params[0].dtype).removeprefix("torch.") if params else "float32"
+        choice = choose_backend([p.numel() for p in params], dtype=dtype, device=device,
+                                table=table)
+        if choice.fallback:
+            from .optimizer import AutoFallbackWarning
+
+            warnings.warn(f'Adam(backend="auto") chose {choice.reason}', AutoFallbackWarning,
+                          stacklevel=4)
+        chosen = get_backend(choice.name)
+    else:
+        chosen, choice = get_backend(backend), None
+    for j, p in enumerate(params):
+        if p.device.type != chosen.device:
+            raise ValueError(f"param {j} is on {p.device} but the {chosen.name} backend "
+                             f"steps {chosen.device} tensors")
+    return chosen, choice
