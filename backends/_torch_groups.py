@@ -20,14 +20,13 @@ address-table kernel (no array objects per step); ``ArrayStepper`` runs any back
 from __future__ import annotations
 
 import operator
-from dataclasses import replace
 from itertools import groupby
 
 import numpy as np
 import torch
 from numba import njit
 
-from .config import AdamConfig
+from .config import AdamConfig, checked_lr
 from .state import AdamState
 from ._torch_tensors import (FLOAT_DTYPES, array_view, check_grad, check_moment,
                              check_param, where)
@@ -179,9 +178,10 @@ class GroupStepper:
             self.cfg, self.settings, self.lr = cfg, settings, lr
             self._set_config(cfg)
         elif lr != self.lr:
-            if not 0 <= lr < float("inf"):
-                raise ValueError(f"param_groups[{i}]: Invalid lr: {lr!r} (expected a "
-                                 "finite lr >= 0)")
+            try:
+                lr = checked_lr(lr)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"param_groups[{i}]: {exc}") from None
             self.lr = lr
             self._set_lr(lr)
 
@@ -313,7 +313,7 @@ class ArrayStepper(GroupStepper):
         pass
 
     def _set_lr(self, lr):
-        self.cfg = replace(self.cfg, lr=lr)
+        pass
 
     def _make_dispatch(self, plan, rows, dtype):
         view = lambda t: array_view(t, self.backend)
@@ -327,7 +327,7 @@ class ArrayStepper(GroupStepper):
         rows, params, state = dispatch
         grads = [array_view(plan.grads[r], self.backend) for r in rows]
         state.step = t - 1
-        self.backend.step(params, grads, state, self.cfg)
+        self.backend.step(params, grads, state, self.cfg, lr=self.lr)
 
 
 def _pointers(tensors) -> list | None:

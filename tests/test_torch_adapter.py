@@ -278,7 +278,7 @@ def test_bad_hyperparameters_are_named():
     _train(opt, params, 1)
     before = [p.clone() for p in params]
     opt.param_groups[0]["lr"] = float("nan")  # as a schedule would set it
-    with pytest.raises(ValueError, match=r"param_groups\[0\]: Invalid lr"):
+    with pytest.raises(ValueError, match=r"param_groups\[0\]: lr must be finite"):
         opt.step()
     assert all(torch.equal(a, b) for a, b in zip(params, before))
     with pytest.raises(ValueError, match="capturable"):
