@@ -333,6 +333,8 @@ def cmd_demo(args) -> int:
 
     if args.state == "int8":
         return _demo_int8(args)
+    if args.torch:
+        return _demo_torch(args)
     result = run_demo(steps=args.steps, out_stem=args.out, include_peers=not args.no_peers)
     _print_table(result.summary, f"Digits MLP trained with Adam on every CPU backend "
                                  f"({args.steps} full-batch steps, same seed)")
@@ -348,6 +350,17 @@ def cmd_gpu_report(args) -> int:
         print(f"gpu-report: needs a GPU; none usable here ({reason})", file=sys.stderr)
         return 1
     return run_gpu_report(repeats=args.repeats, max_seconds=args.max_seconds)
+
+
+def _demo_torch(args) -> int:
+    from .torch_demo import run_torch_demo
+
+    out = args.out if args.out != "results/demo-digits" else "results/demo-digits-torch"
+    result = run_torch_demo(steps=args.steps, out_stem=out)
+    _print_table(result.summary, f"Digits MLP in torch (autograd), our torch.optim Adam and "
+                                 f"torch.optim.Adam ({args.steps} full-batch steps, same seed)")
+    print(f"\nplot: {result.plot}\ntables: {out}.csv/.json/.md")
+    return 0 if result.ok else 1
 
 
 def _demo_int8(args) -> int:
@@ -506,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", type=cli_args.ranks, help=RANKS_HELP)
     p.add_argument("--state", choices=["int8"], help="instead: float32 state beside 8-bit "
                    "state (default out results/demo-digits-int8)")
+    p.add_argument("--torch", action="store_true", help="instead: the MLP as a torch model "
+                   "trained with backends.torch.Adam and torch.optim.Adam (default out "
+                   "results/demo-digits-torch)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("gpu-report", help="on a GPU: the GPU tests, check and the GPU sweep "

@@ -1,5 +1,6 @@
 """The digits MLP trained with Adam on every CPU backend: same losses, and it learns."""
 import numpy as np
+import pytest
 
 from harness.demo import LOSS_RTOL, run_demo
 
@@ -14,4 +15,17 @@ def test_every_backend_trains_the_same_model(tmp_path):
     curves = result.losses.drop(columns="step")
     assert curves.iloc[-1].max() < 0.2 * curves.iloc[0].min()  # the loss fell 5x or more
     np.testing.assert_allclose(curves["numba"], curves["numpy"], rtol=LOSS_RTOL)
+    assert result.ok and result.plot.exists()
+
+
+def test_torch_training_loop_with_our_adam_matches_torch_optim(tmp_path):
+    pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[torch]')")
+    from harness.torch_demo import run_torch_demo
+
+    result = run_torch_demo(steps=60, out_stem=tmp_path / "torch",
+                            optimizers=["numba (torch.optim)", "torch.optim.Adam"])
+    curves = result.losses.drop(columns="step")
+    assert curves.iloc[-1].max() < 0.5 * curves.iloc[0].min()  # it learns
+    np.testing.assert_allclose(curves["numba (torch.optim)"], curves["torch.optim.Adam"],
+                               rtol=LOSS_RTOL)
     assert result.ok and result.plot.exists()
