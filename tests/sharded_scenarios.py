@@ -126,6 +126,42 @@ def int8_resume(directory, comm):
         assert same, f"state {k} differs"
 
 
+def fault(directory, comm):
+    """Steps until ``DIR/stop`` appears (or 120 s pass), saving at step 2, for a fault
+    made from outside meanwhile; the ranks agree on stopping every step. A run that ends
+    must hold the single-process bits."""
+    opt = ShardedAdam(initial_params(), backend="numpy", comm=comm, **CONFIG)
+    deadline, t = time.monotonic() + 120, 0
+    while True:
+        opt.step(grads(comm.rank, t))
+        t += 1
+        if t == 2:
+            opt.save(directory)
+        stop = os.path.exists(os.path.join(directory, "stop")) or time.monotonic() > deadline
+        if not comm.all_ok(not stop):
+            break
+    assert same_bits(opt.params, single_process(t)[0]), f"params after {t} steps differ"
+
+
+def resume_fault(directory, comm):
+    """The checkpoint ``fault`` saved (step 2) resumes and steps on to the single-process
+    bits, state included."""
+    params, _ = single_process(2)
+    opt = ShardedAdam.load(directory, params, backend="numpy", comm=comm)
+    assert opt.state.step == 2, opt.state.step
+    for t in range(2, 5):
+        opt.step(grads(comm.rank, t))
+    expected, reference = single_process(5)
+    assert same_bits(opt.params, expected), "params resumed after the fault differ"
+    whole = reference.state.to_dict()
+    mine = opt.state.to_dict()
+    for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        flat = np.concatenate([a.reshape(-1) for a in whole[k]])
+        shard = np.pad(flat, (0, opt.shard_len * comm.size - flat.size))[
+            opt.start:opt.start + opt.shard_len]
+        assert np.array_equal(mine[k][0], shard), f"state {k} differs"
+
+
 def kill(directory, comm):
     """Rank 1 dies (SIGKILL) at step 3; rank 0 goes on stepping."""
     opt = ShardedAdam(initial_params(), backend="numpy", comm=comm)
@@ -182,10 +218,24 @@ def _communicator(scenario: str):
                    shared_memory=os.environ.get("SCENARIO_SHARED", "1") == "1")
 
 
+def _check_placement(comm) -> None:
+    """With SCENARIO_NODES=N (tests/test_two_nodes.py): the ranks are on N different
+    hosts and the collectives take the point-to-point ring, not the shared-memory window."""
+    import socket
+
+    hosts = comm.comm.allgather(socket.gethostname())
+    print(f"rank {comm.rank}: host {hosts[comm.rank]}, node_local {comm.node_local}, "
+          f"algorithm {comm.algorithm}", flush=True)
+    assert len(set(hosts)) == int(os.environ["SCENARIO_NODES"]), f"hosts {hosts}"
+    assert not comm.node_local and comm.algorithm == "ring", "not the cross-node ring"
+
+
 def main():
     scenario, directory = sys.argv[1], sys.argv[2]
     comm = _communicator(scenario)
     try:
+        if os.environ.get("SCENARIO_NODES") and isinstance(comm, MPIComm) and comm.size > 1:
+            _check_placement(comm)
         globals()[scenario](directory, comm)
     except AssertionError as exc:
         print(f"rank {comm.rank}: FAILED: {exc}", file=sys.stderr, flush=True)
