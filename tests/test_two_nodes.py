@@ -49,7 +49,7 @@ class Nodes:
                     "OMP_WAIT_POLICY": "passive", "SCENARIO_NODES": "2"}
 
     def run(self, *args, timeout=30):
-        """nodes.sh ARGS (up, down, link, loss, kill); CalledProcessError if it fails."""
+        """nodes.sh ARGS (up, down, link, loss, kill, pids); CalledProcessError if it fails."""
         return subprocess.run([str(NODES), *map(str, args)], env=self.env, check=True,
                               capture_output=True, text=True, timeout=timeout)
 
@@ -162,6 +162,9 @@ def test_a_fault_ends_the_job_with_a_clear_error_and_the_checkpoint_resumes(
         nodes.run("link", "n1", "up")
     if fault == "link_down":
         assert f"got no answer within {COMM_TIMEOUT} s; a peer rank died or hangs" in text
+    else:  # mpiexec loses n1's proxy at once and says so; n0's rank does not linger
+        assert "[mpiexec@head]" in text, text
+        assert nodes.run("pids", "n0").stdout.split() == []
     _assert_resumes(nodes, tmp_path)
 
 

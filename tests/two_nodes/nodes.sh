@@ -14,6 +14,7 @@
 #   nodes.sh link NODE up|down      the node's switch port
 #   nodes.sh loss NODE PCT|off      random loss of PCT% on the node's link, both ways (nft)
 #   nodes.sh kill NODE              SIGKILL every process on NODE
+#   nodes.sh pids NODE              the processes running on NODE
 # Needs root, iproute2, util-linux unshare; nftables for loss (the kernel may lack netem).
 set -u
 PFX=${NODES_PFX:?set NODES_PFX to a unique prefix (at most 6 characters)}
@@ -81,6 +82,7 @@ case ${1:-} in
   exec) shift; node_exec "$@" ;;
   link) ip -n "$SW" link set "$(port_of "$2")" "$3" ;;
   kill) pids=$(ip netns pids "$(ns_of "$2")"); [ -z "$pids" ] || kill -9 $pids ;;
+  pids) ip netns pids "$(ns_of "$2")" ;;
   loss)
     ns=$(ns_of "$2") || exit 2
     ip netns exec "$ns" nft delete table inet adamloss 2>/dev/null
