@@ -12,28 +12,16 @@ in Python (correct, slower).
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 
 import numpy as np
 
-__all__ = ["ArrayFields", "FLAG_MASK", "HEADER_FIELDS", "read_headers", "headers_match",
-           "unchanged_check"]
+from ._array_fields import ALIGNED, C_CONTIGUOUS, WRITEABLE
+
+__all__ = ["HEADER_FIELDS", "read_headers", "headers_match", "unchanged_check"]
 
 #: Columns of a header table row.
 HEADER_FIELDS = ("data", "dtype", "flags", "ndim", "size", "shape")
-_C_CONTIGUOUS, _ALIGNED, _WRITEABLE = 0x1, 0x100, 0x400
-FLAG_MASK = _C_CONTIGUOUS | _ALIGNED | _WRITEABLE
-
-
-class ArrayFields(ctypes.Structure):
-    """numpy/ndarraytypes.h ``PyArrayObject_fields`` up to ``flags``."""
-
-    _fields_ = [("ob_head", ctypes.c_char * object.__basicsize__),
-                ("data", ctypes.c_void_p), ("nd", ctypes.c_int),
-                ("dimensions", ctypes.c_void_p), ("strides", ctypes.c_void_p),
-                ("base", ctypes.c_void_p), ("descr", ctypes.c_void_p),
-                ("flags", ctypes.c_int)]
 
 
 def _shape_hash(shape) -> int:
@@ -47,9 +35,9 @@ def _python_headers(arrays) -> np.ndarray:
     """The header table built from Python attributes (the reference for the compiled one)."""
     table = np.empty((len(arrays), len(HEADER_FIELDS)), dtype=np.int64)
     for i, a in enumerate(arrays):
-        flags = ((_C_CONTIGUOUS if a.flags.c_contiguous else 0)
-                 | (_ALIGNED if a.flags.aligned else 0)
-                 | (_WRITEABLE if a.flags.writeable else 0))
+        flags = ((C_CONTIGUOUS if a.flags.c_contiguous else 0)
+                 | (ALIGNED if a.flags.aligned else 0)
+                 | (WRITEABLE if a.flags.writeable else 0))
         table[i] = (a.__array_interface__["data"][0], id(a.dtype), flags, a.ndim, a.size,
                     _shape_hash(a.shape))
     return table

@@ -1,11 +1,11 @@
-"""The compiled half of ``_array_headers``: NumPy array headers read at their addresses."""
+"""The compiled reader of ``_array_headers``: NumPy array headers read at their addresses."""
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ._array_headers import FLAG_MASK, ArrayFields
+from ._array_fields import FLAG_MASK, ArrayFields
 
 __all__ = ["read", "match"]
 

@@ -1,26 +1,27 @@
-"""The Backend base: one validated ``step`` in front of each backend's fused update.
+"""The Backend contract: one validated ``step`` in front of each backend's fused update.
 
-Every check happens here, before any array is touched, so a failed call leaves
-parameters and state exactly as they were. Backends implement ``_update`` only.
+A backend implements ``_update`` (and ``_update_quantized`` for 8-bit state); everything
+else is here. Every check (``backends.validation``) happens before any array is touched,
+so a failed call leaves parameters and state exactly as they were.
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
 import operator
-import weakref
-from collections.abc import Sequence
 
 import numpy as np
 
+from . import validation
+from .blockwise import init_quantized_state
 from .config import AdamConfig, checked_lr
-from .state import MAX_STEP, AdamState, checked_step, to_host
+from .quantized_step import (apply_quantized, check_quantized, prepare_quantized,
+                             require_int8_support)
+from .state import AdamState, to_host
+from .validation import (FLOAT_DTYPES, as_list, check_across_groups, check_tensors,
+                         group_by_dtype)
 
-__all__ = ["Backend", "BackendUnavailable", "FLOAT_DTYPES"]
-
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_COLUMN_NAMES = ("params", "grads", "state.exp_avg", "state.exp_avg_sq",
-                 "state.max_exp_avg_sq")
+__all__ = ["Backend", "BackendUnavailable", "FLOAT_DTYPES", "first_of_contiguous"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -90,12 +91,9 @@ class Backend:
     def init_state(self, params, cfg: AdamConfig | None = None) -> AdamState:
         """Zero moments for ``params``; ``max_exp_avg_sq`` too when ``cfg.amsgrad``. Each
         moment's tensors are views into one buffer per dtype, back to back."""
-        params = self._check_tensors(_as_list(params, "params"), "params")
+        params = check_tensors(self, as_list(params, "params"), "params")
         amsgrad = cfg is not None and cfg.amsgrad
         if cfg is not None and cfg.state_dtype == "int8":
-            from .blockwise import init_quantized_state
-            from .quantized_step import require_int8_support
-
             require_int8_support(self, params)
             return init_quantized_state(self, params, amsgrad)
         return AdamState(
@@ -107,7 +105,7 @@ class Backend:
 
     def _zeros_views(self, params) -> list:
         views = [None] * len(params)
-        for dtype, idx in _group_by_dtype(params).items():
+        for dtype, idx in group_by_dtype(params).items():
             flat = self.empty(sum(int(params[i].size) for i in idx), dtype)
             flat[:] = 0
             for i, view in zip(idx, _views(flat, [params[i].shape for i in idx])):
@@ -155,7 +153,7 @@ class Backend:
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"param_groups[{i}]: {exc}") from None
         if len(groups) > 1:
-            _check_across_groups([group[2] for group in groups], [group[3] for group in groups])
+            check_across_groups([group[2] for group in groups], [group[3] for group in groups])
         for apply, arguments in plans:
             apply(*arguments)
 
@@ -165,8 +163,6 @@ class Backend:
         if lr is not None:
             lr = checked_lr(lr)
         if isinstance(cfg, AdamConfig) and cfg.state_dtype is not None:
-            from .quantized_step import apply_quantized, prepare_quantized
-
             return apply_quantized, (self, *prepare_quantized(self, params, grads, state, cfg),
                                      state, cfg, lr)
         params, grads, groups, step = self._validate(params, grads, state, cfg)
@@ -248,195 +244,17 @@ class Backend:
         return self
 
     # --- validation ---------------------------------------------------------------------
-    def _validate(self, params, grads, state, cfg):
-        """(params, grads, {dtype: tensor indices}, step as an int) after every check, or
-        an exception. Only when every check has passed, a first amsgrad step gets its
-        zero ``max_exp_avg_sq``.
-
-        What was checked is remembered in ``state.cache["validated"]``, holding the
-        arrays themselves (so none can be freed and its id reused, and, through weak
-        references, none resized): a training loop that passes the same arrays each step
-        pays one identity test per array and one compiled read of the arrays' headers
-        (``_array_headers``: dtype, shape, flags, data address), so an array changed in
-        place is checked again. Its ``key`` (a new object) is replaced whenever anything
-        changed, and ``columns`` holds one list of arrays per column (params, grads,
-        exp_avg, exp_avg_sq, max_exp_avg_sq), replaced exactly when that column changed:
-        backends that derive data from the arrays (addresses) compare those lists by
-        identity.
-        """
-        if type(cfg) is not AdamConfig and not isinstance(cfg, AdamConfig):
-            raise TypeError(f"cfg must be an AdamConfig, got {type(cfg).__name__}")
-        if type(state) is not AdamState and not isinstance(state, AdamState):
-            raise TypeError(f"state must be an AdamState, got {type(state).__name__}")
-        step = state.step
-        if type(step) is not int or not 0 <= step <= MAX_STEP:
-            step = checked_step(step)
-        if type(params) is not list:
-            params = [params] if type(params) is np.ndarray else _as_list(params, "params")
-        if type(grads) is not list:
-            grads = [grads] if type(grads) is np.ndarray else _as_list(grads, "grads")
-        m, v = state.exp_avg, state.exp_avg_sq
-        amax = state.max_exp_avg_sq if cfg.amsgrad else None
-        try:  # the columns' lengths, and every array in one list: C loops compare them
-            lengths = (len(params), len(grads), len(m), len(v), -1 if amax is None else len(amax))
-            arrays = [*params, *grads, *m, *v, *(amax or ())]
-        except TypeError:  # a state column that is no sequence: the checks below say which
-            lengths = arrays = None
-        seen = state.cache.get("validated")
-        if (seen is not None and cfg is seen["cfg"] and lengths == seen["lengths"]
-                and all(map(operator.is_, arrays, seen["arrays"]))
-                and seen["unchanged"]()):
-            return params, grads, seen["groups"], step
-        columns = (params, grads, m, v, amax)
-        return self._validate_changed(params, grads, state, cfg, columns, step, seen)
-
-    def _validate_changed(self, params, grads, state, cfg, columns, step, seen):
-        """The rest of ``_validate`` when some array, header or the config differs from
-        the last step's: the columns that changed are checked again, then aliasing."""
-        if len(grads) != len(params):
-            raise ValueError(f"params and grads differ in length: {len(params)} vs {len(grads)}")
-        if cfg.amsgrad and state.max_exp_avg_sq is None and step != 0:
-            raise ValueError("amsgrad=True but state has no max_exp_avg_sq: it was "
-                             "stepped with amsgrad=False")
-        old = seen["columns"] if seen is not None else [None] * 5
-        stale = []
-        for c, arrays in enumerate(columns):
-            if c == 4 and arrays is None:  # no amsgrad, or its first step
-                continue
-            if not _same_arrays(arrays, old[c]) or _changed_in_place(seen, arrays, c):
-                self._check_column(arrays, _COLUMN_NAMES[c], params)
-                stale.append(c)
-        groups = seen["groups"] if seen is not None and 0 not in stale else \
-            _group_by_dtype(params)
-        self._check_config(groups, cfg)
-        present = [c for c in columns if c is not None]
-        if stale:
-            self._check_aliasing(present, params)
-        # every check passed: from here on, state may change
-        if cfg.amsgrad and state.max_exp_avg_sq is None:
-            state.max_exp_avg_sq = self._zeros_views(params)
-            present.append(state.max_exp_avg_sq)
-            stale.append(4)
-        new_columns = [list(column) if c in stale else old[c] for c, column in enumerate(present)]
-        new_columns += [None] * (5 - len(new_columns))
-        arrays = [a for c in present for a in c]
-        objects, headers, unchanged = self._headers(arrays)
-        state.cache["validated"] = {
-            "arrays": arrays, "weakrefs": _weak_references(arrays),
-            "lengths": tuple(len(c) for c in present) + ((-1,) if len(present) == 4 else ()),
-            "columns": new_columns, "cfg": cfg, "groups": groups, "key": object(),
-            "objects": objects, "headers": headers, "unchanged": unchanged}
-        return params, grads, groups, step
+    #: (params, grads, {dtype: tensor indices}, step as an int) after every check, or an
+    #: exception (``validation.validate``, a method here so a test backend can replace it).
+    _validate = validation.validate
 
     def check_state(self, params, state: AdamState, cfg: AdamConfig) -> None:
         """Every check ``step`` makes of params, state and config (not of gradients), and
         nothing changed: for restoring a state before its first step."""
         if isinstance(cfg, AdamConfig) and cfg.state_dtype is not None:
-            from .quantized_step import check_quantized
-
             check_quantized(self, params, None, state, cfg)
-            return
-        if type(state) is not AdamState and not isinstance(state, AdamState):
-            raise TypeError(f"state must be an AdamState, got {type(state).__name__}")
-        checked_step(state.step)
-        params = _as_list(params, "params")
-        if cfg.amsgrad and state.max_exp_avg_sq is None and state.step != 0:
-            raise ValueError("amsgrad=True but state has no max_exp_avg_sq: it was "
-                             "stepped with amsgrad=False")
-        columns = [params, state.exp_avg, state.exp_avg_sq]
-        if cfg.amsgrad and state.max_exp_avg_sq is not None:
-            columns.append(state.max_exp_avg_sq)
-        self._check_tensors(params, "params")
-        for name, arrays in zip(_COLUMN_NAMES[2:], columns[1:]):
-            self._check_moment(arrays, name, params)
-        self._check_config(_group_by_dtype(params), cfg)
-        self._check_aliasing(columns, params, names=("params",) + _COLUMN_NAMES[2:])
-
-    @staticmethod
-    def _check_config(groups, cfg) -> None:
-        """eps and weight_decay must not round to 0 in any dtype stepped (the kernels
-        compute in the arrays' dtype)."""
-        for dtype in groups:
-            for name in ("eps", "weight_decay"):
-                value = getattr(cfg, name)
-                if value != 0 and dtype.type(value) == 0:
-                    raise ValueError(f"{name}={value!r} rounds to 0 in {dtype}; use a "
-                                     f"larger {name}" + ("" if name == "eps" else " or 0"))
-
-    def _headers(self, arrays):
-        """(ids, header table, unchanged() -> bool) of the validated arrays: NumPy array
-        headers read in compiled code; other array types are trusted while the same
-        objects come back."""
-        if self.array_type is np.ndarray:
-            from ._array_headers import read_headers, unchanged_check
-
-            objects, headers = read_headers(arrays)
-            return objects, headers, unchanged_check(objects, headers, arrays)
-        return None, None, _trusted
-
-    def _check_aliasing(self, columns, params, names=_COLUMN_NAMES) -> None:
-        """ValueError naming two arrays that share memory, where one of them is written
-        by the step (params and moments); grads may share memory with each other. One
-        sort of the arrays' byte ranges: O(n log n)."""
-        names = [(name, i) for name, column in zip(names, columns)
-                 for i in range(len(column))]
-        arrays = [a for column in columns for a in column]
-        itemsizes = [p.dtype.itemsize for p in params] * len(columns)
-        starts = np.array([_data_address(a) for a in arrays], dtype=np.int64)
-        nbytes = np.array([a.size for a in arrays], dtype=np.int64) * itemsizes
-        written = np.array([name != "grads" for name, _ in names])
-        pair = _first_overlap(starts, starts + nbytes, written)
-        if pair is not None:
-            (a, i), (b, j) = names[pair[0]], names[pair[1]]
-            raise ValueError(f"{a}[{i}] and {b}[{j}] share memory; every param and state "
-                             "moment needs memory of its own (grads may only share with "
-                             "grads)")
-
-    def _check_writeable(self, arrays, what) -> None:
-        if all(map(self._is_writeable, arrays)):
-            return
-        i = next(i for i, a in enumerate(arrays) if not self._is_writeable(a))
-        raise ValueError(f"{what}[{i}] is read-only; it must be writeable")
-
-    def _check_column(self, arrays, name, params):
-        if name == "params":
-            self._check_tensors(arrays, name)
-        elif name == "grads":
-            self._check_tensors(arrays, name, like=params)
         else:
-            self._check_moment(arrays, name, params)
-
-    def _check_moment(self, arrays, what, params):
-        if arrays is not None and not isinstance(arrays, (list, tuple)):
-            raise TypeError(f"{what} must be a list of arrays, got {type(arrays).__name__}")
-        if arrays is None or len(arrays) != len(params):
-            n = "none" if arrays is None else len(arrays)
-            raise ValueError(f"{what} holds {n} tensors but params has {len(params)}: "
-                             "the state was made for other tensors")
-        self._check_tensors(arrays, what, like=params)
-
-    def _check_tensors(self, arrays, what, like=None):
-        for i, a in enumerate(arrays):
-            if not isinstance(a, self.array_type) or (isinstance(a, np.ndarray)
-                                                      and type(a) is not np.ndarray):
-                raise TypeError(f"{what}[{i}] is {_type_name(a)}; the {self.name} backend needs "
-                                f"{_type_name_of(self.array_type)}, not a subclass (convert "
-                                "with backend.asarray or np.asarray)")
-            if a.dtype not in FLOAT_DTYPES:
-                raise TypeError(f"{what}[{i}] has dtype {a.dtype}; expected float32 or float64")
-            if like is not None:
-                ref = like[i]
-                if a.dtype != ref.dtype:
-                    raise TypeError(f"{what}[{i}] has dtype {a.dtype} but params[{i}] has "
-                                    f"{ref.dtype}")
-                if tuple(a.shape) != tuple(ref.shape):
-                    raise ValueError(f"{what}[{i}] has shape {tuple(a.shape)} but params[{i}] "
-                                     f"has {tuple(ref.shape)}")
-            if not self._is_contiguous(a):
-                raise ValueError(f"{what}[{i}] is not C-contiguous; pass a contiguous array")
-        if what != "grads":
-            self._check_writeable(arrays, what)
-        return arrays
+            validation.check_state(self, params, state, cfg)
 
 
 def _takes_lr(method) -> bool:
@@ -453,107 +271,8 @@ def _config_with_lr(cfg: AdamConfig, lr: float, cache: dict) -> AdamConfig:
     return last[2]
 
 
-def _check_across_groups(states, cfgs) -> None:
-    """ValueError unless every group has its own state and no param or state array of
-    one group shares memory with an array of another (grads with grads excepted). The
-    result is kept in the first state's cache while every group's validation record (the
-    checked arrays, see Backend._validate) is the same object."""
-    records = [s.cache.get("validated_int8" if c.state_dtype is not None else "validated")
-               for s, c in zip(states, cfgs)]
-    kept = states[0].cache.get("across_groups")
-    if (kept is not None and len(kept) == len(states) + len(records)
-            and all(map(operator.is_, kept, states + records))):
-        return
-    seen: dict = {}
-    for i, state in enumerate(states):
-        j = seen.setdefault(id(state), i)
-        if j != i:
-            raise ValueError(f"param_groups[{j}] and param_groups[{i}] share one state; each "
-                             "group needs its own (backend.init_state)")
-    names, arrays, written = [], [], []
-    for i, (state, record) in enumerate(zip(states, records)):
-        n = len(state.exp_avg)
-        for k, a in enumerate(a for a in record["arrays"] if a is not None):
-            names.append(f"param_groups[{i}] " + ("params" if k < n else "grads"
-                                                  if k < 2 * n else "state") +
-                         (f"[{k % n}]" if k < 2 * n else ""))
-            arrays.append(a)
-            written.append(not n <= k < 2 * n)
-    starts = np.array([_data_address(a) for a in arrays], dtype=np.int64)
-    nbytes = np.array([a.size * a.dtype.itemsize for a in arrays], dtype=np.int64)
-    pair = _first_overlap(starts, starts + nbytes, np.array(written, dtype=bool))
-    if pair is not None:
-        raise ValueError(f"{names[pair[0]]} and {names[pair[1]]} share memory; a tensor "
-                         "belongs to one param group, with memory of its own")
-    states[0].cache["across_groups"] = states + records
-
-
 def _remake(cls, options):
     return cls(**options)
-
-
-def _trusted() -> bool:
-    return True
-
-
-def _same_arrays(arrays, old) -> bool:
-    return (old is not None and isinstance(arrays, (list, tuple)) and len(arrays) == len(old)
-            and all(map(operator.is_, arrays, old)))
-
-
-def _changed_in_place(seen, arrays, c) -> bool:
-    """Whether column ``c``, the same array objects as when it was checked, has an array
-    whose header (dtype, shape, flags, address) changed since (NumPy arrays only)."""
-    if seen["headers"] is None:
-        return False
-    start = sum(len(col) for col in seen["columns"][:c] if col is not None)
-    rows = slice(start, start + len(arrays))
-    from ._array_headers import headers_match
-
-    return not headers_match(seen["objects"][rows], seen["headers"][rows], arrays)
-
-
-def _weak_references(arrays) -> list:
-    """Weak references to NumPy arrays: NumPy refuses to resize an array that has one,
-    even with ``refcheck=False``, so a remembered address cannot be freed under us."""
-    return [weakref.ref(a) for a in arrays if isinstance(a, np.ndarray)]
-
-
-def _data_address(a) -> int:
-    interface = getattr(a, "__cuda_array_interface__", None) or a.__array_interface__
-    return int(interface["data"][0])
-
-
-def _first_overlap(starts, stops, written):
-    """Indices (i, j) of two byte ranges [start, stop) that overlap, at least one of them
-    written, or None. Ranges sorted by start: a range overlaps an earlier one exactly when
-    it starts before the largest stop so far (of the written ones, for a read-only one)."""
-    nonempty = np.flatnonzero(stops > starts)
-    order = nonempty[np.argsort(starts[nonempty], kind="stable")]
-    s, e, w = starts[order], stops[order], written[order]
-    lowest = np.iinfo(np.int64).min
-    before_all = np.maximum.accumulate(np.concatenate(([lowest], e[:-1])))
-    before_written = np.maximum.accumulate(np.concatenate(([lowest], np.where(w, e, lowest)[:-1])))
-    clash = np.flatnonzero(s < np.where(w, before_all, before_written))
-    if clash.size == 0:
-        return None
-    k = clash[0]
-    earlier = np.flatnonzero((e[:k] > s[k]) & (w[:k] | w[k]))
-    return int(order[earlier[0]]), int(order[k])
-
-
-def _as_list(arrays, what) -> list:
-    """A single array as [array]; a list as it is (it is only read); other sequences copied."""
-    if type(arrays) is list:
-        return arrays
-    if type(arrays) is np.ndarray:
-        return [arrays]
-    if hasattr(arrays, "shape") and hasattr(arrays, "dtype"):
-        return [arrays]
-    if not isinstance(arrays, Sequence) or isinstance(arrays, (str, bytes)):
-        raise TypeError(f"{what} must be an array or a sequence of arrays, "
-                        f"got {type(arrays).__name__}")
-    return list(arrays)
 
 
 def first_of_contiguous(starts, sizes, itemsize: int) -> int | None:
@@ -578,18 +297,3 @@ def _views(flat, shapes) -> list:
         views.append(flat[start:start + n].reshape(shape))
         start += n
     return views
-
-
-def _group_by_dtype(params) -> dict:
-    groups: dict = {}
-    for i, p in enumerate(params):
-        groups.setdefault(p.dtype, []).append(i)
-    return groups
-
-
-def _type_name_of(cls: type) -> str:
-    return f"{cls.__module__.split('.')[0]}.{cls.__name__}"
-
-
-def _type_name(x) -> str:
-    return _type_name_of(type(x))

@@ -8,11 +8,11 @@ import zipfile
 
 import numpy as np
 
-from .base import FLOAT_DTYPES
 from .blockwise import SCALE_NAMES, is_quantized, n_blocks
 from .config import AdamConfig
 from .files import atomic_write
 from .state import checked_step
+from .validation import FLOAT_DTYPES
 
 __all__ = ["FORMAT", "write_checkpoint", "read_checkpoint"]
 

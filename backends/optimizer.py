@@ -7,11 +7,12 @@ import warnings
 import numpy as np
 
 from .auto import Choice, choose_backend
-from .base import Backend, _as_list
+from .base import Backend
 from .checkpoint import read_checkpoint, write_checkpoint
 from .config import AdamConfig
 from .registry import get_backend
 from .state import AdamState
+from .validation import as_list
 
 __all__ = ["Adam", "AutoFallbackWarning"]
 
@@ -28,7 +29,7 @@ class Adam:
 
     def __init__(self, params, backend: str | Backend = "auto", table=None, **config):
         self.config = AdamConfig(**config)
-        self.params = list(_as_list(params, "params"))
+        self.params = list(as_list(params, "params"))
         self.choice: Choice | None = None
         if isinstance(backend, Backend):
             self.backend = backend
@@ -71,7 +72,7 @@ class Adam:
         ``backend`` defaults to the one that saved it; any other can take over. A file
         that is not one, or holds state for other tensors, raises ValueError naming it.
         """
-        params = list(_as_list(params, "params"))
+        params = list(as_list(params, "params"))
         saved = read_checkpoint(path, params)
         opt = cls(params, backend=backend or saved["backend"], **saved["config"])
         try:

@@ -12,8 +12,11 @@ import operator
 
 import numpy as np
 
-from .blockwise import QUANTIZED_MOMENTS, SCALE_NAMES, is_quantized, n_blocks
+from .blockwise import (QUANTIZED_MOMENTS, SCALE_NAMES, init_quantized_state, is_quantized,
+                        n_blocks)
 from .state import MAX_STEP, AdamState, checked_step
+from .validation import (as_list, check_config, check_tensors, data_address, first_overlap,
+                         headers, weak_references)
 
 __all__ = ["prepare_quantized", "apply_quantized", "check_quantized", "require_int8_support"]
 
@@ -35,20 +38,18 @@ def require_int8_support(backend, params) -> None:
 def check_quantized(backend, params, grads, state, cfg) -> tuple[list, list | None, int]:
     """(params, grads, step) after every check of an 8-bit step (``grads`` None: the
     checks of a restored state); raises before anything is modified."""
-    from .base import _as_list, _data_address, _first_overlap
-
     if not isinstance(state, AdamState):
         raise TypeError(f"state must be an AdamState, got {type(state).__name__}")
     step = checked_step(state.step)
-    params = _as_list(params, "params")
+    params = as_list(params, "params")
     require_int8_support(backend, params)
-    backend._check_tensors(params, "params")
+    check_tensors(backend, params, "params")
     if grads is not None:
-        grads = _as_list(grads, "grads")
+        grads = as_list(grads, "grads")
         if len(grads) != len(params):
             raise ValueError(f"params and grads differ in length: {len(params)} vs "
                              f"{len(grads)}")
-        backend._check_tensors(grads, "grads", like=params)
+        check_tensors(backend, grads, "grads", like=params)
     if cfg.amsgrad and state.max_exp_avg_sq is None and step != 0:
         raise ValueError("amsgrad=True but state has no max_exp_avg_sq: it was "
                          "stepped with amsgrad=False")
@@ -59,12 +60,12 @@ def check_quantized(backend, params, grads, state, cfg) -> tuple[list, list | No
             continue
         _check_moment(backend, params, arrays, scales, name)
         written += [a for a in arrays] + [s for s in scales if s is not None]
-    backend._check_config({_FLOAT32: list(range(len(params)))}, cfg)
+    check_config({_FLOAT32: list(range(len(params)))}, cfg)
     arrays = written + list(grads or ())
-    starts = np.array([_data_address(a) for a in arrays], dtype=np.int64)
+    starts = np.array([data_address(a) for a in arrays], dtype=np.int64)
     nbytes = np.array([a.size * a.dtype.itemsize for a in arrays], dtype=np.int64)
     is_written = np.arange(len(arrays)) < len(written)
-    pair = _first_overlap(starts, starts + nbytes, is_written)
+    pair = first_overlap(starts, starts + nbytes, is_written)
     if pair is not None:
         raise ValueError("two of params, state codes, scales and moments share memory "
                          f"(arrays {pair[0]} and {pair[1]} in order params, moments, "
@@ -160,8 +161,6 @@ def _checked_plan(backend, params, grads, state, cfg) -> tuple[tuple, int]:
     """Every check, then the step's plan: ((small params, small grads), the sub-state of
     the full-precision tensors or None, [(p, g, moments)] of the quantized tensors, 1-D),
     remembered in ``state.cache``; and the step as an int."""
-    from .base import _weak_references
-
     params, grads, step = check_quantized(backend, params, grads, state, cfg)
     small = [i for i, p in enumerate(params) if not is_quantized(p)]
     sub = None
@@ -188,17 +187,15 @@ def _checked_plan(backend, params, grads, state, cfg) -> tuple[tuple, int]:
                               (*pairs[:2], pairs[2] if cfg.amsgrad else None)))
     plan = (([params[i] for i in small], [grads[i] for i in small]), sub, quantized)
     arrays = _all_arrays(params, grads, state)
-    _, _, unchanged = backend._headers(arrays)
+    _, _, unchanged = headers(backend, arrays)
     state.cache["validated_int8"] = {"cfg": cfg, "arrays": arrays, "unchanged": unchanged,
-                                     "weakrefs": _weak_references(arrays), "plan": plan}
+                                     "weakrefs": weak_references(arrays), "plan": plan}
     return plan, step
 
 
 def _add_max(backend, params, state, sub, small) -> None:
     """A first amsgrad step's zero running maximum: codes and scales where quantized, the
     float32 zeros ``Backend._validate`` gave the full-precision tensors elsewhere."""
-    from .blockwise import init_quantized_state
-
     zeros = init_quantized_state(backend, params, amsgrad=True)
     vmax, scales = zeros.max_exp_avg_sq, zeros.max_exp_avg_sq_scale
     for k, i in enumerate(small):

@@ -33,11 +33,11 @@ ENTRY_POINT_GROUP = "adam_backends.backends"
 
 #: name -> (module, class, device); the order is the built-in preference, slowest first.
 _BUILT_IN: dict[str, tuple[str, str, str]] = {
-    "python": ("backends.python_backend", "PythonBackend", "cpu"),
-    "numpy": ("backends.numpy_backend", "NumpyBackend", "cpu"),
-    "numba": ("backends.numba_cpu", "NumbaBackend", "cpu"),
-    "numba-cuda": ("backends.numba_cuda", "NumbaCudaBackend", "cuda"),
-    "cupy": ("backends.cupy_backend", "CupyBackend", "cuda"),
+    "python": ("backends.cpu.python", "PythonBackend", "cpu"),
+    "numpy": ("backends.cpu.numpy", "NumpyBackend", "cpu"),
+    "numba": ("backends.cpu.numba", "NumbaBackend", "cpu"),
+    "numba-cuda": ("backends.cuda.numba_cuda", "NumbaCudaBackend", "cuda"),
+    "cupy": ("backends.cuda.cupy", "CupyBackend", "cuda"),
 }
 
 #: name -> class or factory, from register_backend (a replaced built-in lands here too).

@@ -82,11 +82,11 @@ def numba_ptx(kernel, dtype, amsgrad: bool, arch: str, fastmath: bool = False) -
 def kernel_ptx(backend: str, dtype, amsgrad: bool, arch: str) -> str:
     """PTX of the kernel ``backend`` launches for ``dtype`` and ``amsgrad``."""
     if backend == "numba-cuda":
-        from backends import _numba_cuda_kernels as kernels
+        from backends.cuda import _numba_cuda_kernels as kernels
 
         return numba_ptx(kernels.adam_amsgrad if amsgrad else kernels.adam, dtype, amsgrad,
                          arch)
-    from backends import _cupy_kernels
+    from backends.cuda import _cupy_kernels
 
     return _cupy_kernels.compile_kernel(dtype, amsgrad, arch, target="ptx").decode()
 
@@ -110,11 +110,11 @@ def numba_int8_ptx(kernel, amsgrad: bool, arch: str, fastmath: bool = False) -> 
 def int8_kernel_ptx(backend: str, amsgrad: bool, arch: str) -> str:
     """PTX of the 8-bit state kernel ``backend`` launches."""
     if backend == "numba-cuda":
-        from backends import _numba_cuda_kernels as kernels
+        from backends.cuda import _numba_cuda_kernels as kernels
 
         return numba_int8_ptx(kernels.adam_int8_amsgrad if amsgrad else kernels.adam_int8,
                               amsgrad, arch)
-    from backends import _cupy_kernels
+    from backends.cuda import _cupy_kernels
 
     return _cupy_kernels.compile_int8_kernel(amsgrad, arch, target="ptx").decode()
 

@@ -36,7 +36,7 @@ def roofline_arrays(n: int, dtype) -> tuple[np.ndarray, ...]:
 
 
 def _cpu(n, dtype):
-    from backends import _numba_kernels
+    from backends.cpu import _numba_kernels
 
     _numba_kernels.compile_all()
     p, g, m, v = roofline_arrays(n, dtype)
@@ -44,7 +44,7 @@ def _cpu(n, dtype):
 
 
 def _gpu(n, dtype):
-    from backends.cupy_backend import cupy_event_timer
+    from backends.cuda.cupy import cupy_event_timer
 
     try:
         import cupy
@@ -60,7 +60,7 @@ def _gpu(n, dtype):
 def _numba_cuda(n, dtype):
     from numba import cuda
 
-    from backends.numba_cuda import numba_event_timer
+    from backends.cuda.numba_cuda import numba_event_timer
 
     @cuda.jit
     def roofline(p, g, m, v):
@@ -76,7 +76,7 @@ def _numba_cuda(n, dtype):
 
 
 def _cpu_int8(n):
-    from backends import _numba_int8_kernels
+    from backends.cpu import _numba_int8_kernels
 
     _numba_int8_kernels.compile_all()
     arrays = _int8_arrays(n)
@@ -99,7 +99,7 @@ def _gpu_int8(n):
         import cupy
     except ImportError:
         return _numba_cuda_int8(n)
-    from backends.cupy_backend import cupy_event_timer
+    from backends.cuda.cupy import cupy_event_timer
 
     elements = cupy.ElementwiseKernel("float32 g", "float32 p, uint8 mc, uint8 vc",
                                       "p += g; mc += 1; vc += 1", "adam_roofline_int8")
@@ -117,7 +117,7 @@ def _gpu_int8(n):
 def _numba_cuda_int8(n):
     from numba import cuda
 
-    from backends.numba_cuda import numba_event_timer
+    from backends.cuda.numba_cuda import numba_event_timer
 
     @cuda.jit
     def roofline(p, g, mc, vc, ms, vs):

@@ -14,8 +14,8 @@ import time
 import numpy as np
 
 from backends import Adam, get_backend
-from backends.comm import MPIComm
-from backends.sharded import ShardedAdam
+from backends.sharded.comm import MPIComm
+from backends.sharded.adam import ShardedAdam
 
 from .agreement import OPTION_SETS
 from .problems import MIXED_SHAPES, random_problem

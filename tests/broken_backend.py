@@ -1,5 +1,5 @@
 """A deliberately wrong backend for tests: NumPy Adam without bias correction."""
-from backends.numpy_backend import NumpyBackend
+from backends.cpu.numpy import NumpyBackend
 
 #: A step so late that both bias corrections, 1 - beta**t, are exactly 1.0.
 NO_BIAS_CORRECTION_STEP = 10**6

@@ -13,8 +13,8 @@ import time
 import numpy as np
 
 from backends import Adam
-from backends.comm import MPIComm
-from backends.sharded import ShardedAdam, load_adam, save_adam
+from backends.sharded.comm import MPIComm
+from backends.sharded.adam import ShardedAdam, load_adam, save_adam
 from harness.sharded_worker import mean_of
 
 SHAPES = [(0,), (3, 5), (7,), (1,), (4, 2, 3)]  # 47 elements: the last shard is padded
@@ -183,7 +183,7 @@ def hang(directory, comm):
 def kill_during_save(directory, comm):
     """A complete save at step 2, then a save at step 4 during which rank 1 dies after
     writing its shard, before the manifest: step 2 must stay the checkpoint."""
-    from backends import sharded
+    from backends.sharded import adam as sharded
 
     opt = ShardedAdam(initial_params(), backend="numpy", comm=comm)
     for t in range(4):
@@ -210,7 +210,7 @@ def _communicator(scenario: str):
     if scenario.startswith("torch_"):  # started by torchrun
         import torch.distributed as dist
 
-        from backends.comm import TorchComm
+        from backends.sharded.comm import TorchComm
 
         dist.init_process_group("gloo")
         return TorchComm()

@@ -1,5 +1,5 @@
 """The CuPy backend's 8-bit kernel source, run on the CPU: the CUDA C of
-``backends._cupy_kernels.int8_kernel_source`` compiled by the host C++ compiler with a
+``backends.cuda._cupy_kernels.int8_kernel_source`` compiled by the host C++ compiler with a
 small shim (one std::thread per GPU thread, a std::barrier for __syncthreads, the _rn
 intrinsics as plain IEEE float operations, -ffp-contract=off), one thread block after
 another. It must give the NumPy backend's bits: the kernel's own logic (decode, body,
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from backends import Adam, get_backend
-from backends import _cupy_kernels
+from backends.cuda import _cupy_kernels
 from backends import blockwise as bw
 from backends.scalars import StepScalars
 from harness.agreement import OPTION_SETS

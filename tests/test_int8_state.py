@@ -54,7 +54,7 @@ def _kernel_codec():
     """The numba kernels' encoders and decoders applied elementwise."""
     from numba import njit
 
-    from backends._numba_int8_kernels import _decode_m, _decode_v, _encode_m, _encode_v
+    from backends.cpu._numba_int8_kernels import _decode_m, _decode_v, _encode_m, _encode_v
 
     @njit
     def codec(x, codes):
@@ -253,7 +253,7 @@ def test_gpu_backends_declare_int8_state(name):
 
 
 def test_a_backend_without_int8_state_refuses_it_by_name():
-    from backends.numpy_backend import NumpyBackend
+    from backends.cpu.numpy import NumpyBackend
     from backends.quantized_step import require_int8_support
 
     class Float32Only(NumpyBackend):

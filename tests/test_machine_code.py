@@ -84,17 +84,17 @@ def test_no_spills_and_registers_under_the_ceiling(backend, dtype, amsgrad, arch
 
 def _numba_mutant(old: str, new: str, name="adam"):
     """A kernel of _numba_cuda_kernels with one source line changed."""
-    from backends import _numba_cuda_kernels
+    from backends.cuda import _numba_cuda_kernels
 
     source = inspect.getsource(_numba_cuda_kernels)
     assert old in source
-    namespace = {"__name__": "backends._numba_cuda_mutant", "__package__": "backends"}
+    namespace = {"__name__": "backends.cuda._numba_cuda_mutant", "__package__": "backends.cuda"}
     exec(compile(source.replace(old, new), "<mutant>", "exec"), namespace)
     return namespace[name]
 
 
 def _cupy_mutant_ptx(dtype="float32", amsgrad=False, old=None, new=None, options=None):
-    from backends import _cupy_kernels
+    from backends.cuda import _cupy_kernels
 
     source = _cupy_kernels.kernel_source(dtype, amsgrad)
     if old is not None:
@@ -124,7 +124,7 @@ def test_mutant_rereading_p_after_the_stores_is_an_extra_load():
 
 
 def test_mutant_cupys_default_ftz_is_found():
-    from backends import _cupy_kernels
+    from backends.cuda import _cupy_kernels
 
     ptx = _cupy_mutant_ptx(options=(*_cupy_kernels.NVRTC_OPTIONS, "-ftz=true"))
     with pytest.raises(AssertionError, match="flush-to-zero"):
@@ -132,7 +132,7 @@ def test_mutant_cupys_default_ftz_is_found():
 
 
 def test_mutant_fast_math_is_found():
-    from backends import _numba_cuda_kernels
+    from backends.cuda import _numba_cuda_kernels
 
     ptx = mc.numba_ptx(_numba_cuda_kernels.adam, "float32", False, "90", fastmath=True)
     with pytest.raises(AssertionError, match="approximate|flush-to-zero|IEEE"):
@@ -245,7 +245,7 @@ def test_int8_no_spills_and_registers_under_the_ceiling(backend, amsgrad, arch):
 
 
 def _cupy_int8_mutant_ptx(amsgrad=False, old=None, new=None, options=None):
-    from backends import _cupy_kernels
+    from backends.cuda import _cupy_kernels
 
     source = _cupy_kernels.int8_kernel_source(amsgrad)
     if old is not None:
@@ -278,7 +278,7 @@ def test_int8_mutant_contracting_arithmetic_is_found():
 
 
 def _cupy_kernels_module():
-    from backends import _cupy_kernels
+    from backends.cuda import _cupy_kernels
 
     return _cupy_kernels
 
@@ -297,7 +297,7 @@ def test_int8_mutant_an_extra_load_breaks_the_bytes_model():
 
 
 def test_int8_mutant_flush_to_zero_and_spills_are_found():
-    from backends import _cupy_kernels
+    from backends.cuda import _cupy_kernels
 
     ptx = _cupy_int8_mutant_ptx(options=(*_cupy_kernels.INT8_NVRTC_OPTIONS, "-ftz=true"))
     with pytest.raises(AssertionError, match="flush-to-zero"):

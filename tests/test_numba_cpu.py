@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from backends import AdamConfig, get_backend
-from backends._numba_kernels import CHUNK
-from backends.numba_cpu import _AddressTable
+from backends.cpu._numba_kernels import CHUNK
+from backends.cpu.numba import _AddressTable
 from harness.workloads import model_workload
 
 
@@ -81,7 +81,7 @@ def test_new_gradient_arrays_every_step_are_read():
 
 def test_steps_never_compile():
     """Kernels are compiled when the backend is made, for both dtypes and every option."""
-    from backends import _numba_kernels
+    from backends.cpu import _numba_kernels
 
     backend = get_backend("numba")
     compile_time = backend.compile_seconds  # reported apart from any step
@@ -138,7 +138,7 @@ def test_new_param_arrays_with_the_same_state_are_the_ones_stepped(shapes):
 def test_element_loops_are_vectorized(name):
     """LLVM turns the element loop into packed SIMD (sqrtps / sqrtpd). Passing arrays into
     the element body or Python's error model each stop that, and this fails."""
-    from backends import _numba_kernels
+    from backends.cpu import _numba_kernels
 
     kernel = getattr(_numba_kernels, name)
     options = {k: v for k, v in _numba_kernels.KERNEL_OPTIONS.items() if k != "cache"}

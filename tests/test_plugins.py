@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 import backends
-from backends import (Backend, BackendUnavailable, backend_names, get_backend, list_backends,
-                      register_backend, unregister_backend)
-from backends.numpy_backend import NumpyBackend
+from backends import (Backend, BackendUnavailable, backend_names, get_backend,
+                       list_backends, register_backend, unregister_backend)
+from backends.cpu.numpy import NumpyBackend
 from backends.registry import PluginWarning
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,7 +143,7 @@ def test_a_plugin_that_fails_to_import_is_listed_with_the_reason(site):
 
 def test_a_plugin_that_fails_to_construct_is_unavailable_not_fatal(site, capsys):
     (site / "plugin_bad_init.py").write_text(
-        "from backends.numpy_backend import NumpyBackend\n"
+        "from backends.cpu.numpy import NumpyBackend\n"
         "class Bad(NumpyBackend):\n"
         "    def __init__(self):\n"
         "        raise OSError('device busy')\n"
@@ -172,7 +172,7 @@ def test_a_plugin_that_fails_to_construct_is_unavailable_not_fatal(site, capsys)
 
 def test_a_plugin_cannot_take_a_built_in_name(site):
     (site / "plugin_impostor.py").write_text(
-        "from backends.numpy_backend import NumpyBackend\nclass Impostor(NumpyBackend):\n"
+        "from backends.cpu.numpy import NumpyBackend\nclass Impostor(NumpyBackend):\n"
         "    pass\n")
     install_metadata(site, "impostor", {"numpy": "plugin_impostor:Impostor"})
     with pytest.warns(PluginWarning, match=r"plugin 'numpy' from impostor "
@@ -244,14 +244,16 @@ def test_importing_backends_never_imports_the_harness():
     on the source and on a process that imports every module and runs "auto"."""
     import ast
 
-    for path in (REPO / "backends").glob("*.py"):
+    paths = sorted((REPO / "backends").rglob("*.py"))
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n == "harness" or n.startswith("harness.") for n in names), path
-    modules = [p.stem for p in (REPO / "backends").glob("*.py") if p.stem != "__init__"]
+    modules = [".".join(p.relative_to(REPO).with_suffix("").parts) for p in paths
+               if p.stem != "__init__"]
     code = ("import sys, importlib, warnings, numpy as np; warnings.simplefilter('ignore'); "
-            f"[importlib.import_module('backends.' + m) for m in {modules!r}]; "
+            f"[importlib.import_module(m) for m in {modules!r}]; "
             "from backends import Adam, list_backends; list_backends(); "
             "Adam([np.zeros(3, np.float32)]).step([np.ones(3, np.float32)]); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'harness'))")

@@ -17,8 +17,8 @@ import pytest
 pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[mpi]')")
 
 from backends import Adam  # noqa: E402
-from backends.comm import MPIComm  # noqa: E402
-from backends.sharded import ShardedAdam, load_adam, read_manifest, save_adam  # noqa: E402
+from backends.sharded.comm import MPIComm  # noqa: E402
+from backends.sharded.adam import ShardedAdam, load_adam, read_manifest, save_adam  # noqa: E402
 from harness.mpi_launch import mpiexec_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,7 +202,7 @@ def test_check_on_several_ranks_passes_and_writes_its_table(ranks, tmp_path):
 
 
 def test_importing_backends_imports_no_mpi():
-    code = ("import sys, backends, backends.sharded, backends.comm; "
+    code = ("import sys, backends, backends.sharded.adam, backends.sharded.comm; "
             "assert 'mpi4py' not in sys.modules and 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

@@ -23,10 +23,10 @@ from llvmlite import ir
 from numba import carray, njit, prange, types
 from numba.extending import intrinsic
 
+from ..blockwise import (BLOCK, M_BIAS, M_HALF, M_NONFINITE_CODE, M_SHIFT, V_BIAS, V_HALF,
+                         V_SHIFT)
 from ._numba_kernels import (KERNEL_OPTIONS, _adam_element, _constants, _pointer,
                              _serial_twin)
-from .blockwise import (BLOCK, M_BIAS, M_HALF, M_NONFINITE_CODE, M_SHIFT, V_BIAS, V_HALF,
-                        V_SHIFT)
 
 __all__ = ["adam_int8", "adam_int8_serial", "roofline_int8", "compile_all", "CHUNK_BLOCKS"]
 

@@ -27,7 +27,7 @@ import numpy as np
 from numba import carray, njit, prange, types
 from numba.extending import intrinsic
 
-from .scalars import adam_moments, step_constants
+from ..scalars import adam_moments, step_constants
 
 __all__ = ["adam_flat", "adam_flat_serial", "adam_table", "adam_table_serial", "address",
            "roofline_flat", "compile_all", "HYPER_FIELDS"]

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .base import Backend
-from .blockwise import BLOCK, n_blocks, step_blocks_numpy
-from .scalars import StepScalars
+from ..base import Backend
+from ..blockwise import BLOCK, n_blocks, step_blocks_numpy
+from ..scalars import StepScalars
 
 __all__ = ["NumpyBackend"]
 

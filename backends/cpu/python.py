@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import struct
 
-from . import blockwise as bw
-from .base import Backend
-from .scalars import StepScalars
+from .. import blockwise as bw
+from ..base import Backend
+from ..scalars import StepScalars
 
 __all__ = ["PythonBackend"]
 

@@ -181,11 +181,11 @@ def int8_kernel_name(amsgrad: bool) -> str:
 
 def int8_kernel_source(amsgrad: bool) -> str:
     """The CUDA C of the 8-bit state kernel (see backends.blockwise; one warp per
-    256-element block, the same steps as backends._numba_cuda_kernels' 8-bit kernel);
+    256-element block, the same steps as backends.cuda._numba_cuda_kernels' 8-bit kernel);
     arguments: p, g, m codes, m scales, v codes, v scales, [max codes, max scales,] the
     ten float32 scalars of ``StepScalars.floats()``, use_l2, n. The maps' constants come
     from ``backends.blockwise``."""
-    from . import blockwise as bw
+    from .. import blockwise as bw
 
     source = _INT8_SOURCE.format(
         block=bw.BLOCK, threads=INT8_THREADS, m_bias=bw.M_BIAS, m_shift=bw.M_SHIFT,

@@ -13,8 +13,9 @@ import time
 
 import numpy as np
 
-from .base import FLOAT_DTYPES, Backend, first_of_contiguous
-from .scalars import StepScalars
+from ..base import Backend, first_of_contiguous
+from ..scalars import StepScalars
+from ..validation import FLOAT_DTYPES
 
 __all__ = ["GpuBackend", "MAX_INT8_GRID"]
 
@@ -54,7 +55,7 @@ class GpuBackend(Backend):
     def _timed_warm_up(self) -> float:
         """Compile every kernel variant (8-bit state's too) with one tiny launch each;
         returns seconds."""
-        from .config import AdamConfig
+        from ..config import AdamConfig
 
         start = time.perf_counter()
         for dtype in FLOAT_DTYPES:

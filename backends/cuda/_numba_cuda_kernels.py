@@ -28,8 +28,8 @@ import os
 import numpy as np
 from numba import cuda
 
-from .blockwise import BLOCK, M_BIAS, M_HALF, M_SHIFT, V_BIAS, V_HALF, V_SHIFT
-from .scalars import moments_with
+from ..blockwise import BLOCK, M_BIAS, M_HALF, M_SHIFT, V_BIAS, V_HALF, V_SHIFT
+from ..scalars import moments_with
 
 __all__ = ["adam", "adam_amsgrad", "adam_int8", "adam_int8_amsgrad", "element_with",
            "INT8_THREADS", "INT8_LAUNCH_BOUNDS"]

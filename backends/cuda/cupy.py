@@ -1,6 +1,6 @@
 """Backend "cupy": one fused CUDA C kernel per step, launched through CuPy.
 
-The kernel (backends._cupy_kernels) is the C spelling of the element-wise update every
+The kernel (backends.cuda._cupy_kernels) is the C spelling of the element-wise update every
 backend shares (backends.scalars), compiled by NVRTC without flush-to-zero (CuPy's own
 kernel classes always add ``-ftz=true``) for this GPU's architecture; the step's scalars
 are passed as arguments, so nothing is recompiled between steps and no device memory is
@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
+from ..validation import FLOAT_DTYPES
 from . import _cupy_kernels
 from ._gpu import MAX_INT8_GRID, GpuBackend
-from .base import FLOAT_DTYPES
 
 __all__ = ["CupyBackend", "cupy_event_timer"]
 

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import FLOAT_DTYPES, Backend, _as_list, _views
-from .blockwise import SCALE_NAMES
-from .files import atomic_write
-from .config import AdamConfig
-from .optimizer import Adam
-from .registry import get_backend
-from .state import AdamState, to_host
+from ..base import Backend, _views
+from ..blockwise import SCALE_NAMES
+from ..config import AdamConfig
+from ..files import atomic_write
+from ..optimizer import Adam
+from ..registry import get_backend
+from ..state import AdamState, to_host
+from ..validation import FLOAT_DTYPES, as_list
 
 __all__ = ["ShardedAdam", "save_adam", "load_adam", "read_manifest", "MANIFEST"]
 
@@ -40,7 +41,7 @@ class ShardedAdam:
     ``opt.params`` (views of it, the given shapes), which every step updates in place on
     every rank. ``grads``: this rank's full local gradients (any arrays of the params'
     shapes, or ``opt.grads``, views of the flat gradient buffer, which saves one copy;
-    the step overwrites that buffer). ``comm``: a ``backends.comm.Communicator``; None
+    the step overwrites that buffer). ``comm``: a ``backends.sharded.comm.Communicator``; None
     means ``MPIComm()`` over ``MPI.COMM_WORLD``. ``seconds`` holds the last step's
     reduce_scatter / update / all_gather times.
     """
@@ -53,7 +54,7 @@ class ShardedAdam:
 
             comm = MPIComm()
         self.comm = comm
-        params = [np.asarray(to_host(p)) for p in _as_list(params, "params")]
+        params = [np.asarray(to_host(p)) for p in as_list(params, "params")]
         if not params:
             raise ValueError("params is empty; ShardedAdam needs at least one tensor")
         dtypes = {p.dtype for p in params}
@@ -90,7 +91,7 @@ class ShardedAdam:
 
     def step(self, grads) -> None:
         """One sharded Adam step; every rank must call it with its local gradients."""
-        grads = _as_list(grads, "grads")
+        grads = as_list(grads, "grads")
         if not (len(grads) == len(self.grads) and all(map(_is, grads, self.grads))):
             self._check_grads(grads)
             for view, g in zip(self.grads, grads):
@@ -299,7 +300,7 @@ def _read_own_quantized_shard(directory: Path, manifest: dict, comm) -> dict:
 
 
 def _check_params(manifest: dict, params) -> None:
-    shapes = [list(np.shape(to_host(p))) for p in _as_list(params, "params")]
+    shapes = [list(np.shape(to_host(p))) for p in as_list(params, "params")]
     if shapes != manifest["shapes"]:
         raise ValueError(f"params have shapes {shapes} but the checkpoint was saved for "
                          f"{manifest['shapes']}")

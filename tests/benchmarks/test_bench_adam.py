@@ -85,7 +85,7 @@ def _roofline(benchmark, size, dtype):
     reason = roofline_unavailable_reason("cpu")
     if reason:
         pytest.skip(reason)
-    from backends import _numba_kernels
+    from backends.cpu import _numba_kernels
 
     _numba_kernels.compile_all()
     p, g, m, v = roofline_arrays(size, dtype)

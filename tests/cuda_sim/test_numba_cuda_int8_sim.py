@@ -124,7 +124,7 @@ def test_resume_from_numpys_state_dict_is_bit_exact(cuda_backend):
 def test_codes_of_every_value_class_match_the_numpy_maps():
     """The kernel's encoders and decoders on map values, midpoints, ulps beside them,
     denormals, NaN and infinity, against ``blockwise``'s NumPy quantizers."""
-    from backends import _numba_cuda_kernels as kernels
+    from backends.cuda import _numba_cuda_kernels as kernels
 
     if not kernels._SIMULATED:
         pytest.skip("device functions are called from Python only under the simulator")
