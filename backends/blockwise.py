@@ -50,7 +50,7 @@ halve that error (23%) and match float32 state's accuracy at lr 1e-2 and 1e-3; t
 given up, below 2**-16 of the block's largest m, is what v's floor already caps.
 
 The step per block: dequantize (code value * scale, float32), the float32 Adam body
-(``numpy_backend._adam_block``: the same body as the fp32 kernels) on the dequantized
+(``backends.cpu.numpy._adam_block``: the same body as the fp32 kernels) on the dequantized
 moments, which also updates p from the unquantized new moments, then new scales (absmax
 of the new moments) and new codes.
 """

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from backends import AdamConfig
-from backends._gpu import GpuBackend
-from backends.numpy_backend import NumpyBackend
+from backends.cuda._gpu import GpuBackend
+from backends.cpu.numpy import NumpyBackend
 from backends.scalars import StepScalars
 from harness.bad_input import snapshot, unchanged
 
@@ -172,7 +172,7 @@ def test_step_groups_checks_every_group_before_any_changes(cpu_backend, how, mat
 
 
 class RecordingGpu(GpuBackend):
-    """The GPU backends' shared step (``backends._gpu``) over host arrays, recording
+    """The GPU backends' shared step (``backends.cuda._gpu``) over host arrays, recording
     each launch's scalars instead of launching."""
 
     name = "recording-gpu"
