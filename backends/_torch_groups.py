@@ -269,7 +269,7 @@ class TableStepper(GroupStepper):
 
     def __init__(self, backend, state_dtype=None):
         super().__init__(backend, state_dtype)
-        from .numba_cpu import _AddressTable
+        from .cpu.numba import _AddressTable
 
         self._table_type = _AddressTable
         self._kernels = backend._kernels

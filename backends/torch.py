@@ -160,7 +160,7 @@ class AdamW(Adam):
 
 
 def _is_numba(backend: Backend) -> bool:
-    from .numba_cpu import NumbaBackend
+    from .cpu.numba import NumbaBackend
 
     return isinstance(backend, NumbaBackend)
 

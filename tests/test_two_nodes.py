@@ -1,7 +1,7 @@
 """Sharded Adam on two "nodes": tests/two_nodes/nodes.sh makes network namespaces with
 their own hostname, IP and /dev/shm on a private bridge, and mpiexec places rank i on node
 n{i} through Hydra's ssh launcher (HYDRA_LAUNCHER_EXEC=tests/two_nodes/fake_ssh.sh), so
-the cross-node path of ``backends.comm.MPIComm`` (the point-to-point ring over TCP, no
+the cross-node path of ``backends.sharded.comm.MPIComm`` (the point-to-point ring over TCP, no
 shared-memory window) runs for real. tests/test_sharded.py's multi-rank tests run there
 (every scenario asserting its ranks' hosts differ and the ring is taken), then three
 faults: link down, 5% packet loss, one node's processes killed.
