@@ -3,6 +3,7 @@ the params before an array is allocated from the file."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import zipfile
 
@@ -22,23 +23,35 @@ _CONFIG_FIELDS = [f.name for f in dataclasses.fields(AdamConfig)]
 
 
 def write_checkpoint(path: str | os.PathLike, state_dict: dict) -> None:
-    """``Adam.state_dict()`` output as an .npz file, atomically (see files.atomic_write)."""
-    state = state_dict["state"]
-    arrays = {"format": np.array(FORMAT), "step": np.array(checked_step(state["step"]),
+    """``Adam.state_dict()`` output as an .npz file, atomically (see files.atomic_write).
+    Every group's moments are numbered by their tensor's place in ``Adam.params``; the
+    groups (hyperparameters, tensor indices, step) are one JSON member, so a file of one
+    group is the format from before groups plus that member."""
+    states = state_dict["state"] if isinstance(state_dict["state"], list) else \
+        [state_dict["state"]]
+    arrays = {"format": np.array(FORMAT), "step": np.array(checked_step(states[0]["step"]),
                                                            dtype=np.int64),
               "backend": np.array(state_dict["backend"]),
-              "n_tensors": np.array(len(state["exp_avg"]), dtype=np.int64)}
+              "n_tensors": np.array(sum(len(s["exp_avg"]) for s in states), dtype=np.int64)}
     arrays.update({f"config.{k}": np.array(v) for k, v in state_dict["config"].items()
                    if v is not None})  # state_dtype None: absent, its default
-    for name in _MOMENTS + SCALE_NAMES:
-        for i, a in enumerate(state.get(name) or []):
-            if a is not None:
-                arrays[f"{name}.{i}"] = a
+    groups = state_dict.get("param_groups")
+    if groups is not None:
+        arrays["param_groups"] = np.array(json.dumps(
+            [{**g, "step": checked_step(s["step"])} for g, s in zip(groups, states)]))
+    first = 0
+    for state in states:
+        for name in _MOMENTS + SCALE_NAMES:
+            for i, a in enumerate(state.get(name) or []):
+                if a is not None:
+                    arrays[f"{name}.{first + i}"] = a
+        first += len(state["exp_avg"])
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def read_checkpoint(path: str | os.PathLike, params: list) -> dict:
-    """{"config", "backend", "state"} from a file written by ``write_checkpoint``, for
+    """{"config", "backend", "param_groups", "state"} from a file written by
+    ``write_checkpoint`` (``state``: a dict for one group, a list for several), for
     ``params`` (host or device arrays: only their shapes and dtypes are read). Anything
     else (not an .npz, truncated, another program's, state for other tensors, a float or
     negative step) raises ValueError naming the file."""
@@ -71,26 +84,55 @@ def _read(archive: zipfile.ZipFile, path, params) -> dict:
         if field not in _CONFIG_FIELDS:
             raise ValueError(f"{path}: unknown config field {field!r}")
         config[field] = _scalar(archive, key, "U" if field == "state_dtype" else "fiub").item()
-    quantized = [AdamConfig(**config).state_dtype == "int8" and is_quantized(p)
-                 for p in params]
-    state = {"step": step}
+    groups = _groups(archive, members, config, step, n)
+    states = [_group_state(archive, members, path, params, g) for g in groups]
+    return {"config": config, "backend": backend, "param_groups": groups,
+            "state": states[0] if len(states) == 1 else states}
+
+
+def _groups(archive, members, config, step, n) -> list[dict]:
+    """The saved param groups, each with its hyperparameters, tensor indices and step
+    (a file from before groups: one group of every tensor, with the file's config)."""
+    if "param_groups.npy" not in members:
+        return [{**AdamConfig(**config).to_dict(), "params": list(range(n)), "step": step}]
+    groups = json.loads(str(_scalar(archive, "param_groups", "U")))
+    first = 0
+    for i, g in enumerate(groups if isinstance(groups, list) else [None]):
+        if not isinstance(g, dict) or not isinstance(g.get("params"), list) or any(
+                type(k) is not int for k in g["params"]) or g["params"] != list(
+                range(first, first + len(g["params"]))):
+            raise ValueError(f"param_groups[{i}] is not a group of the next tensors in order")
+        g["step"] = checked_step(g.get("step"), f"param_groups[{i}] step")
+        AdamConfig(**{k: v for k, v in g.items() if k not in ("params", "step")})
+        first += len(g["params"])
+    if first != n:
+        raise ValueError(f"its param groups hold {first} tensors but it has state for {n}")
+    return groups
+
+
+def _group_state(archive, members, path, params, group) -> dict:
+    """One group's state dict, its arrays checked against its params."""
+    indices = group["params"]
+    int8 = group.get("state_dtype") == "int8"
+    quantized = [int8 and is_quantized(params[i]) for i in indices]
+    state = {"step": group["step"]}
     for name in _MOMENTS:
-        keys = [f"{name}.{i}.npy" for i in range(n)]
+        keys = [f"{name}.{i}.npy" for i in indices]
         present = [k in members for k in keys]
         if name == "max_exp_avg_sq" and not any(present):
             state[name] = None
             continue
         if not all(present):
-            raise ValueError(f"{path}: lacks {name} for tensor {present.index(False)}")
-        state[name] = [_array(archive, k, tuple(p.shape),
-                              np.dtype(np.uint8 if q else p.dtype))
-                       for k, p, q in zip(keys, params, quantized)]
-        if any(quantized):
+            raise ValueError(f"{path}: lacks {name} for tensor {indices[present.index(False)]}")
+        state[name] = [_array(archive, k, tuple(params[i].shape),
+                              np.dtype(np.uint8 if q else params[i].dtype))
+                       for k, i, q in zip(keys, indices, quantized)]
+        if int8:  # a scale per quantized tensor, None for the others
             state[f"{name}_scale"] = [
-                _array(archive, f"{name}_scale.{i}.npy", (n_blocks(p.size),),
+                _array(archive, f"{name}_scale.{i}.npy", (n_blocks(params[i].size),),
                        np.dtype(np.float32)) if q else None
-                for i, (p, q) in enumerate(zip(params, quantized))]
-    return {"config": config, "backend": backend, "state": state}
+                for i, q in zip(indices, quantized)]
+    return state
 
 
 def _header(archive, member):

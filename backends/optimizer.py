@@ -1,6 +1,8 @@
-"""Adam: the user-facing optimizer over one backend, with state dicts and .npz files."""
+"""Adam: the user-facing optimizer over one backend, with param groups, state dicts and
+.npz files."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 
@@ -9,7 +11,8 @@ import numpy as np
 from .auto import Choice, choose_backend
 from .base import Backend
 from .checkpoint import read_checkpoint, write_checkpoint
-from .config import AdamConfig
+from .config import AdamConfig, checked_lr
+from .param_groups import GroupConfig, check_group, group_config, make_groups
 from .registry import get_backend
 from .state import AdamState
 from .validation import as_list
@@ -21,44 +24,197 @@ class Adam:
     """``Adam(params, backend="auto", table=None, **config)``; ``step(grads)`` updates
     params in place.
 
+    ``params`` is a list of arrays, or of param group dicts as torch.optim takes them
+    (``[{"params": [w], "weight_decay": 0.1}, {"params": [b]}]``, see
+    ``backends.param_groups``): each group has its own hyperparameters and state and is
+    stepped in one backend dispatch; ``config`` (AdamConfig's fields) gives the values a
+    group leaves out. ``params`` (the attribute) lists every tensor, group by group; a
+    step's grads come in that order. A schedule sets ``param_groups[i]["lr"]`` between
+    steps (or passes ``step(grads, lr=...)``): no config is rebuilt and no array checked
+    again for it.
+
     ``backend`` is a name, a Backend instance, or "auto": the fastest measured backend for
     these tensors, from ``table`` or the places ``backends.auto`` documents; ``choice``
     then says what was picked and why (a built-in fallback also warns, AutoFallbackWarning).
-    ``config`` takes AdamConfig's fields.
     """
 
     def __init__(self, params, backend: str | Backend = "auto", table=None, **config):
-        self.config = AdamConfig(**config)
-        self.params = list(as_list(params, "params"))
+        self.defaults = AdamConfig(**config)
+        groups = make_groups(params, self.defaults)
         self.choice: Choice | None = None
+        everything = [p for g in groups for p in g["params"]]
         if isinstance(backend, Backend):
             self.backend = backend
         else:
             if backend == "auto":
-                self.choice = _choose(self.params, table)
+                self.choice = _choose(everything, table)
                 backend = self.choice.name
             self.backend = get_backend(backend)
-        self.state: AdamState = self.backend.init_state(self.params, self.config)
+        self.param_groups: list[dict] = []
+        self.params: list = []
+        self.states: list[AdamState] = []
+        self._configs: list[GroupConfig] = []
+        self._group_params: list[list] = []
+        for group in groups:
+            self._add(group)
 
-    def step(self, grads) -> None:
-        """One Adam step with these gradients (same order and shapes as params)."""
-        self.backend.step(self.params, grads, self.state, self.config)
+    def add_param_group(self, group: dict) -> None:
+        """Add a group (a dict as in ``param_groups``) with fresh state, as torch.optim's
+        ``add_param_group``; its tensors' grads follow the others' in ``step``."""
+        self._add(check_group(group, len(self.param_groups), self.defaults))
 
+    def _add(self, group: dict) -> None:
+        i = len(self.param_groups)
+        seen = {id(p) for p in self.params}
+        for j, p in enumerate(group["params"]):
+            if id(p) in seen:
+                raise ValueError(f"param_groups[{i}]['params'][{j}] is already in a param "
+                                 "group; a tensor belongs to one group, once")
+            seen.add(id(p))
+        configs = GroupConfig()
+        state = self.backend.init_state(group["params"], configs.of(group, i))
+        self.param_groups.append(group)
+        self._configs.append(configs)
+        self._group_params.append((group["params"], len(group["params"])))
+        self.states.append(state)
+        self.params.extend(group["params"])
+
+    def step(self, grads, lr=None) -> None:
+        """One Adam step with these gradients (same order and shapes as ``params``).
+
+        ``lr`` (a number, or one per group) is this step's learning rate and becomes the
+        groups' ``"lr"``, as a schedule would set it; everything is checked before any
+        group (or its dict) changes."""
+        rates = None if lr is None else self._rates(lr)
+        calls = self._calls(as_list(grads, "grads"), rates)
+        if len(calls) == 1:
+            self.backend.step(*calls[0])
+        else:
+            self.backend.step_groups(calls)
+        for group, rate in zip(self.param_groups, rates or ()):
+            group["lr"] = rate
+
+    def _calls(self, grads, rates) -> list[tuple]:
+        """(params, grads, state, config, lr) of every group, checked."""
+        if len(grads) != len(self.params):
+            raise ValueError(f"params and grads differ in length: {len(self.params)} vs "
+                             f"{len(grads)}")
+        calls, start, one = [], 0, len(self.param_groups) == 1
+        for i, group in enumerate(self.param_groups):
+            params, n = self._group_params[i]
+            if group["params"] is not params or len(params) != n:
+                raise ValueError(f"param_groups[{i}]['params'] was changed; tensors join "
+                                 "through add_param_group")
+            calls.append((params, grads if one else grads[start:start + n], self.states[i],
+                          self._configs[i].of(group, i),
+                          group["lr"] if rates is None else rates[i]))
+            start += n
+        return calls
+
+    def _rates(self, lr) -> list[float]:
+        """One checked learning rate per group from ``step``'s ``lr``."""
+        rates = list(lr) if isinstance(lr, (list, tuple)) else [lr] * len(self.param_groups)
+        if len(rates) != len(self.param_groups):
+            raise ValueError(f"lr holds {len(rates)} values but there are "
+                             f"{len(self.param_groups)} param groups")
+        for i, rate in enumerate(rates):
+            try:
+                rates[i] = checked_lr(rate)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"param_groups[{i}]['lr']: {exc}") from None
+        return rates
+
+    # --- one group: the interface from before groups -----------------------------------
+    @property
+    def config(self) -> AdamConfig:
+        """The AdamConfig of the only param group, at its current lr."""
+        group = self.param_groups[self._only("config")]
+        config = self._configs[0].of(group, 0)
+        return config if config.lr == group["lr"] else dataclasses.replace(config,
+                                                                         lr=group["lr"])
+
+    @config.setter
+    def config(self, config: AdamConfig) -> None:
+        if not isinstance(config, AdamConfig):
+            raise TypeError(f"config must be an AdamConfig, got {type(config).__name__}")
+        self.param_groups[self._only("config")].update(config.to_dict())
+
+    @property
+    def state(self) -> AdamState:
+        """The AdamState of the only param group (``states`` holds one per group)."""
+        return self.states[self._only("state")]
+
+    @state.setter
+    def state(self, state: AdamState) -> None:
+        self.states[self._only("state")] = state
+
+    def _only(self, what: str) -> int:
+        if len(self.param_groups) != 1:
+            raise AttributeError(f"Adam.{what} belongs to an Adam of one param group; this "
+                                 f"one has {len(self.param_groups)}: use param_groups[i] and "
+                                 "states[i]")
+        return 0
+
+    # --- state dicts and files -----------------------------------------------------------
     def state_dict(self) -> dict:
-        """Config, backend name and host copies of the state (see AdamState.to_dict)."""
-        return {"config": self.config.to_dict(), "backend": self.backend.name,
-                "state": self.state.to_dict()}
+        """Backend name, the groups (``param_groups``: hyperparameters, current lr and the
+        indices of their tensors in ``params``) and host copies of each group's state
+        (see AdamState.to_dict). One group keeps the format from before groups: its
+        ``config`` and ``state``; several have the defaults and a list of states."""
+        groups, start = [], 0
+        for group in self.param_groups:
+            n = len(group["params"])
+            groups.append({**group_config(group, len(groups)).to_dict(),
+                           "params": list(range(start, start + n))})
+            start += n
+        one = len(groups) == 1
+        states = [s.to_dict() for s in self.states]
+        return {"config": {k: v for k, v in groups[0].items() if k != "params"} if one
+                else self.defaults.to_dict(),
+                "backend": self.backend.name, "param_groups": groups,
+                "state": states[0] if one else states}
 
     def load_state_dict(self, d: dict) -> None:
-        """Restore config and state; checked against params before anything changes."""
+        """Restore hyperparameters and state; checked against params (the same groups of
+        the same tensors) before anything changes. A state dict from before groups (no
+        ``param_groups``) is one group's."""
         if not isinstance(d, dict) or not {"config", "state"} <= set(d):
             keys = sorted(d) if isinstance(d, dict) else type(d).__name__
             raise ValueError(f"a state dict needs 'config' and 'state' (Adam.state_dict() "
                              f"output), got {keys}")
-        config = AdamConfig(**d["config"])
-        state = self.backend.state_from_dict(d["state"])
-        self.backend.check_state(self.params, state, config)
-        self.config, self.state = config, state
+        saved = d.get("param_groups")
+        if saved is None:
+            saved = [{**AdamConfig(**d["config"]).to_dict(),
+                      "params": list(range(len(self.params)))}]
+        states = d["state"] if isinstance(d["state"], list) else [d["state"]]
+        self._check_layout(saved, states)
+        groups, restored = [], []
+        for i, (entry, host) in enumerate(zip(saved, states)):
+            values = {k: v for k, v in entry.items() if k not in ("params", "step")}
+            config = group_config({**self.param_groups[i], **values}, i)
+            state = self.backend.state_from_dict(host)
+            self.backend.check_state(self._group_params[i][0], state, config)
+            groups.append(config.to_dict())
+            restored.append(state)
+        for group, values in zip(self.param_groups, groups):
+            group.update(values)
+        self.states = restored
+
+    def _check_layout(self, saved, states) -> None:
+        if not isinstance(saved, list) or len(saved) != len(self.param_groups) \
+                or len(states) != len(saved):
+            n = len(saved) if isinstance(saved, list) else type(saved).__name__
+            raise ValueError(f"the state dict holds {n} param groups but this Adam has "
+                             f"{len(self.param_groups)}")
+        start = 0
+        for i, (entry, group) in enumerate(zip(saved, self.param_groups)):
+            n = len(group["params"])
+            if not isinstance(entry, dict) or list(entry.get("params", ())) != list(
+                    range(start, start + n)):
+                raise ValueError(f"param_groups[{i}] of the state dict holds other tensors "
+                                 f"than this Adam's param_groups[{i}] (params "
+                                 f"{start}..{start + n - 1})")
+            start += n
 
     def save(self, path: str | os.PathLike) -> None:
         """Write state_dict to an .npz file, atomically: a crash or a failed save leaves
@@ -67,14 +223,17 @@ class Adam:
 
     @classmethod
     def load(cls, path, params, backend: str | Backend | None = None) -> "Adam":
-        """An Adam over ``params`` resumed from a file written by ``save``.
+        """An Adam over ``params`` resumed from a file written by ``save``, with the saved
+        groups (``params`` is the list of every tensor, in ``Adam.params`` order).
 
         ``backend`` defaults to the one that saved it; any other can take over. A file
         that is not one, or holds state for other tensors, raises ValueError naming it.
         """
         params = list(as_list(params, "params"))
         saved = read_checkpoint(path, params)
-        opt = cls(params, backend=backend or saved["backend"], **saved["config"])
+        groups = [{**{k: v for k, v in g.items() if k not in ("params", "step")},
+                   "params": [params[k] for k in g["params"]]} for g in saved["param_groups"]]
+        opt = cls(groups, backend=backend or saved["backend"], **saved["config"])
         try:
             opt.load_state_dict(saved)
         except (TypeError, ValueError) as exc:
