@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[mpi]')")
 
-from backends import Adam  # noqa: E402
+from backends import Adam, get_backend  # noqa: E402
 from backends.sharded.comm import MPIComm  # noqa: E402
 from backends.sharded.adam import ShardedAdam, load_adam, read_manifest, save_adam  # noqa: E402
 from harness.mpi_launch import mpiexec_path  # noqa: E402
@@ -296,3 +296,86 @@ def test_an_int8_checkpoint_is_not_resharded_silently(comm, tmp_path):
         ShardedAdam.load(tmp_path, _int8_params(), comm=comm)
     with pytest.raises(ValueError, match="cannot be re-sharded; save a plain Adam"):
         save_adam(Adam(_int8_params(), backend="numpy", state_dtype="int8"), tmp_path / "b")
+
+
+class _PaddedOneRank(MPIComm):
+    """One rank that pads like two: the copy path (in and out) on one process."""
+
+    def __init__(self):
+        super().__init__()
+        self.size = 2
+
+    def reduce_scatter(self, sendbuf, recvbuf):
+        recvbuf[:] = sendbuf[:recvbuf.size]
+
+    def all_gather(self, buf):
+        pass
+
+
+@pytest.mark.parametrize("layout", ["separate", "flat"])
+def test_the_callers_arrays_are_stepped_in_place_as_adam_steps_them(comm, layout):
+    """ShardedAdam updates the arrays it was given (zero-copy when they are views of one
+    buffer), with a per-step lr, bit for bit as Adam."""
+    host = _params()
+    if layout == "flat":
+        flat, mine = get_backend("numba").flatten(host)
+    else:
+        mine = [p.copy() for p in host]
+    reference = [p.copy() for p in host]
+    sharded = ShardedAdam(mine, backend="numba", comm=comm, weight_decay=0.1)
+    plain = Adam(reference, backend="numba", weight_decay=0.1)
+    for t in range(3):
+        g = [np.full(p.shape, t - 0.5, np.float32) for p in host]
+        sharded.step(g, lr=1e-2 / (t + 1))
+        plain.step(g, lr=1e-2 / (t + 1))
+    assert sharded.params is not None and all(a is b for a, b in zip(sharded.params, mine))
+    assert all(np.array_equal(a, b) for a, b in zip(mine, reference))
+    assert not np.array_equal(mine[0], host[0])
+    assert sharded.zero_copy == (layout == "flat")
+    if layout == "flat":
+        assert np.shares_memory(sharded.flat_params, flat)
+
+
+def test_the_copy_path_reads_the_callers_shard_each_step():
+    """Values the caller writes between steps are the ones stepped (a weight reload)."""
+    mine = _params()
+    opt = ShardedAdam(mine, backend="numpy", comm=_PaddedOneRank(), lr=0.0)
+    assert not opt.zero_copy
+    mine[0][...] = 7.0
+    opt.step([np.zeros_like(p) for p in mine])
+    own = mine[0].reshape(-1)[:opt.shard_len]  # this rank's shard (9 of 17 elements)
+    assert opt.shard_len == 9 and np.all(own == 7.0) and opt.seconds["copy"] > 0
+
+
+def test_cpu_torch_tensors_are_updated_in_place(comm):
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    host = _params()
+    tensors = [torch.from_numpy(p.copy()) for p in host]
+    reference = [p.copy() for p in host]
+    opt = ShardedAdam(tensors, backend="numba", comm=comm)
+    plain = Adam(reference, backend="numba")
+    g = [np.ones_like(p) for p in host]
+    opt.step(g)
+    plain.step(g)
+    assert all(np.array_equal(t.numpy(), r) for t, r in zip(tensors, reference))
+
+
+def test_read_only_params_and_a_bad_lr_are_refused(comm):
+    p = _params()
+    p[1].flags.writeable = False
+    with pytest.raises(ValueError, match=r"params\[1\] is read-only; ShardedAdam updates it"):
+        ShardedAdam(p, comm=comm)
+    mine = _params()
+    opt = ShardedAdam(mine, backend="numpy", comm=comm)
+    before = [a.copy() for a in mine]
+    with pytest.raises(ValueError, match=r"Invalid lr: -1.0"):
+        opt.step([np.ones_like(a) for a in mine], lr=-1.0)
+    assert all(np.array_equal(a, b) for a, b in zip(mine, before)) and opt.state.step == 0
+
+
+def test_the_last_step_lr_is_saved_and_resumed(comm, tmp_path):
+    opt = ShardedAdam(_params(), backend="numpy", comm=comm, lr=1e-3)
+    opt.step([np.ones(s, np.float32) for s in [(3, 4), (5,)]], lr=4e-3)
+    opt.save(tmp_path)
+    assert read_manifest(tmp_path)["config"]["lr"] == 4e-3
+    assert ShardedAdam.load(tmp_path, _params(), comm=comm).config.lr == 4e-3

@@ -9,6 +9,7 @@ the shard (the collectives move host buffers).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..base import Backend, _views
+from ..base import Backend, _views, first_of_contiguous
 from ..blockwise import SCALE_NAMES
-from ..config import AdamConfig
+from ..config import AdamConfig, checked_lr
 from ..files import atomic_write
 from ..optimizer import Adam
 from ..registry import get_backend
@@ -37,9 +38,14 @@ _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 class ShardedAdam:
     """``ShardedAdam(params, backend="numba", comm=None, **config)``; ``step(grads)``.
 
-    ``params``: host arrays of one float dtype, copied into one flat buffer; train with
-    ``opt.params`` (views of it, the given shapes), which every step updates in place on
-    every rank. ``grads``: this rank's full local gradients (any arrays of the params'
+    ``params``: host arrays of one float dtype (NumPy, or anything ``np.asarray`` views
+    without a copy, such as CPU torch tensors), updated in place on every rank by every
+    step, as ``Adam`` updates them (``opt.params`` are these arrays). When they lie back
+    to back in one buffer of exactly ``size`` equal shards (``backend.flatten`` makes
+    them; a total divisible by the number of ranks) that buffer is the flat buffer the
+    collectives move: no copy. Otherwise they are copied into a padded flat buffer, each
+    step copies this rank's shard in from them and the gathered params back out
+    (``seconds["copy"]``). ``grads``: this rank's full local gradients (any arrays of the params'
     shapes, or ``opt.grads``, views of the flat gradient buffer, which saves one copy;
     the step overwrites that buffer). ``comm``: a ``backends.sharded.comm.Communicator``; None
     means ``MPIComm()`` over ``MPI.COMM_WORLD``. ``seconds`` holds the last step's
@@ -55,6 +61,9 @@ class ShardedAdam:
             comm = MPIComm()
         self.comm = comm
         params = [np.asarray(to_host(p)) for p in as_list(params, "params")]
+        for i, p in enumerate(params):
+            if not p.flags.writeable:
+                raise ValueError(f"params[{i}] is read-only; ShardedAdam updates it in place")
         if not params:
             raise ValueError("params is empty; ShardedAdam needs at least one tensor")
         dtypes = {p.dtype for p in params}
@@ -66,13 +75,18 @@ class ShardedAdam:
         self.total = sum(int(p.size) for p in params)
         self.shard_len = -(-self.total // comm.size)
         padded = self.shard_len * comm.size
-        self.flat_params = comm.alloc(padded, self.dtype)
+        span = _span(params, self.total) if padded == self.total else None
+        self.zero_copy = span is not None
+        self.flat_params = span if self.zero_copy else comm.alloc(padded, self.dtype)
         self.flat_grads = comm.alloc(padded, self.dtype)
-        self.params = _views(self.flat_params, self.shapes)
+        self.params = params
         self.grads = _views(self.flat_grads, self.shapes)
-        for view, p in zip(self.params, params):
-            view[...] = p
+        self._flat_views = _views(self.flat_params, self.shapes)
+        if not self.zero_copy:
+            for view, p in zip(self._flat_views, params):
+                view[...] = p
         self.start = comm.rank * self.shard_len
+        self._shard_pieces = _pieces(self.shapes, self.start, self.start + self.shard_len)
         self._param_shard = comm.chunk(self.flat_params, comm.rank)
         self._grad_shard = (self.flat_grads if comm.size == 1  # one rank: nothing to reduce
                             else np.zeros(self.shard_len, self.dtype))
@@ -80,7 +94,9 @@ class ShardedAdam:
         self._device_params = [self.backend.asarray(self._param_shard) if self._staged
                                else self._param_shard]
         self.state: AdamState = self.backend.init_state(self._device_params, self.config)
-        self.seconds = {"reduce_scatter": 0.0, "update": 0.0, "all_gather": 0.0}
+        self.seconds = {"reduce_scatter": 0.0, "update": 0.0, "all_gather": 0.0, "copy": 0.0}
+        #: The lr of the last ``step(grads, lr=...)``, saved by ``save`` (None: config's).
+        self.lr: float | None = None
 
     @property
     def state_bytes(self) -> int:
@@ -89,26 +105,41 @@ class ShardedAdam:
         arrays = [getattr(self.state, name) or () for name in _MOMENTS + SCALE_NAMES]
         return sum(int(a.nbytes) for column in arrays for a in column if a is not None)
 
-    def step(self, grads) -> None:
-        """One sharded Adam step; every rank must call it with its local gradients."""
+    def step(self, grads, lr=None) -> None:
+        """One sharded Adam step; every rank must call it with its local gradients.
+        ``lr`` is this step's learning rate (a schedule; None: the last one given, else
+        the config's), checked before anything changes."""
+        lr = self.lr if lr is None else checked_lr(lr)
         grads = as_list(grads, "grads")
         if not (len(grads) == len(self.grads) and all(map(_is, grads, self.grads))):
             self._check_grads(grads)
             for view, g in zip(self.grads, grads):
                 view[...] = g
         t0 = time.perf_counter()
+        if not self.zero_copy:  # the caller's values of this rank's shard, as they are now
+            for i, a, b in self._shard_pieces:
+                self._flat_views[i].reshape(-1)[a:b] = self.params[i].reshape(-1)[a:b]
+        copy_in = time.perf_counter() - t0
+        t0 = time.perf_counter()
         self.comm.reduce_scatter(self.flat_grads, self._grad_shard)
         t1 = time.perf_counter()
         if self._staged:
             device_grads = [self.backend.asarray(self._grad_shard)]
-            self.backend.step(self._device_params, device_grads, self.state, self.config)
+            self.backend.step(self._device_params, device_grads, self.state, self.config, lr)
             self._param_shard[:] = self.backend.to_numpy(self._device_params[0])
         else:
-            self.backend.step(self._device_params, [self._grad_shard], self.state, self.config)
+            self.backend.step(self._device_params, [self._grad_shard], self.state, self.config,
+                              lr)
         t2 = time.perf_counter()
         self.comm.all_gather(self.flat_params)
         t3 = time.perf_counter()
-        self.seconds = {"reduce_scatter": t1 - t0, "update": t2 - t1, "all_gather": t3 - t2}
+        if not self.zero_copy:
+            for p, view in zip(self.params, self._flat_views):
+                p[...] = view
+        t4 = time.perf_counter()
+        self.lr = lr
+        self.seconds = {"reduce_scatter": t1 - t0, "update": t2 - t1, "all_gather": t3 - t2,
+                        "copy": copy_in + t4 - t3}
 
     def _check_grads(self, grads) -> None:
         if len(grads) != len(self.shapes):
@@ -133,7 +164,8 @@ class ShardedAdam:
         host = self.state.to_dict()
         moments = {name: host[name][0] for name in _MOMENTS + SCALE_NAMES
                    if host.get(name) is not None and host[name][0] is not None}
-        manifest = _manifest(self.config, self.backend.name, self.dtype, self.shapes,
+        config = self.config if self.lr is None else dataclasses.replace(self.config, lr=self.lr)
+        manifest = _manifest(config, self.backend.name, self.dtype, self.shapes,
                              host["step"], self.comm.size, self.shard_len)
         ok = True
         try:
@@ -308,3 +340,28 @@ def _check_params(manifest: dict, params) -> None:
 
 def _is(a, b) -> bool:
     return a is b
+
+
+def _span(params, total: int):
+    """A 1-D view over all of ``params`` when they lie back to back in one C-contiguous
+    buffer (as ``Backend.flatten`` lays them out), else None."""
+    if not all(p.flags.c_contiguous for p in params):
+        return None
+    starts = [p.__array_interface__["data"][0] for p in params]
+    first = first_of_contiguous(starts, [p.size for p in params], params[0].itemsize)
+    if first is None:
+        return None
+    return np.lib.stride_tricks.as_strided(params[first].reshape(-1), shape=(total,),
+                                           strides=(params[0].itemsize,))
+
+
+def _pieces(shapes, lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """(tensor, start, stop): the flat ranges of each tensor inside elements [lo, hi)."""
+    pieces, offset = [], 0
+    for i, shape in enumerate(shapes):
+        n = int(np.prod(shape, dtype=np.int64))
+        a, b = max(lo, offset), min(hi, offset + n)
+        if a < b:
+            pieces.append((i, a - offset, b - offset))
+        offset += n
+    return pieces
