@@ -181,7 +181,7 @@ def test_bench_keeps_every_repeat_and_compares_with_itself(tmp_path, capsys):
 
 
 def test_pytest_benchmark_json_carries_our_metadata(tmp_path):
-    conftest = importlib.import_module("benchmarks.conftest")
+    conftest = importlib.import_module("conftest")
     machine_info = {"cpu": {"brand_raw": "pytest-benchmark's name"}}
     conftest.pytest_benchmark_update_machine_info(None, machine_info)
     path = _benchmark_json(tmp_path / "b.json", 1.0)
