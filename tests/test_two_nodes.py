@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -77,16 +78,18 @@ def nodes(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     nodes = Nodes(f"ad{os.getpid() % 10**6:06d}", tmp_path_factory.mktemp("nodes"))
+    # a SIGTERM (a CI job cancelled) ends pytest through the finally, which deletes them
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
-        nodes.run("up", 2)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        nodes.run("down")
-        pytest.skip(f"network namespaces cannot be made here: "
-                    f"{(getattr(exc, 'stderr', '') or str(exc)).strip()[-300:]}")
-    try:
+        try:
+            nodes.run("up", 2)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            pytest.skip(f"network namespaces cannot be made here: "
+                        f"{(getattr(exc, 'stderr', '') or str(exc)).strip()[-300:]}")
         yield nodes
     finally:
         nodes.run("down")
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _finish(job: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
