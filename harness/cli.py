@@ -60,8 +60,7 @@ def _check(args):
     from .subjects import collect_subjects
     from .summary import check_lines, fit
 
-    subjects = collect_subjects(args.backends, peers=_peers(args),
-                                emulated=not args.backends)
+    subjects = collect_subjects(args.backends, peers=_peers(args), emulated=args.gpu_emulation)
     dtypes = args.dtypes
     runnable = sum(s.make is not None for s in subjects)
     with tqdm(total=runnable * len(dtypes) * 5, desc="adam-bench check", unit="run",
@@ -213,10 +212,37 @@ def _write_versus_numba(df: pd.DataFrame, args) -> None:
 
 
 def cmd_report(args) -> int:
+    if (args.json is None) == (args.html is None):
+        print("adam-bench report: error: give a pytest-benchmark JSON file or --html "
+              "[RESULTS_DIR], not both", file=sys.stderr)
+        return 2
+    if args.html is not None:
+        return _html_report(args)
+    return _benchmark_report(args)
+
+
+def _html_report(args) -> int:
+    from .html_report import html_report
+    from .results_io import atomic_write_text
+
+    try:
+        page = html_report(args.html)
+    except ValueError as exc:
+        print(f"adam-bench report: error: {exc}", file=sys.stderr)
+        return 2
+    path = Path(args.out or Path(args.html) / "report.html")
+    atomic_write_text(path, page)
+    print(f"report: {path} ({len(page) / 2**20:.1f} MiB, self-contained)")
+    return 0
+
+
+def _benchmark_report(args) -> int:
     from .bench_report import benchmark_json_to_table
     from .plots import plot_throughput
     from .results_io import write_tables
     from .tables import summary
+
+    args.out = args.out or "results/pytest-benchmark-report"
 
     if Path(args.out).with_suffix(".json").resolve() == Path(args.json).resolve():
         print(f"report: --out {args.out} would overwrite {args.json}; choose another --out",
@@ -374,12 +400,19 @@ def _demo_int8(args) -> int:
     return 0
 
 
+#: The tour's own options for its steps: a sweep of flat tensors with fewer, shorter
+#: repeats than ``bench``'s defaults, so a first run takes about a minute
+#: (``adam-bench bench`` measures everything).
+TOUR_OPTIONS = {"bench": ["--models", "none", "--repeats", "7", "--max-seconds", "0.3"]}
+
+
 def cmd_tour(args) -> int:
     from .summary import verdict_lines
 
     def step_args(name: str):
         step = build_parser().parse_args([name] + args.tour_options.get(name, []))
-        step.verbose, step.tour = args.verbose, True
+        step.verbose, step.tour, step.gpu_emulation = args.verbose, True, args.gpu_emulation
+        step.no_peers = step.no_peers or args.no_peers
         return step
 
     print("# adam-bench: backends, agreement check, throughput sweep (tables in results/)")
@@ -407,9 +440,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check and measure interchangeable Adam backends. With no subcommand: "
                     "list backends, run the agreement check, then the default throughput "
                     "sweep (a few minutes), writing tables and plots to results/.")
-    parser.set_defaults(func=cmd_tour, tour=False, tour_options={})
+    parser.set_defaults(func=cmd_tour, tour=False, tour_options=TOUR_OPTIONS)
     parser.add_argument("--verbose", action="store_true",
                         help="print the full Markdown tables, not only the verdicts")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="leave the peers out of the check and the sweep")
+    parser.add_argument("--gpu-emulation", action="store_true",
+                        help="the check also judges the GPU kernels emulated and simulated on "
+                             "the CPU (a few minutes more)")
     verbose = {"action": "store_true", "default": argparse.SUPPRESS,
                "help": "print the full Markdown tables (they are always in the files)"}
     sub = parser.add_subparsers(title="subcommands")
@@ -432,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-peers", action="store_true", help="leave out the peers' rows")
     p.add_argument("--peers", type=cli_args.peer_names,
                    help="comma-separated peer labels (default: all; see README)")
+    p.add_argument("--gpu-emulation", action="store_true", default=argparse.SUPPRESS,
+                   help="also judge the GPU kernels' arithmetic emulated on the CPU and "
+                        "numba-cuda's 8-bit kernel under the CUDA simulator (a few minutes)")
     p.add_argument("--out", default="results/check", help="table path stem (default results/check)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", **verbose)
@@ -475,9 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="turn a pytest-benchmark --benchmark-json file into the "
-                                      "sweep's tables and plot")
-    p.add_argument("json", help="file written by pytest --benchmark-json=FILE")
-    p.add_argument("--out", default="results/pytest-benchmark-report", help="path stem")
+                                      "sweep's tables and plot; --html: one page from a "
+                                      "results folder")
+    p.add_argument("json", nargs="?", help="file written by pytest --benchmark-json=FILE")
+    p.add_argument("--html", nargs="?", const="results", metavar="RESULTS_DIR",
+                   help="write one self-contained HTML page (plots, tables, verdicts, "
+                        "metadata) of the tables in RESULTS_DIR (default results)")
+    p.add_argument("--out", help="path stem (default results/pytest-benchmark-report); "
+                                 "with --html the page (default RESULTS_DIR/report.html)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     p.set_defaults(func=cmd_report)
 

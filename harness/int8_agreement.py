@@ -20,13 +20,17 @@ from backends.reference import QuantizedMoment, nearest_code, reference_step_int
 from .agreement import OPTION_SETS
 
 __all__ = ["BOUNDARY_EPS", "compare_codes", "int8_agreement", "int8_lines", "INT8_SIZE",
-           "simulated_int8_agreement", "SIMULATED", "SIMULATED_STEPS"]
+           "simulated_int8_agreement", "SIMULATED", "SIMULATED_STEPS", "PYTHON_STEPS"]
 
 #: Float32 epsilons within which a reference value counts as on a decision boundary.
 BOUNDARY_EPS = 8
 _F32_EPS = float(np.finfo(np.float32).eps)
 #: A param's tolerance: 2 ulps of its float32 value plus this many float32 epsilons of lr.
 PARAM_LR_EPS = 64
+#: Steps of the pure-Python backend (about 8 us per element and step: 20 steps of every
+#: option set would be most of the check's time; 5 still carry every block's state
+#: through four updates from its own codes).
+PYTHON_STEPS = 5
 #: One quantized tensor: 32 full blocks and a partial one.
 INT8_SIZE = 32 * 256 + 100
 _MOMENTS = (("exp_avg", True), ("exp_avg_sq", False), ("max_exp_avg_sq", False))
@@ -131,12 +135,13 @@ def int8_agreement(backend_names: list[str], steps: int = 20, seed: int = 0) -> 
             rows.append({"subject": name, "options": "",
                          "note": "refuses state_dtype='int8' (not implemented)"})
             continue
+        runs = min(steps, PYTHON_STEPS) if name == "python" else steps
         for option_name, options in OPTION_SETS.items():
-            result = _run(backend, options, steps, seed)
+            result = _run(backend, options, runs, seed)
             ok = (result["codes_off_boundary"] == 0
                   and result["max_scale_rel_err"] <= BOUNDARY_EPS * _F32_EPS
                   and result["param_tolerance_ratio"] <= 1)
-            rows.append({"subject": name, "options": option_name, "steps": steps, **result,
+            rows.append({"subject": name, "options": option_name, "steps": runs, **result,
                          "within_tolerance": ok, "note": ""})
     return pd.DataFrame(rows, columns=_COLUMNS)
 

@@ -9,6 +9,7 @@ import textwrap
 import pandas as pd
 
 from .check import CheckReport
+from .peers import PEERS_INSTALL
 
 __all__ = ["WIDTH", "backends_lines", "check_lines", "bench_lines", "versus_lines",
            "verdict_lines", "fit", "size_name"]
@@ -45,7 +46,14 @@ def check_lines(report: CheckReport, limit: int = 8) -> list[str]:
              f"against the float64 reference; {len(report.pairs)} pairs; "
              f"{report.edges['case'].nunique()} edge cases; "
              f"{report.bad_input['case'].nunique()} bad inputs"]
-    lines += [f"  not run: {r.subject} ({r.reason})" for r in report.skipped.itertuples()]
+    skipped = report.skipped
+    peers = skipped[skipped["kind"] == "peer"]
+    lines += [f"  not run: {r.subject} ({r.reason})"
+              for r in skipped[skipped["kind"] != "peer"].itertuples()]
+    if not peers.empty:  # one line: the names if they fit, else how many
+        named = f"  peers not installed: {', '.join(peers['subject'])} ({PEERS_INSTALL})"
+        lines.append(named if len(named) <= WIDTH else f"  {len(peers)} peers not installed "
+                     f"({PEERS_INSTALL}; --verbose: which, and why)")
     lines += [f"  {line}" for line in failures[:limit]]
     if len(failures) > limit:
         lines.append(f"  ... {len(failures) - limit} more (--verbose, or the tables)")
@@ -150,6 +158,7 @@ def verdict_lines(report: CheckReport | None, df: pd.DataFrame | None) -> list[s
     states = flat.groupby("label")["state"].first() if sizes else pd.Series(dtype=str)
     width = max([len(s) for s in subjects] + [7])
     names = " ".join(f"{size_name(n):>5}" for n in sizes)
+    versus_title = "vs best peer" if not peers.empty else ""
     dtype = f" {flat['dtype'].iloc[0]}" if sizes else ""
     lines = ["verdicts. agreement: worst error over its tolerance, every dtype and option set "
              "(<= 1 passes);",
@@ -158,15 +167,31 @@ def verdict_lines(report: CheckReport | None, df: pd.DataFrame | None) -> list[s
              "over the best peer's at the same size and state format (above 1: faster than "
              "every peer).",
              f"{'subject':<{width}}  {'agreement':<20}  {'roofline' + dtype:<{len(names)}}"
-             f"  {'vs best peer':<{len(names)}}".rstrip(),
-             f"{'':<{width}}  {'(error/tolerance)':<20}  {names}  {names}".rstrip()]
+             f"  {versus_title:<{len(names)}}".rstrip(),
+             f"{'':<{width}}  {'(error/tolerance)':<20}  {names}  "
+             f"{names if versus_title else ''}".rstrip()]
     for subject in subjects:
         row = fraction.loc[subject] if subject in fraction.index else pd.Series(dtype=float)
         roof = " ".join(f"{_number(row.get(n)):>5}" for n in sizes)
         state = states.get(subject, "full")
         ratios = [None if subject in set(peers["label"]) or (state, n) not in best_peer.index
                   else row.get(n, math.nan) / best_peer[(state, n)] for n in sizes]
-        versus = " ".join(f"{_number(x):>5}" for x in ratios)
+        versus = " ".join(f"{_number(x):>5}" for x in ratios) if versus_title else ""
         lines.append(f"{subject:<{width}}  {_agreement_word(report, subject):<20}  {roof}  "
                      f"{versus}".rstrip())
-    return [fit(line) for line in lines]
+    return [fit(line) for line in lines + _best_peer_lines(peers, sizes, df is not None)]
+
+
+def _best_peer_lines(peers: pd.DataFrame, sizes: list[int], benched: bool) -> list[str]:
+    """Which peer is the best at each shown size, per state format; or, when no peer was
+    measured, how to get the comparison."""
+    if peers.empty:
+        return [f"vs best peer: no peer measured; to compare with torch, DeepSpeed, optax: "
+                f"{PEERS_INSTALL}"] if benched else []
+    lines = []
+    for state, rows in peers.groupby("state"):
+        best = rows.loc[rows.groupby("elements")["fraction_of_roofline"].idxmax()]
+        best = best.set_index("elements")["label"]
+        names = ", ".join(f"{size_name(n)} {best[n]}" for n in sizes if n in best.index)
+        lines.append(f"best peer{'' if state == 'full' else f' [{state}]'}: {names}")
+    return lines

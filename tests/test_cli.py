@@ -152,13 +152,15 @@ def test_the_tour_fits_two_screens_and_ends_with_verdicts(tmp_path, capsys, monk
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) <= 100 and max(map(len, lines)) <= 100, "\n".join(lines)
     assert not any(line.startswith("|") for line in lines)  # no Markdown tables
-    verdicts = lines[lines.index(next(x for x in lines if x.startswith("subject "))) + 2:]
+    verdicts = lines[lines.index(next(x for x in lines if x.startswith("subject "))) + 2:-1]
+    assert lines[-1] == ("vs best peer: no peer measured; to compare with torch, DeepSpeed, "
+                         "optax: pip install -e '.[peers]'")  # the bench ran --no-peers
     names = [v.split()[0] for v in verdicts if not v.startswith("cupy ")]  # a GPU's cupy
     assert names == ["python", "numpy", "numba", "torch-forloop", "torch-foreach",
                      "torch-fused"]
     numba = verdicts[2].split()
     assert numba[1] == "agrees" and float(numba[2]) <= 1
-    assert len(numba) == 3 + 2 + 2  # fraction of roofline and vs best peer at 2^10, 2^12
+    assert len(numba) == 3 + 2  # fraction of roofline at 2^10, 2^12; no peer to be over
 
 
 def test_the_verbose_tour_prints_the_full_tables(tmp_path, capsys):
@@ -170,7 +172,46 @@ def test_the_verbose_tour_prints_the_full_tables(tmp_path, capsys):
     for title in ("## Backends", "## Agreement with the float64 reference",
                   "## Edge cases", "## Throughput"):
         assert title in out
-    assert out.rstrip().splitlines()[-1].startswith("numpy ")
+    assert out.rstrip().splitlines()[-2].startswith("numpy ")
+
+
+def test_a_first_run_says_in_one_line_how_to_get_the_peers(tmp_path, capsys):
+    from dataclasses import replace
+
+    from harness.check import run_check
+    from harness.peers import PEERS
+    from harness.subjects import Subject, collect_subjects
+    from harness.summary import check_lines, verdict_lines
+
+    missing = [Subject(label, "peer", "cpu", None, "unavailable: ModuleNotFoundError: No "
+                       "module named 'torch' (pip install -e '.[peers]')")
+               for label in ("torch-forloop", "torch-fused", "optax")]
+    report = run_check(collect_subjects(["numpy"], peers=False) + missing, steps=2,
+                       dtypes=("float64",), options=("plain",), edge_cases=(), bad_input=())
+    lines = check_lines(report)
+    peers = [line for line in lines if "peers" in line and "not installed" in line]
+    assert peers == ["  peers not installed: torch-forloop, torch-fused, optax "
+                     "(pip install -e '.[peers]')"]
+    every = [Subject(p.label, "peer", "cpu", None, "unavailable") for p in PEERS]
+    assert [line for line in check_lines(replace(report, skipped=run_check(
+        every, dtypes=(), options=(), edge_cases=(), bad_input=()).skipped))
+            if "not installed" in line] == [
+        f"  {len(every)} peers not installed (pip install -e '.[peers]'; --verbose: which, "
+        "and why)"]
+    main(BENCH + ["--no-plot", "--out", str(tmp_path / "bench")])
+    verdicts = verdict_lines(report, pd.read_csv(tmp_path / "bench.csv"))
+    assert "vs best peer" not in verdicts[3]
+    assert verdicts[-1].endswith("optax: pip install -e '.[peers]'")
+
+
+def test_the_gpu_emulation_is_checked_only_when_asked(tmp_path):
+    check = ["check", "--steps", "2", "--backends", "numpy", "--no-peers", "--dtypes",
+             "float64", "--quiet", "--out", str(tmp_path / "check")]
+    assert main(check) == 0
+    assert set(pd.read_csv(tmp_path / "check.csv")["subject"]) == {"numpy"}
+    assert main(check + ["--gpu-emulation"]) == 0
+    assert set(pd.read_csv(tmp_path / "check.csv")["subject"]) == {
+        "numpy", "numba-cuda (emulated)", "cupy (emulated)"}
 
 
 def test_report_turns_benchmark_json_into_tables(tmp_path, capsys):

@@ -126,9 +126,12 @@ def test_verdicts_compare_numba_int8_with_the_best_eight_bit_peer_only():
     df = add_derived(pd.DataFrame([
         _row("numba", "full", 10e-6, 9e-6, kind="backend"),
         _row("torch-fused", "full", 10e-6, 5e-6, kind="peer"),
+        _row("torch-forloop", "full", 10e-6, 1e-6, kind="peer"),
         _row("numba[int8]", "int8", 10e-6, 6e-6, kind="backend"),
         _row("bnb[int8]", "int8", 100e-6, 2e-6, kind="peer")]))
-    rows = {line.split()[0]: line.split()[1:] for line in verdict_lines(None, df)[5:]}
+    lines = verdict_lines(None, df)
+    assert lines[-2:] == ["best peer: 2^12 torch-fused", "best peer [int8]: 2^12 bnb[int8]"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[5:-2]}
     assert rows["numba"] == ["0.90", "1.80"]
     assert rows["numba[int8]"] == ["0.60", "30.0"]
     assert rows["bnb[int8]"] == ["0.02", "-"]

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from ..subjects import Subject
 
-__all__ = ["Peer", "PEERS", "peer_labels", "collect_peers", "load_peer", "describe_failure"]
+__all__ = ["Peer", "PEERS", "PEERS_INSTALL", "peer_labels", "collect_peers", "load_peer", "describe_failure"]
 
-_INSTALL = "pip install -e '.[peers]'"
+#: What installs every peer's library.
+PEERS_INSTALL = "pip install -e '.[peers]'"
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Peer:
     label: str
     module: str
     requires: tuple[str, ...]
-    install: str = _INSTALL
+    install: str = PEERS_INSTALL
     state: str = "full"
     options: tuple[tuple[str, object], ...] = ()
 
