@@ -27,6 +27,12 @@ def test_an_exact_ratio_is_found_exactly():
     assert low < 1.25 < high and low > 1 and p < 1e-4
 
 
+def test_one_stalled_repeat_barely_moves_the_ratio():
+    new = 1.25 * BASE
+    new[3] *= 8  # a repeat that another process stalled
+    assert ratio_interval(BASE, new)[0] == pytest.approx(1.25, rel=0.02)
+
+
 def test_the_null_distribution_of_u_is_the_enumerated_one():
     for m, n in [(1, 1), (2, 3), (3, 3), (4, 6), (5, 5)]:
         counts = np.zeros(m * n + 1)
