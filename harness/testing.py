@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from backends import Backend, get_backend
 
-from .agreement import OPTION_SETS
-from .bad_input import BAD_INPUT_CASES
 from .check import CheckReport, run_check
-from .edge_cases import EDGE_CASES
-from .problems import MIXED_SHAPES
+from .check.agreement import OPTION_SETS
+from .check.bad_input import BAD_INPUT_CASES
+from .check.edge_cases import EDGE_CASES
+from .core.problems import MIXED_SHAPES
 from .subjects import backend_subject
 
 __all__ = ["assert_agrees_with_reference", "assert_refuses_bad_input"]
@@ -50,9 +50,9 @@ def assert_agrees_with_reference(backend: Backend | str, *, dtypes=("float32", "
                                  options=tuple(OPTION_SETS), steps: int = 100, seed: int = 0,
                                  shapes=MIXED_SHAPES, edge_cases: bool = True) -> CheckReport:
     """Step ``backend`` and the float64 reference together on seeded problems of mixed
-    tensor sizes, for every dtype x option set (names of ``harness.agreement.OPTION_SETS``:
+    tensor sizes, for every dtype x option set (names of ``harness.check.agreement.OPTION_SETS``:
     plain, l2, adamw, amsgrad, maximize), comparing params and every state entry after each
-    step; then the edge cases of ``harness.edge_cases`` (exact expectations: NaN/Inf
+    step; then the edge cases of ``harness.check.edge_cases`` (exact expectations: NaN/Inf
     gradients, overflowing ones, lr=0, ...) unless ``edge_cases=False``."""
     backend = _backend(backend)
     _by_name(options, OPTION_SETS, "option sets")
@@ -63,7 +63,7 @@ def assert_agrees_with_reference(backend: Backend | str, *, dtypes=("float32", "
 
 
 def assert_refuses_bad_input(backend: Backend | str, cases=None) -> CheckReport:
-    """Every bad input of ``harness.bad_input`` (or the ``cases`` named) is refused with the
+    """Every bad input of ``harness.check.bad_input`` (or the ``cases`` named) is refused with the
     expected error, before any array changes. For CPU backends (the cases use NumPy)."""
     backend = _backend(backend)
     if backend.device != "cpu":

@@ -1,6 +1,6 @@
 """A deliberately broken peer for tests: its native build fails, as DeepSpeed's does
 without a C++ compiler."""
-from harness.steppers import Stepper
+from harness.core.steppers import Stepper
 
 
 def build() -> None:

@@ -50,11 +50,11 @@ def dtype(request):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config, machine_info):
-    """The benchmarks' JSON carries harness.machine's metadata (CPU, memory, library
+    """The benchmarks' JSON carries harness.core.machine's metadata (CPU, memory, library
     versions, git commit) beside pytest-benchmark's own, for ``adam-bench report`` and
     ``compare``. Here, not in tests/benchmarks/conftest.py: a second module named
     ``conftest`` would shadow this one for ``from conftest import ...``."""
-    from harness import machine
-    from harness.bench_report import MACHINE_INFO_KEY
+    from harness.core import machine
+    from harness.bench.report import MACHINE_INFO_KEY
 
     machine_info[MACHINE_INFO_KEY] = machine.machine_info()

@@ -15,7 +15,7 @@ import numpy as np
 from backends import Adam
 from backends.sharded.comm import MPIComm
 from backends.sharded.adam import ShardedAdam, load_adam, save_adam
-from harness.sharded_worker import mean_of
+from harness.sharded.worker import mean_of
 
 SHAPES = [(0,), (3, 5), (7,), (1,), (4, 2, 3)]  # 47 elements: the last shard is padded
 CONFIG = {"lr": 1e-2, "weight_decay": 0.1, "amsgrad": True}

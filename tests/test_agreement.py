@@ -1,5 +1,5 @@
 """Every CPU backend against the float64 reference: every option, both dtypes, 100 steps,
-parameters and every state entry (harness.tolerances states the bounds and why)."""
+parameters and every state entry (harness.check.tolerances states the bounds and why)."""
 import re
 
 import numpy as np
@@ -8,10 +8,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from backends import AdamConfig, get_backend
-from harness.agreement import OPTION_SETS, run_with_reference
-from harness.edge_cases import EDGE_CASES
-from harness.problems import MIXED_SHAPES, random_problem
-from harness.steppers import BackendStepper
+from harness.check.agreement import OPTION_SETS, run_with_reference
+from harness.check.edge_cases import EDGE_CASES
+from harness.core.problems import MIXED_SHAPES, random_problem
+from harness.core.steppers import BackendStepper
 from harness.testing import assert_agrees_with_reference
 
 from broken_backend import NoBiasCorrection

@@ -1,9 +1,9 @@
 """Every bad input raises a clear error before any array is touched: the cases of
-harness.bad_input, run through the test kit a plugin's tests use."""
+harness.check.bad_input, run through the test kit a plugin's tests use."""
 import numpy as np
 import pytest
 
-from harness.bad_input import BAD_INPUT_CASES, make_setup
+from harness.check.bad_input import BAD_INPUT_CASES, make_setup
 from harness.testing import assert_refuses_bad_input
 
 from broken_backend import NoBiasCorrection

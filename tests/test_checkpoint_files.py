@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from backends import Adam
-from harness.results_io import atomic_write_text
+from harness.core.results_io import atomic_write_text
 
 PARAMS = [np.ones((2, 3), np.float32), np.ones(4, np.float32)]
 

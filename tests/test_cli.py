@@ -9,7 +9,7 @@ import pytest
 
 from backends import register_backend, unregister_backend
 from backends.auto import user_table_path
-from harness import sweep
+from harness.bench import sweep
 from harness.cli import build_parser, cmd_tour, main
 
 from broken_backend import NoBiasCorrection
@@ -179,9 +179,9 @@ def test_a_first_run_says_in_one_line_how_to_get_the_peers(tmp_path, capsys):
     from dataclasses import replace
 
     from harness.check import run_check
-    from harness.peers import PEERS
+    from harness.subjects.peers import PEERS
     from harness.subjects import Subject, collect_subjects
-    from harness.summary import check_lines, verdict_lines
+    from harness.cli.summary import check_lines, verdict_lines
 
     missing = [Subject(label, "peer", "cpu", None, "unavailable: ModuleNotFoundError: No "
                        "module named 'torch' (pip install -e '.[peers]')")

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from backends import list_backends
-from harness import cli_args, sweep
+from harness.cli import options as cli_args
+from harness.bench import sweep
 from harness.cli import main
 
 UNAVAILABLE = next((r.name for r in list_backends() if not r.available), None)

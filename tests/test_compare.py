@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from harness import machine as harness_machine
+from harness.core import machine as harness_machine
 from harness.cli import main
-from harness.compare import _null_cdf, compare_runs, load_run, ratio_interval
-from harness.timing import format_repeats
+from harness.bench.compare import _null_cdf, compare_runs, load_run, ratio_interval
+from harness.core.timing import format_repeats
 
 RNG = np.random.default_rng(7)
 #: 15 repeats of a 10 us step with 2% noise: a bench cell's default repeats.

@@ -20,7 +20,7 @@ from backends import Adam, get_backend
 from backends.cuda import _cupy_kernels
 from backends import blockwise as bw
 from backends.scalars import StepScalars
-from harness.agreement import OPTION_SETS
+from harness.check.agreement import OPTION_SETS
 
 _CXX = shutil.which("g++") or shutil.which("c++")
 pytestmark = pytest.mark.skipif(_CXX is None, reason="no host C++ compiler (g++ or c++)")

@@ -20,7 +20,7 @@ def test_every_backend_trains_the_same_model(tmp_path):
 
 def test_torch_training_loop_with_our_adam_matches_torch_optim(tmp_path):
     pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[torch]')")
-    from harness.torch_demo import run_torch_demo
+    from harness.demo.digits_torch import run_torch_demo
 
     result = run_torch_demo(steps=60, out_stem=tmp_path / "torch",
                             optimizers=["numba (torch.optim)", "torch.optim.Adam"])

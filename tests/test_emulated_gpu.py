@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from backends import AdamConfig
-from harness.agreement import OPTION_SETS, run_with_reference
-from harness.edge_cases import EDGE_CASES, run_edge_case
-from harness.emulated_gpu import EMULATED, EmulatedGpuStepper, fma
-from harness.problems import MIXED_SHAPES, random_problem
+from harness.check.agreement import OPTION_SETS, run_with_reference
+from harness.check.edge_cases import EDGE_CASES, run_edge_case
+from harness.subjects.emulated_gpu import EMULATED, EmulatedGpuStepper, fma
+from harness.core.problems import MIXED_SHAPES, random_problem
 
 
 def _exact_fma(a, b, c, dtype):
@@ -119,7 +119,7 @@ class _FlushToZeroOps:
 
 
 def test_mutant_flush_to_zero_fails_the_subnormal_case(dtype, monkeypatch):
-    import harness.emulated_gpu as emulated
+    import harness.subjects.emulated_gpu as emulated
 
     monkeypatch.setattr(emulated, "_NumpyOps", _FlushToZeroOps)
     case = next(c for c in EDGE_CASES if c.name == "subnormal-grad")

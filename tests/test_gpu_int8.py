@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from backends import Adam, get_backend, list_backends
-from harness.agreement import OPTION_SETS
+from harness.check.agreement import OPTION_SETS
 
 _ROWS = {r.name: r for r in list_backends()}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.gpu_report import GPU_TESTS, gpu_unavailable_reason, plan_report
+from harness.gpu.report import GPU_TESTS, gpu_unavailable_reason, plan_report
 
 ROOT = Path(__file__).resolve().parent.parent
 

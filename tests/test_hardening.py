@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from backends import Adam, AdamConfig, AdamState, get_backend
 
-from harness.bad_input import make_setup, snapshot, unchanged
+from harness.check.bad_input import make_setup, snapshot, unchanged
 
 from conftest import CPU_BACKENDS
 

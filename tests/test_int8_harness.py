@@ -2,8 +2,8 @@
 import pytest
 
 from harness.subjects import collect_subjects
-from harness.sweep import SweepConfig, plan_cells, run_sweep
-from harness.tables import bytes_per_element, state_bytes_per_parameter
+from harness.bench.sweep import SweepConfig, plan_cells, run_sweep
+from harness.core.tables import bytes_per_element, state_bytes_per_parameter
 
 
 @pytest.mark.parametrize("amsgrad, expected, state_bytes", [(False, 16.0625, 2.03125),
@@ -39,7 +39,7 @@ def test_bench_rows_for_int8_beside_full_state(tmp_path):
 
 
 def test_int8_agreement_passes_ours_and_names_refusals():
-    from harness.int8_agreement import int8_agreement
+    from harness.check.int8_agreement import int8_agreement
 
     df = int8_agreement(["numpy", "numba", "cupy"], steps=3)
     judged = df[df["subject"] != "cupy"]
@@ -50,7 +50,7 @@ def test_int8_agreement_passes_ours_and_names_refusals():
 
 def test_int8_agreement_fails_a_wrong_rounding(monkeypatch):
     from backends import blockwise
-    from harness.int8_agreement import int8_agreement
+    from harness.check.int8_agreement import int8_agreement
 
     monkeypatch.setattr(blockwise, "V_HALF", 0)  # numpy's v codes truncate, not round
     df = int8_agreement(["numpy"], steps=2)
@@ -59,7 +59,7 @@ def test_int8_agreement_fails_a_wrong_rounding(monkeypatch):
 
 
 def test_digits_demo_with_int8_state_learns_as_well_and_keeps_steps_bounded():
-    from harness.int8_demo import run_int8_demo
+    from harness.demo.digits_int8 import run_int8_demo
 
     summary, losses = run_int8_demo(steps=200)
     full, int8 = summary.set_index("state").loc[["float32 state", "int8 state"]].itertuples()
@@ -71,7 +71,8 @@ def test_digits_demo_with_int8_state_learns_as_well_and_keeps_steps_bounded():
 
 
 def test_int8_agreement_of_backends_without_8bit_state_is_a_table_of_notes():
-    from harness.int8_agreement import int8_agreement, int8_lines
+    from harness.check.int8_agreement import int8_agreement
+    from harness.cli.summary import int8_lines
 
     df = int8_agreement(["cupy"])
     assert "within_tolerance" in df.columns and df["within_tolerance"].isna().all()
@@ -100,7 +101,7 @@ def test_int8_cells_for_a_gpu_backend_with_a_gpu_roofline(monkeypatch):
 
 
 def test_simulated_int8_agreement_says_why_it_did_not_run():
-    from harness.int8_agreement import simulated_int8_agreement
+    from harness.check.int8_agreement import simulated_int8_agreement
 
     row = simulated_int8_agreement("no-such-backend", steps=1).iloc[0]
     assert row["subject"] == "no-such-backend (simulated)"

@@ -9,12 +9,12 @@ import pytest
 
 from backends import AdamConfig
 from harness.cli import main
-from harness.peers import PEERS, Peer, load_peer
-from harness.steppers import Stepper
+from harness.subjects.peers import PEERS, Peer, load_peer
+from harness.core.steppers import Stepper
 from harness.subjects import Subject, collect_subjects
-from harness.summary import verdict_lines, versus_lines
-from harness.sweep import SweepConfig, plan_cells, run_sweep
-from harness.tables import add_derived, versus
+from harness.cli.summary import verdict_lines, versus_lines
+from harness.bench.sweep import SweepConfig, plan_cells, run_sweep
+from harness.core.tables import add_derived, versus
 
 
 class _Idle(Stepper):

@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 from backends import Adam, AdamConfig, get_backend
 from backends import blockwise as bw
 from backends.reference import QuantizedMoment, nearest_code, reference_step_int8
-from harness.int8_agreement import compare_codes
+from harness.check.int8_agreement import compare_codes
 
 INT8_BACKENDS = ["python", "numpy", "numba"]
 CONFIGS = [{}, {"amsgrad": True}, {"weight_decay": 0.1},

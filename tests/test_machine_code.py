@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from harness import machine_code as mc
+from harness.gpu import machine_code as mc
 
 _REASON = mc.compiler_unavailable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
@@ -29,7 +29,7 @@ def _compiled(backend, dtype, amsgrad, arch):
 
 def _bytes_model(amsgrad):
     """Loads p, g, m, v (and vmax); stores p, m, v (and vmax): 28 / 36 bytes per float32
-    element, as harness.tables' bytes model counts."""
+    element, as harness.core.tables' bytes model counts."""
     return (5, 4) if amsgrad else (4, 3)
 
 
@@ -152,7 +152,7 @@ def test_mutant_spills_and_too_many_registers_are_found():
 def _emulated_ops(dtype, amsgrad, use_l2):
     from backends import AdamConfig
     from backends.scalars import StepScalars
-    from harness.emulated_gpu import CountingOps, gpu_element_update
+    from harness.subjects.emulated_gpu import CountingOps, gpu_element_update
 
     cfg = AdamConfig(weight_decay=0.1 if use_l2 else 0.0, amsgrad=amsgrad)
     ops = CountingOps()
@@ -204,7 +204,7 @@ def _assert_int8_bytes_model(accesses: mc.GlobalAccesses, amsgrad: bool):
     """Per element copy (one square root each): p and g read as 4 bytes, each moment's
     code as 1; p written as 4, each code as 1. Per state block, each moment's float32
     scale read and written once. 16 bytes per element (18 with amsgrad) plus 8 (12)
-    per 256-element block, as harness.tables' bytes model counts."""
+    per 256-element block, as harness.core.tables' bytes model counts."""
     codes, e = (3 if amsgrad else 2), accesses.elements
     assert e > 0, "no element body found (no square root)"
     assert dict(accesses.loads) == {4: 2 * e + codes, 1: codes * e}, \

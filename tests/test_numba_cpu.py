@@ -9,7 +9,7 @@ import pytest
 from backends import AdamConfig, get_backend
 from backends.cpu._numba_kernels import CHUNK
 from backends.cpu.numba import _AddressTable
-from harness.workloads import model_workload
+from harness.bench.workloads import model_workload
 
 
 def run(backend, shapes, cfg, steps=5, dtype=np.float32):

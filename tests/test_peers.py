@@ -1,4 +1,4 @@
-"""The peers (harness.peers): each adapter against the reference, options a peer does not
+"""The peers (harness.subjects.peers): each adapter against the reference, options a peer does not
 offer, a peer that cannot be imported or built, and no compilation inside timed steps."""
 import importlib.util
 
@@ -7,17 +7,17 @@ import pandas as pd
 import pytest
 
 from backends import AdamConfig
-from harness import peers as peer_registry
-from harness import sweep
-from harness.agreement import OPTION_SETS, run_with_reference
+from harness.subjects import peers as peer_registry
+from harness.bench import sweep
+from harness.check.agreement import OPTION_SETS, run_with_reference
 from harness.check import run_check
 from harness.cli import main
-from harness.edge_cases import EDGE_CASES, run_edge_case
-from harness.peers import PEERS, Peer, collect_peers, load_peer, peer_labels
-from harness.problems import random_problem
-from harness.steppers import Stepper, UnsupportedOption
+from harness.check.edge_cases import EDGE_CASES, run_edge_case
+from harness.subjects.peers import PEERS, Peer, collect_peers, load_peer, peer_labels
+from harness.core.problems import random_problem
+from harness.core.steppers import Stepper, UnsupportedOption
 from harness.subjects import Subject, collect_subjects
-from harness.workloads import flat_workload
+from harness.bench.workloads import flat_workload
 
 SMALL_SHAPES = [(1,), (17, 5), (300,)]
 FULL = [p for p in PEERS if p.state == "full"]

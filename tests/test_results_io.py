@@ -3,8 +3,8 @@ import os
 import pandas as pd
 import pytest
 
-from harness import machine, results_io
-from harness.results_io import atomic_write_text, read_table, write_tables
+from harness.core import machine, results_io
+from harness.core.results_io import atomic_write_text, read_table, write_tables
 
 
 def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):

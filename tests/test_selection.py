@@ -8,7 +8,7 @@ import pytest
 
 from backends import Adam, AutoFallbackWarning
 from backends.auto import TABLE_ENV, choose_backend, user_table_path
-from harness.selection import update_user_table
+from harness.bench.selection import update_user_table
 
 
 def table(rows):

@@ -19,7 +19,7 @@ pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.
 from backends import Adam, get_backend  # noqa: E402
 from backends.sharded.comm import MPIComm  # noqa: E402
 from backends.sharded.adam import ShardedAdam, load_adam, read_manifest, save_adam  # noqa: E402
-from harness.mpi_launch import mpiexec_path  # noqa: E402
+from harness.sharded.mpi_launch import mpiexec_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "tests" / "sharded_scenarios.py"
@@ -219,7 +219,7 @@ def test_bad_sharded_arguments_get_one_line_and_status_2(argv, message, capsys):
 
 
 def test_the_cost_model_by_hand():
-    from harness.sharded_plan import predict
+    from harness.sharded.plan import predict
 
     # 1000 params on 4 ranks: shards of 250 at 250 elements/s take 1 s; each collective
     # sends 3/4 x 4000 bytes at 1000 B/s (3 s) plus 3 messages of 0.5 s.
@@ -232,7 +232,7 @@ def test_the_cost_model_by_hand():
 def test_the_link_fit_recovers_latency_and_bandwidth():
     import pandas as pd
 
-    from harness.sharded_plan import fit_link
+    from harness.sharded.plan import fit_link
 
     sizes = np.array([2**20, 2**22, 2**24])
     sent = sizes * 4 / 2  # bytes each of 2 ranks sends per collective

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from backends import Adam, AdamConfig, AdamState, get_backend
-from harness.problems import MIXED_SHAPES, random_problem
+from harness.core.problems import MIXED_SHAPES, random_problem
 
 OPTIONS = dict(lr=3e-3, weight_decay=0.01, amsgrad=True)
 

@@ -2,7 +2,7 @@
 restores (deepcopy, pickle, state_dict), saves and loads, config changes and backend
 switches, on every CPU backend. After every rule: a refused call changed nothing (bit
 for bit), numpy and numba hold identical bits, and every backend is within the
-tolerances of harness.tolerances from the float64 reference.
+tolerances of harness.check.tolerances from the float64 reference.
 
 Two slots swap between numpy and numba; a third runs pure Python. Draws are fixed per run
 (the "ci" profile of conftest); ``--hypothesis-profile=explore`` draws fresh ones.
@@ -20,8 +20,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from backends import Adam, AdamConfig, get_backend
 from backends.reference import ReferenceState, reference_step
-from harness.agreement import compare
-from harness.tolerances import ErrorBounds
+from harness.check.agreement import compare
+from harness.check.tolerances import ErrorBounds
 
 SWAPPED = {"numpy": "numba", "numba": "numpy"}
 _BACKENDS = {}

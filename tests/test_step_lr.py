@@ -9,7 +9,7 @@ from backends import AdamConfig
 from backends.cuda._gpu import GpuBackend
 from backends.cpu.numpy import NumpyBackend
 from backends.scalars import StepScalars
-from harness.bad_input import snapshot, unchanged
+from harness.check.bad_input import snapshot, unchanged
 
 SHAPES = [(4100,), (3, 5), (1,)]  # 4100: quantized with 8-bit state; the others are not
 LRS = [1e-3, 4e-3, 0.0, 2.5e-2, 2.5e-2]

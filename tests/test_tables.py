@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.tables import add_derived, bytes_per_element
+from harness.core.tables import add_derived, bytes_per_element
 
 
 @pytest.mark.parametrize("dtype, amsgrad, expected", [("float32", False, 28),

@@ -1,10 +1,10 @@
-"""harness.timing: batches timed by the host clock, or by a device timer when the step
+"""harness.core.timing: batches timed by the host clock, or by a device timer when the step
 brings one (CUDA events on a GPU; a fake one here)."""
 import numpy as np
 
 from backends import AdamConfig, get_backend
-from harness.steppers import BackendStepper
-from harness.timing import time_interleaved
+from harness.core.steppers import BackendStepper
+from harness.core.timing import time_interleaved
 
 
 def test_a_device_timer_times_the_batches():

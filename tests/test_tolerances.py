@@ -1,13 +1,13 @@
-"""The bounds of harness.tolerances are tight: plausible Adam bugs fall outside them within
+"""The bounds of harness.check.tolerances are tight: plausible Adam bugs fall outside them within
 ten steps, while the correct kernel on the same problem stays inside."""
 from dataclasses import replace
 
 import pytest
 
 from backends import AdamConfig, get_backend
-from harness.agreement import OPTION_SETS, run_with_reference
-from harness.problems import MIXED_SHAPES, random_problem
-from harness.steppers import BackendStepper
+from harness.check.agreement import OPTION_SETS, run_with_reference
+from harness.core.problems import MIXED_SHAPES, random_problem
+from harness.core.steppers import BackendStepper
 
 #: bug -> (the option set it shows in, the config the buggy kernel really runs)
 MUTANTS = {

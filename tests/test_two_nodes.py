@@ -24,7 +24,7 @@ import pytest
 pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[mpi]')")
 
 from backends.sharded import read_manifest  # noqa: E402
-from harness.mpi_launch import mpiexec_path  # noqa: E402
+from harness.sharded.mpi_launch import mpiexec_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "tests" / "two_nodes"

@@ -1,6 +1,6 @@
 import pytest
 
-from harness.workloads import MODELS, model_workload, parse_sizes
+from harness.bench.workloads import MODELS, model_workload, parse_sizes
 
 
 @pytest.mark.parametrize("name, tensors, elements", [

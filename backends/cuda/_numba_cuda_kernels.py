@@ -3,7 +3,7 @@
 
 One element body (``element_with``) serves both, spelled with explicit multiply, add and
 subtract so it compiles two ways: with plain operators NVVM contracts multiply-adds into
-FMAs (the float32/float64 kernels; ``harness.emulated_gpu`` models exactly that), with
+FMAs (the float32/float64 kernels; ``harness.subjects.emulated_gpu`` models exactly that), with
 IEEE round-to-nearest intrinsics (``mul.rn``/``add.rn``/``sub.rn``, which no compiler
 fuses) every operation rounds on its own, as on the CPU, so the 8-bit kernel gives the
 NumPy and Numba CPU backends' bits: its codes are decisions on exact float32 values.
@@ -38,7 +38,7 @@ __all__ = ["adam", "adam_amsgrad", "adam_int8", "adam_int8_amsgrad", "element_wi
 #: 32nd element (coalesced), so the block's reductions never wait on other warps.
 INT8_THREADS = 32
 #: (threads per block, blocks per SM) the 8-bit kernels promise ptxas: 32 resident blocks
-#: of one warp (1024 threads per SM) cap registers at 64 (harness.machine_code's ceiling).
+#: of one warp (1024 threads per SM) cap registers at 64 (harness.gpu.machine_code's ceiling).
 INT8_LAUNCH_BOUNDS = (INT8_THREADS, 32)
 _SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 _ZERO, _ONE = np.float32(0), np.float32(1)
@@ -91,7 +91,7 @@ def element_with(mul, add, sub):
     (decayed p, m, v, vmax), vmax being v's running maximum with amsgrad (a NaN from either side wins, as
     np.maximum) and v without; ``update(p, m, vmax, step_size, inv_sqrt_bc2, eps)`` -> the
     new p. Two functions, so a kernel stores the moments before computing p, and each
-    element's PTX ends with p's store (``harness.machine_code.element_bodies``)."""
+    element's PTX ends with p's store (``harness.gpu.machine_code.element_bodies``)."""
     body = _device(moments_with(mul, add))
 
     def moments(p, g, m, v, vmax, sign, l2, decay, beta1, one_minus_beta1, beta2,

@@ -10,7 +10,7 @@ Mann-Whitney U test gives p < 1 - confidence: no assumption about the times'
 distribution, and 4 repeats a side are the fewest that can show a change at 95%.
 
 ``per_roofline``: each repeat is first divided by the roofline repeat timed in the same
-round (harness.sweep times them in turn), so the machine's bandwidth drift between the
+round (harness.bench.sweep times them in turn), so the machine's bandwidth drift between the
 two runs cancels, as the ratios of one run do.
 """
 from __future__ import annotations
@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .bench_report import benchmark_json_to_table
-from .machine import machine_info
-from .results_io import read_table
-from .timing import parse_repeats
+from ..core.machine import machine_info
+from ..core.results_io import read_table
+from ..core.timing import parse_repeats
+from .report import benchmark_json_to_table
 
 __all__ = ["CELL", "load_run", "ratio_interval", "compare_runs", "metadata_differences",
            "Comparison"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .tables import add_derived
-from .timing import format_repeats
+from ..core.tables import add_derived
+from ..core.timing import format_repeats
 
 __all__ = ["benchmark_json_to_table", "EXTRA_INFO_KEYS", "MACHINE_INFO_KEY"]
 
@@ -17,7 +17,7 @@ EXTRA_INFO_KEYS = ("label", "kind", "device", "workload", "dtype", "amsgrad", "e
                    "tensors")
 
 
-#: Where tests/benchmarks/conftest.py puts ``harness.machine.machine_info()`` in the
+#: Where tests/benchmarks/conftest.py puts ``harness.core.machine.machine_info()`` in the
 #: JSON's machine_info.
 MACHINE_INFO_KEY = "adam_bench"
 
@@ -26,7 +26,7 @@ def _metadata(data: dict) -> dict:
     """The run's metadata columns: ours when the benchmarks' conftest added them, else
     what pytest-benchmark's own machine_info and commit_info say (the rest blank: this
     machine's values are not the run's)."""
-    from .machine import machine_info
+    from ..core.machine import machine_info
 
     machine = data.get("machine_info", {})
     if MACHINE_INFO_KEY in machine:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from backends.auto import user_table_path
 
-from .results_io import atomic_write_text, read_table
+from ..core.results_io import atomic_write_text, read_table
 
 __all__ = ["SELECTION_COLUMNS", "newest_rows", "update_user_table"]
 

@@ -1,7 +1,7 @@
 """``adam-bench bench``: the throughput sweep over subjects x dtypes x workloads.
 
 Every cell is one subject stepping one workload, timed in turn with the roofline kernel at
-the same element count (harness.timing), so each row's fraction of roofline comes from the
+the same element count (harness.core.timing), so each row's fraction of roofline comes from the
 same moments. The table is rewritten atomically after each cell, so a killed sweep leaves
 the cells done so far, and ``resume`` skips them next time.
 """
@@ -17,13 +17,13 @@ from tqdm import tqdm
 
 from backends import AdamConfig
 
-from .machine import machine_id, machine_info
-from .results_io import atomic_write_text, read_table, write_tables
+from ..core.machine import machine_id, machine_info
+from ..core.results_io import atomic_write_text, read_table, write_tables
+from ..core.steppers import UnsupportedOption
+from ..core.tables import add_derived, state_label, summary
+from ..core.timing import format_repeats, time_interleaved
+from ..subjects import Subject
 from .roofline import roofline_step, roofline_unavailable_reason
-from .steppers import UnsupportedOption
-from .subjects import Subject
-from .tables import add_derived, state_label, summary
-from .timing import format_repeats, time_interleaved
 from .workloads import Workload, flat_workload, model_workload
 
 __all__ = ["SweepConfig", "Cell", "plan_cells", "run_sweep", "CELL_KEY"]

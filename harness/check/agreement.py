@@ -9,7 +9,7 @@ import numpy as np
 from backends import AdamConfig
 from backends.reference import reference_step, ReferenceState
 
-from .problems import Problem
+from ..core.problems import Problem
 from .tolerances import ErrorBounds
 
 __all__ = ["OPTION_SETS", "Trajectory", "Errors", "ReferenceStep", "reference_steps",

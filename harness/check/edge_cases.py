@@ -15,8 +15,8 @@ import numpy as np
 
 from backends import AdamConfig
 
+from ..core.problems import MIXED_SHAPES, Problem, random_problem
 from .agreement import run_with_reference
-from .problems import MIXED_SHAPES, Problem, random_problem
 
 __all__ = ["EdgeCase", "EDGE_CASES", "overflow_threshold", "run_edge_case"]
 

@@ -19,7 +19,7 @@ from backends.reference import QuantizedMoment, nearest_code, reference_step_int
 
 from .agreement import OPTION_SETS
 
-__all__ = ["BOUNDARY_EPS", "compare_codes", "int8_agreement", "int8_lines", "INT8_SIZE",
+__all__ = ["BOUNDARY_EPS", "compare_codes", "int8_agreement", "INT8_SIZE",
            "simulated_int8_agreement", "SIMULATED", "SIMULATED_STEPS", "PYTHON_STEPS"]
 
 #: Float32 epsilons within which a reference value counts as on a decision boundary.
@@ -103,7 +103,7 @@ def simulated_int8_agreement(backend: str = "numba-cuda", steps: int = SIMULATED
     import subprocess
     import sys
 
-    code = ("import sys\nfrom harness.int8_agreement import int8_agreement\n"
+    code = ("import sys\nfrom harness.check.int8_agreement import int8_agreement\n"
             f"sys.stdout.write(int8_agreement([{backend!r}], steps={steps}, "
             f"seed={seed}).to_json(orient='records', double_precision=15))")
     label = f"{backend} (simulated)"
@@ -149,20 +149,3 @@ def int8_agreement(backend_names: list[str], steps: int = 20, seed: int = 0) -> 
 _COLUMNS = ["subject", "options", "steps", "codes_compared", "codes_at_boundary",
             "codes_off_boundary", "max_scale_rel_err", "param_tolerance_ratio",
             "within_tolerance", "note"]
-
-
-def int8_lines(df: pd.DataFrame) -> list[str]:
-    """One line per backend of ``int8_agreement``'s table, for check's terse output."""
-    from .summary import fit
-
-    lines = []
-    for subject, rows in df.groupby("subject", sort=False):
-        judged = rows.dropna(subset=["within_tolerance"])
-        if judged.empty:
-            lines.append(fit(f"int8 state {subject}: {rows['note'].iloc[0]}"))
-            continue
-        lines.append(fit(f"int8 state {subject}: {int(judged['within_tolerance'].sum())}/"
-                         f"{len(judged)} option sets agree; codes differing: "
-                         f"{int(judged['codes_at_boundary'].sum())} at a boundary, "
-                         f"{int(judged['codes_off_boundary'].sum())} elsewhere"))
-    return lines

@@ -15,14 +15,14 @@ import pandas as pd
 
 from backends import AdamConfig
 
+from ..core.problems import MIXED_SHAPES, random_problem
+from ..core.steppers import UnsupportedOption
+from ..subjects import Subject
+from ..subjects.peers import describe_failure
 from .agreement import OPTION_SETS, Errors, pairwise, reference_steps, run_with_reference
 from .bad_input import BAD_INPUT_CASES, run_bad_input_case
 from .edge_cases import EDGE_CASES, run_edge_case
-from .peers import describe_failure
 from .int8_agreement import SIMULATED, int8_agreement, simulated_int8_agreement
-from .problems import MIXED_SHAPES, random_problem
-from .steppers import UnsupportedOption
-from .subjects import Subject
 
 __all__ = ["CheckReport", "run_check", "OURS", "EIGHT_BIT_EXTRA_SHAPES"]
 

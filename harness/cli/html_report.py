@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results_io import metadata_line, read_table
+from ..core.results_io import metadata_line, read_table
 
 __all__ = ["html_report", "MAX_ROWS"]
 
@@ -43,7 +43,7 @@ def _png(path: Path) -> str:
 
 def _table(df: pd.DataFrame) -> str:
     """The table without its metadata columns (the section's last line says them)."""
-    from .machine import machine_info
+    from ..core.machine import machine_info
 
     shown = df.drop(columns=[c for c in machine_info() if c in df.columns]).head(MAX_ROWS)
     more = (f"<p class=meta>first {MAX_ROWS} of {len(df)} rows; all in the CSV</p>"
@@ -56,9 +56,9 @@ def _is_bench(df: pd.DataFrame) -> bool:
 
 
 def _bench_section(df: pd.DataFrame) -> list[str]:
-    from .plots import plot_throughput
+    from ..core.plots import plot_throughput
+    from ..core.tables import add_derived, summary
     from .summary import verdict_lines
-    from .tables import add_derived, summary
 
     df = add_derived(df)
     parts = []

@@ -10,7 +10,7 @@ import os
 __all__ = ["Parser", "sizes", "dtypes", "backend_names", "peer_names", "model_names",
            "model_name", "scale", "fraction", "positive_int", "non_negative_int", "positive_float",
            "non_negative_float", "ranks", "positive_floats", "available_memory",
-           "sweep_bytes_needed", "oversized_sweep"]
+           "sweep_bytes_needed", "oversized_sweep", "peers_option", "VERBOSE", "RANKS_HELP"]
 
 _DTYPES = ("float32", "float64")
 #: Bytes a bench cell holds per element and per byte of its dtype: the subject's params,
@@ -40,7 +40,7 @@ def _listed(text: str, what: str, known, expected: str) -> list[str]:
 
 def sizes(text: str) -> list[int]:
     """"2^10..2^24:2", "4096,2^20": element counts >= 1."""
-    from .workloads import parse_sizes
+    from ..bench.workloads import parse_sizes
 
     try:
         return parse_sizes(text)
@@ -66,15 +66,15 @@ def backend_names(text: str) -> list[str]:
 
 
 def peer_names(text: str) -> list[str]:
-    """Peer labels (harness.peers), whether or not their libraries are installed here."""
-    from .peers import peer_labels
+    """Peer labels (harness.subjects.peers), whether or not their libraries are installed here."""
+    from ..subjects.peers import peer_labels
 
     return _listed(text, "peer", peer_labels(), ", ".join(peer_labels()))
 
 
 def model_names(text: str) -> list[str]:
     """Known model names, or "none" for no model-shaped workloads."""
-    from .workloads import MODELS
+    from ..bench.workloads import MODELS
 
     if text.strip() == "none":
         return []
@@ -175,3 +175,15 @@ def oversized_sweep(cfg, allowed: bool) -> str | None:
     return (f"the largest cell needs about {need / 2**30:.1f} GiB but "
             f"{available / 2**30:.1f} GiB is available; choose smaller --sizes or pass "
             "--allow-large-memory")
+
+
+#: A subcommand's --verbose (the top-level one is the tour's).
+VERBOSE = {"action": "store_true", "default": argparse.SUPPRESS,
+           "help": "print the full Markdown tables (they are always in the files)"}
+RANKS_HELP = ("sharded Adam (ZeRO-1) on this many MPI ranks, e.g. 2 or 1,2: launches mpiexec "
+              "(pip install -e '.[mpi]')")
+
+
+def peers_option(args) -> bool | list[str]:
+    """--no-peers: none; --peers a,b: those; else every peer."""
+    return False if args.no_peers else (args.peers or True)

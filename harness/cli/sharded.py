@@ -1,6 +1,6 @@
-"""``adam-bench check/bench/demo --ranks`` and ``adam-bench plan``: sharded Adam on MPI.
+"""``adam-bench check/bench/demo --ranks``: sharded Adam on MPI ranks.
 
-Each command launches ``harness.sharded_worker`` under ``mpiexec`` once per rank count
+Each command launches ``harness.sharded.worker`` under ``mpiexec`` once per rank count
 (or runs in place when adam-bench itself was started by mpiexec), then prints and writes
 the rows as every other command does.
 """
@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results_io import read_table, write_tables
+from ..core.results_io import write_tables
+from .summary import print_table
 
-__all__ = ["cmd_check", "cmd_bench", "cmd_demo", "cmd_plan", "plot_sharded"]
+__all__ = ["cmd_check", "cmd_bench", "cmd_demo", "plot_sharded"]
 
 
 def _launch(args, job: str, options: list[str]) -> pd.DataFrame | None:
-    from .mpi_launch import MPIUnavailable, mpi_world_size, run_ranks
+    from ..sharded.mpi_launch import MPIUnavailable, mpi_world_size, run_ranks
 
     try:
         rows = [r for n in args.ranks for r in run_ranks(n, job, options)]
@@ -27,11 +28,6 @@ def _launch(args, job: str, options: list[str]) -> pd.DataFrame | None:
     if mpi_world_size() is not None and not rows:  # not rank 0 of an in-place run
         return pd.DataFrame()
     return pd.DataFrame(rows)
-
-
-def _show(df: pd.DataFrame, title: str) -> None:
-    print(f"\n## {title}\n")
-    print(df.to_markdown(index=False))
 
 
 def cmd_check(args) -> int:
@@ -44,7 +40,7 @@ def cmd_check(args) -> int:
         return 0
     out = Path(f"{args.out}-sharded")
     write_tables(df, out)
-    _show(df, "Sharded Adam vs the single-process step on the averaged gradient "
+    print_table(df, "Sharded Adam vs the single-process step on the averaged gradient "
               "(2 ranks: bit for bit; more: within the reduction's rounding)")
     ok = bool(df["passed"].all())
     print(f"\ncheck --ranks: {'PASS' if ok else 'FAIL'}. Tables: {out}.csv/.json/.md")
@@ -61,7 +57,7 @@ def cmd_bench(args) -> int:
         return 2
     if df.empty:
         return 0
-    from .machine import machine_id
+    from ..core.machine import machine_id
 
     out = Path(args.out if args.out != "results/bench" else "results/bench-sharded")
     shown = ["ranks", "elements", "reduce_scatter_us", "update_us", "all_gather_us", "total_us",
@@ -70,7 +66,7 @@ def cmd_bench(args) -> int:
              "machine_memcpy_gb_per_s", "comm_over_machine_memcpy", "state_bytes_per_rank"]
     df["machine"] = machine_id()
     write_tables(df, out, markdown=df[shown].round(3))
-    _show(df[shown].round(3), "Sharded Adam per step (medians; GB/s = bytes each rank sent; "
+    print_table(df[shown].round(3), "Sharded Adam per step (medians; GB/s = bytes each rank sent; "
                               "single process and memcpy timed in turn, same run)")
     if not args.no_plot:
         print(f"\nplot: {plot_sharded(df, out.with_suffix('.png'), machine_id())}")
@@ -86,28 +82,10 @@ def cmd_demo(args) -> int:
         return 0
     out = Path(args.out if args.out != "results/demo-digits" else "results/demo-sharded")
     write_tables(df, out)
-    _show(df, f"Digits MLP, data-parallel with sharded Adam ({args.steps} steps)")
+    print_table(df, f"Digits MLP, data-parallel with sharded Adam ({args.steps} steps)")
     same = bool(df["params_equal_bits"].fillna(True).all())
     print(f"\nsharded == one process, bit for bit: {same}. Tables: {out}.csv/.json/.md")
     return 0 if same else 1
-
-
-def cmd_plan(args) -> int:
-    from .sharded_plan import model_check, plan_table
-
-    try:
-        table = read_table(args.results)
-        check = model_check(table)
-        plan = plan_table(args.params, args.ranks, args.link_gbps, args.latency_us, table)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"plan: {exc}", file=sys.stderr)
-        return 2
-    _show(check.round(3), f"The model against the measured runs ({args.results})")
-    _show(plan.round(3), f"Predicted per rank, float32, {args.link_gbps:g} Gb/s link, "
-                         f"{args.latency_us:g} us latency")
-    write_tables(plan, args.out)
-    print(f"\ntables: {args.out}.csv/.json/.md")
-    return 0
 
 
 def plot_sharded(df: pd.DataFrame, path: Path, title: str = "") -> Path:

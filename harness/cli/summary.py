@@ -8,8 +8,8 @@ import textwrap
 
 import pandas as pd
 
-from .check import CheckReport
-from .peers import PEERS_INSTALL
+from ..check import CheckReport
+from ..subjects.peers import PEERS_INSTALL
 
 __all__ = ["WIDTH", "backends_lines", "check_lines", "bench_lines", "versus_lines",
            "verdict_lines", "fit", "size_name"]
@@ -81,7 +81,7 @@ def bench_lines(df: pd.DataFrame) -> list[str]:
 
 
 def versus_lines(comparison: pd.DataFrame, baseline: str, path: str) -> list[str]:
-    """Where the table against ``baseline`` is (harness.tables.versus), and each other
+    """Where the table against ``baseline`` is (harness.core.tables.versus), and each other
     label's smallest ratio over the flat sizes: how much slower than ``baseline`` it is
     at its best (above 1: slower)."""
     flat = comparison[comparison["workload"] == "flat"]
@@ -195,3 +195,25 @@ def _best_peer_lines(peers: pd.DataFrame, sizes: list[int], benched: bool) -> li
         names = ", ".join(f"{size_name(n)} {best[n]}" for n in sizes if n in best.index)
         lines.append(f"best peer{'' if state == 'full' else f' [{state}]'}: {names}")
     return lines
+
+
+def int8_lines(df: pd.DataFrame) -> list[str]:
+    """One line per backend of ``int8_agreement``'s table, for check's terse output."""
+    lines = []
+    for subject, rows in df.groupby("subject", sort=False):
+        judged = rows.dropna(subset=["within_tolerance"])
+        if judged.empty:
+            lines.append(fit(f"int8 state {subject}: {rows['note'].iloc[0]}"))
+            continue
+        lines.append(fit(f"int8 state {subject}: {int(judged['within_tolerance'].sum())}/"
+                         f"{len(judged)} option sets agree; codes differing: "
+                         f"{int(judged['codes_at_boundary'].sum())} at a boundary, "
+                         f"{int(judged['codes_off_boundary'].sum())} elsewhere"))
+    return lines
+
+
+def print_table(df: pd.DataFrame, title: str = "") -> None:
+    """A Markdown table with a "## title" above it, for --verbose."""
+    if title:
+        print(f"\n## {title}\n")
+    print(df.to_markdown(index=False) if not df.empty else "(no rows)")

@@ -1,5 +1,5 @@
 """Who measured: CPU, cores, memory, threads, library versions, GPU name and the
-project's git commit, for every result row (and every results file: harness.results_io)."""
+project's git commit, for every result row (and every results file: harness.core.results_io)."""
 from __future__ import annotations
 
 import functools
@@ -8,6 +8,8 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+
+from backends.cuda.device import cupy_device_name
 
 __all__ = ["machine_info", "machine_id"]
 
@@ -32,14 +34,6 @@ def _version(dist: str) -> str:
         return ""
 
 
-def _gpu_name() -> str:
-    """The first CUDA device's name via CuPy when it is installed and sees one, else ""."""
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    except Exception:  # no cupy, no driver, no device: all mean "no GPU to name"
-        return ""
 
 
 def _memory_gib() -> float | None:
@@ -83,7 +77,7 @@ def machine_info() -> dict:
         "memory_gib": _memory_gib(),
         "numba_threads": int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1)),
         "python": platform.python_version(),
-        "gpu": _gpu_name(),
+        "gpu": cupy_device_name(),
     }
     info.update({f"v_{name.replace('-', '_')}": _version(name) for name in _LIBRARIES})
     info["git_commit"] = _git_commit()

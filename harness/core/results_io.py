@@ -1,5 +1,5 @@
 """Result tables on disk: CSV, JSON and Markdown, each written atomically, each with the
-machine and software that made it (harness.machine): columns in CSV and JSON (a row's own
+machine and software that made it (harness.core.machine): columns in CSV and JSON (a row's own
 values win: a resumed sweep or a pytest-benchmark file says who measured it), a line under
 the Markdown table."""
 from __future__ import annotations

@@ -18,7 +18,7 @@ class UnsupportedOption(ValueError):
 
 class Stepper:
     """Adam over a fixed list of tensors. ``kind`` is "backend" (ours), "emulated" (a GPU
-    kernel's arithmetic on the CPU, harness.emulated_gpu) or "peer"."""
+    kernel's arithmetic on the CPU, harness.subjects.emulated_gpu) or "peer"."""
 
     label: str
     kind: str
@@ -42,7 +42,7 @@ class Stepper:
         """Block until queued work is done (timings read the clock after this)."""
 
     def timer(self):
-        """A device timer for harness.timing (None: the host clock times this stepper)."""
+        """A device timer for harness.core.timing (None: the host clock times this stepper)."""
         return None
 
     def params(self) -> list[np.ndarray]:
@@ -55,7 +55,7 @@ class Stepper:
     def state_nbytes(self) -> int | None:
         """Bytes the optimizer state holds now (moments, 8-bit codes, scales, maps), read
         from the arrays themselves; None when this stepper cannot tell (the tables then use
-        the bytes model, ``harness.tables.state_bytes_per_parameter``)."""
+        the bytes model, ``harness.core.tables.state_bytes_per_parameter``)."""
         return None
 
 

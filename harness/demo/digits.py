@@ -15,13 +15,13 @@ import pandas as pd
 
 from backends import Adam, list_backends
 
-from .results_io import write_tables
+from ..core.results_io import write_tables
 
 __all__ = ["DemoResult", "load_digits_split", "init_params", "loss_and_grads", "accuracy", "train",
            "run_demo", "plot_losses", "LOSS_RTOL"]
 
 #: Final losses of different backends may differ by this much, relatively: float32 rounding
-#: of 200 Adam steps (each backend rounds differently, see harness/tolerances.py), as it
+#: of 200 Adam steps (each backend rounds differently, see harness/check/tolerances.py), as it
 #: propagates through training, measured at about 1e-6 here; 1e-4 leaves room.
 LOSS_RTOL = 1e-4
 

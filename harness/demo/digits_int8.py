@@ -17,8 +17,8 @@ import pandas as pd
 from backends import Adam
 from backends.blockwise import BLOCK, dequantize_m, dequantize_v, is_quantized
 
-from .demo import plot_losses, train
-from .results_io import write_tables
+from ..core.results_io import write_tables
+from . import plot_losses, train
 
 __all__ = ["run_int8_demo", "StepWatcher", "dequantized_moments"]
 

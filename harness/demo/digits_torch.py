@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .demo import DemoResult, accuracy, init_params, load_digits_split, plot_losses
-from .results_io import write_tables
+from ..core.results_io import write_tables
+from . import DemoResult, accuracy, init_params, load_digits_split, plot_losses
 
 __all__ = ["OPTIMIZERS", "train_torch", "run_torch_demo"]
 

@@ -54,12 +54,6 @@ def plan_report(gpu_name: str, results: Path = Path("results")) -> GpuReportPlan
     return GpuReportPlan(gpu_name, results / f"check-{slug}", results / f"bench-{slug}")
 
 
-def _numba_gpu_name() -> str:
-    """The device's name through numba.cuda (machine_info names it through CuPy only)."""
-    from numba import cuda
-
-    name = cuda.get_current_device().name
-    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _run_tests(root: Path) -> int:
@@ -70,15 +64,17 @@ def _run_tests(root: Path) -> int:
 
 def run_gpu_report(repeats: int = 15, max_seconds: float = 2.0) -> int:
     """Tests, check, sweep; 0 when the tests and the check pass, 1 otherwise."""
-    from .check import run_check
-    from .machine import machine_info
-    from .plots import plot_throughput
-    from .results_io import write_tables
-    from .subjects import collect_subjects
-    from .sweep import SweepConfig, run_sweep
+    from ..bench.sweep import SweepConfig, run_sweep
+    from backends.cuda.device import numba_device_name
 
-    plan = plan_report(machine_info()["gpu"] or _numba_gpu_name())
-    root = Path(__file__).resolve().parent.parent
+    from ..check import run_check
+    from ..core.machine import machine_info
+    from ..core.plots import plot_throughput
+    from ..core.results_io import write_tables
+    from ..subjects import collect_subjects
+
+    plan = plan_report(machine_info()["gpu"] or numba_device_name())
+    root = Path(__file__).resolve().parents[2]
     tests_status = _run_tests(root)
     print(f"gpu-report: GPU tests {'passed' if tests_status == 0 else 'FAILED'}")
     report = run_check(collect_subjects(emulated=True), dtypes=plan.dtypes)

@@ -1,4 +1,4 @@
-"""Start ``harness.sharded_worker`` on N ranks with ``mpiexec`` and read back its rows.
+"""Start ``harness.sharded.worker`` on N ranks with ``mpiexec`` and read back its rows.
 
 The ``mpiexec`` of the ``[mpi]`` extra (the mpich wheel) sits beside the venv's python.
 ``MPIEXEC_TIMEOUT`` bounds the whole job, on top of the per-collective deadline, so a
@@ -38,13 +38,13 @@ def mpi_world_size() -> int | None:
 
 
 def run_ranks(ranks: int, job: str, options: list[str], timeout: float = 600.0) -> list[dict]:
-    """Run ``harness.sharded_worker JOB`` on ``ranks`` processes; rank 0's rows. Raises
+    """Run ``harness.sharded.worker JOB`` on ``ranks`` processes; rank 0's rows. Raises
     RuntimeError with the exit status when a rank failed or the job timed out."""
     if mpi_world_size() is not None:
         return _run_inside(ranks, job, options)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rows.json"
-        cmd = [mpiexec_path(), "-n", str(ranks), sys.executable, "-m", "harness.sharded_worker",
+        cmd = [mpiexec_path(), "-n", str(ranks), sys.executable, "-m", "harness.sharded.worker",
                job, "--out", str(out), *options]
         # ranks share the cores: OpenMP threads that spin after a parallel region would
         # starve the other ranks (measured: collectives 100x slower at 2^16)
@@ -57,7 +57,7 @@ def run_ranks(ranks: int, job: str, options: list[str], timeout: float = 600.0) 
 
 def _run_inside(ranks: int, job: str, options: list[str]) -> list[dict]:
     """Already under mpiexec: run the job in this process, on the ranks mpiexec gave."""
-    from .sharded_worker import main
+    from .worker import main
 
     if mpi_world_size() != ranks:
         raise RuntimeError(f"running inside mpiexec with {mpi_world_size()} ranks; "

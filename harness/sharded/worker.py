@@ -1,7 +1,7 @@
 """What each rank runs under ``mpiexec``: the sharded check, bench and digits demo.
 
-``python -m harness.sharded_worker JOB --out FILE.json [options]``; every rank takes part,
-rank 0 writes the JSON rows. ``harness.mpi_launch`` starts it; users call ``adam-bench``.
+``python -m harness.sharded.worker JOB --out FILE.json [options]``; every rank takes part,
+rank 0 writes the JSON rows. ``harness.sharded.mpi_launch`` starts it; users call ``adam-bench``.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from backends import Adam, get_backend
 from backends.sharded.comm import MPIComm
 from backends.sharded.adam import ShardedAdam
 
-from .agreement import OPTION_SETS
-from .problems import MIXED_SHAPES, random_problem
+from ..check.agreement import OPTION_SETS
+from ..core.problems import MIXED_SHAPES, random_problem
 
 __all__ = ["check_rows", "bench_rows", "demo_rows", "mean_of", "main"]
 
@@ -153,7 +153,7 @@ def demo_rows(comm, backend: str, steps: int, lr: float, seed: int) -> list[dict
     the averaged gradient, and the plain full-batch run of ``adam-bench demo``."""
     from threadpoolctl import threadpool_limits
 
-    from .demo import init_params, loss_and_grads, accuracy, load_digits_split
+    from ..demo import init_params, loss_and_grads, accuracy, load_digits_split
 
     x, y, x_test, y_test = load_digits_split(seed)
     parts = np.array_split(np.arange(len(x)), comm.size)
@@ -199,7 +199,7 @@ def demo_rows(comm, backend: str, steps: int, lr: float, seed: int) -> list[dict
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m harness.sharded_worker")
+    p = argparse.ArgumentParser(prog="python -m harness.sharded.worker")
     p.add_argument("job", choices=["check", "bench", "demo"])
     p.add_argument("--out", required=True, help="JSON file rank 0 writes the rows to")
     p.add_argument("--backend", default="numba", help="backend name (check: a comma list)")

@@ -1,41 +1,15 @@
-"""What the harness runs: our available backends and the peers (harness.peers)."""
+"""What the harness runs: our available backends, the GPU kernels' arithmetic emulated
+on the CPU, and the peers (harness.subjects.peers)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
-from backends import Backend, BackendUnavailable, backend_names, get_backend
+from backends import BackendUnavailable, backend_names, get_backend
 
 from .emulated_gpu import EMULATED, EmulatedGpuStepper
-from .steppers import BackendStepper
+from .peers import collect_peers
+from .subject import Subject, backend_subject
 
-__all__ = ["Subject", "backend_subject", "collect_subjects"]
+__all__ = ["collect_subjects"]
 
-
-@dataclass
-class Subject:
-    """A named way to make Steppers; ``make`` is None when it can't run (``reason`` says why).
-
-    ``state`` is "int8" for peers whose moments are always 8-bit (judged apart, without a
-    verdict, and benchmarked in the 8-bit state rows), "full" for every other subject
-    (ours keep the state format ``AdamConfig.state_dtype`` asks for); ``build_seconds`` is a one-time native build done when the subject was made.
-    """
-
-    label: str
-    kind: str
-    device: str
-    make: Callable | None
-    reason: str | None = None
-    backend: Backend | None = None
-    state: str = "full"
-    build_seconds: float = 0.0
-
-
-def backend_subject(backend: Backend) -> Subject:
-    """The subject of one of our (or a plugin's) backends, already constructed."""
-    return Subject(backend.name, "backend", backend.device,
-                   lambda params, cfg, **layout: BackendStepper(backend, params, cfg, **layout),
-                   backend=backend)
 
 
 def collect_subjects(backends: list[str] | None = None, peers: bool | list[str] = True,
@@ -43,13 +17,11 @@ def collect_subjects(backends: list[str] | None = None, peers: bool | list[str] 
     """Subjects for these backend names (default: all registered), then the peers: all of
     them with ``peers=True``, these labels with a list, none with False; with
     ``emulated``, also the GPU kernels' arithmetic emulated on the CPU
-    (harness.emulated_gpu), judged like our backends.
+    (harness.subjects.emulated_gpu), judged like our backends.
 
     Each backend is constructed once here (kernels compiled), outside any timing; each
     peer's adapter is imported (and its native op built) here too.
     """
-    from .peers import collect_peers
-
     subjects = []
     for name in backends or backend_names():
         try:

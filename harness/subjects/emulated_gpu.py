@@ -29,7 +29,7 @@ import numpy as np
 from backends import AdamConfig
 from backends.scalars import StepScalars
 
-from .steppers import Stepper
+from ..core.steppers import Stepper
 
 __all__ = ["fma", "gpu_element_update", "CountingOps", "EmulatedGpuStepper", "EMULATED"]
 

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from backends import AdamConfig, list_backends
-from harness.bench_report import EXTRA_INFO_KEYS
-from harness.peers import peer_labels
-from harness.roofline import roofline_arrays, roofline_unavailable_reason
-from harness.steppers import UnsupportedOption
+from harness.bench.report import EXTRA_INFO_KEYS
+from harness.subjects.peers import peer_labels
+from harness.bench.roofline import roofline_arrays, roofline_unavailable_reason
+from harness.core.steppers import UnsupportedOption
 from harness.subjects import collect_subjects
-from harness.workloads import parse_sizes
+from harness.bench.workloads import parse_sizes
 
 SIZES = parse_sizes(os.environ.get("ADAM_BENCH_SIZES", "2^10..2^22:4"))
 PYTHON_MAX = 2**14

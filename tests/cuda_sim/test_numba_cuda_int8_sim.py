@@ -13,7 +13,7 @@ import pytest
 
 from backends import Adam, get_backend
 from backends import blockwise as bw
-from harness.agreement import OPTION_SETS
+from harness.check.agreement import OPTION_SETS
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from backends import AdamConfig, get_backend, list_backends
-from harness.agreement import OPTION_SETS, run_with_reference
-from harness.problems import MIXED_SHAPES, random_problem
-from harness.steppers import BackendStepper
+from harness.check.agreement import OPTION_SETS, run_with_reference
+from harness.core.problems import MIXED_SHAPES, random_problem
+from harness.core.steppers import BackendStepper
 
 
 @pytest.fixture(scope="module")

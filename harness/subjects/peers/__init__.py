@@ -13,7 +13,7 @@ import importlib
 import time
 from dataclasses import dataclass
 
-from ..subjects import Subject
+from ..subject import Subject
 
 __all__ = ["Peer", "PEERS", "PEERS_INSTALL", "peer_labels", "collect_peers", "load_peer", "describe_failure"]
 
@@ -41,23 +41,23 @@ class Peer:
 _TORCH = ("torch",)
 
 PEERS: tuple[Peer, ...] = (
-    Peer("torch-forloop", "harness.peers.torch_adam", _TORCH,
+    Peer("torch-forloop", "harness.subjects.peers.torch_adam", _TORCH,
          options=(("implementation", "forloop"),)),
-    Peer("torch-foreach", "harness.peers.torch_adam", _TORCH,
+    Peer("torch-foreach", "harness.subjects.peers.torch_adam", _TORCH,
          options=(("implementation", "foreach"),)),
-    Peer("torch-fused", "harness.peers.torch_adam", _TORCH,
+    Peer("torch-fused", "harness.subjects.peers.torch_adam", _TORCH,
          options=(("implementation", "fused"),)),
-    Peer("torch-compile", "harness.peers.torch_compile", _TORCH),
+    Peer("torch-compile", "harness.subjects.peers.torch_compile", _TORCH),
     # ours, through torch.optim (backends.torch), measured the way the torch peers are
-    Peer("numba (torch.optim)", "harness.peers.torch_optim_adapter", _TORCH,
+    Peer("numba (torch.optim)", "harness.subjects.peers.torch_optim_adapter", _TORCH,
          install="pip install -e '.[torch]'"),
-    Peer("numba (torch.optim) new grads", "harness.peers.torch_optim_adapter", _TORCH,
+    Peer("numba (torch.optim) new grads", "harness.subjects.peers.torch_optim_adapter", _TORCH,
          install="pip install -e '.[torch]'", options=(("grads", "new"),)),
-    Peer("deepspeed-cpu-adam", "harness.peers.deepspeed_cpu_adam", ("torch", "deepspeed")),
-    Peer("optax", "harness.peers.optax_adam", ("jax", "optax")),
-    Peer("bnb-adam8bit", "harness.peers.bnb_adam8bit", ("torch", "bitsandbytes"),
+    Peer("deepspeed-cpu-adam", "harness.subjects.peers.deepspeed_cpu_adam", ("torch", "deepspeed")),
+    Peer("optax", "harness.subjects.peers.optax_adam", ("jax", "optax")),
+    Peer("bnb-adam8bit", "harness.subjects.peers.bnb_adam8bit", ("torch", "bitsandbytes"),
          state="int8"),
-    Peer("torchao-adamw8bit", "harness.peers.torchao_adamw8bit", ("torch", "torchao"),
+    Peer("torchao-adamw8bit", "harness.subjects.peers.torchao_adamw8bit", ("torch", "torchao"),
          state="int8"),
 )
 

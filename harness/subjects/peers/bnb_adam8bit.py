@@ -16,7 +16,7 @@ from bitsandbytes.optim import Adam8bit, AdamW8bit
 
 from backends import AdamConfig
 
-from ..steppers import UnsupportedOption
+from ...core.steppers import UnsupportedOption
 from .torch_adam import TorchStepper
 
 __all__ = ["Bnb8bitStepper", "STEPPER"]

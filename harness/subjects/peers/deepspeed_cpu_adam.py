@@ -20,7 +20,7 @@ from deepspeed.ops.op_builder import CPUAdamBuilder  # noqa: E402
 
 from backends import AdamConfig  # noqa: E402
 
-from ..steppers import UnsupportedOption  # noqa: E402
+from ...core.steppers import UnsupportedOption  # noqa: E402
 from .torch_adam import TorchStepper  # noqa: E402
 
 __all__ = ["DeepSpeedStepper", "STEPPER", "build"]

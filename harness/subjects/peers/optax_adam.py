@@ -22,7 +22,7 @@ import optax  # noqa: E402
 
 from backends import AdamConfig  # noqa: E402
 
-from ..steppers import Stepper, UnsupportedOption  # noqa: E402
+from ...core.steppers import Stepper, UnsupportedOption  # noqa: E402
 
 __all__ = ["OptaxStepper", "STEPPER", "optax_transform"]
 

@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from backends import AdamConfig
 
-from ..steppers import Stepper
+from ...core.steppers import Stepper
 
 __all__ = ["IMPLEMENTATIONS", "TorchStepper", "STEPPER", "torch_adam"]
 

@@ -18,7 +18,7 @@ from torchao.optim import Adam8bit, AdamW8bit
 
 from backends import AdamConfig
 
-from ..steppers import UnsupportedOption
+from ...core.steppers import UnsupportedOption
 from ._dynamo import allow_one_entry_per_optimizer, compiled_graphs
 from .torch_adam import TorchStepper
 

@@ -1,0 +1,6 @@
+"""``python -m harness.cli``: the same as ``adam-bench``."""
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,70 @@
+"""``adam-bench demo``: the digits MLP trained with every CPU backend (or float32 beside
+8-bit state, ``--state int8``; on MPI ranks, ``--ranks``)."""
+from __future__ import annotations
+
+from . import options
+from .summary import print_table
+
+__all__ = ["add_parser", "cmd_demo"]
+
+
+def add_parser(sub) -> None:
+    """The ``demo`` subcommand."""
+    p = sub.add_parser("demo", help="train an MLP on scikit-learn's digits with every CPU "
+                                    "backend from one seed; plot the loss curves")
+    p.add_argument("--steps", type=options.positive_int, default=200,
+                   help="full-batch steps (default 200)")
+    p.add_argument("--no-peers", action="store_true", help="leave out torch's Adam")
+    p.add_argument("--out", default="results/demo-digits", help="path stem")
+    p.add_argument("--ranks", type=options.ranks, help=options.RANKS_HELP)
+    p.add_argument("--state", choices=["int8"], help="instead: float32 state beside 8-bit "
+                   "state (default out results/demo-digits-int8)")
+    p.add_argument("--torch", action="store_true", help="instead: the MLP as a torch model "
+                   "trained with backends.torch.Adam and torch.optim.Adam (default out "
+                   "results/demo-digits-torch)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    if args.ranks:
+        from .sharded import cmd_demo as sharded
+
+        return sharded(args)
+    from ..demo import run_demo
+
+    if args.state == "int8":
+        return _demo_int8(args)
+    if args.torch:
+        return _demo_torch(args)
+    result = run_demo(steps=args.steps, out_stem=args.out, include_peers=not args.no_peers)
+    print_table(result.summary, f"Digits MLP trained with Adam on every CPU backend "
+                                 f"({args.steps} full-batch steps, same seed)")
+    print(f"\nplot: {result.plot}\ntables: {args.out}.csv/.json/.md")
+    return 0 if result.ok else 1
+
+
+def _demo_torch(args) -> int:
+    from ..demo.digits_torch import run_torch_demo
+
+    out = args.out if args.out != "results/demo-digits" else "results/demo-digits-torch"
+    result = run_torch_demo(steps=args.steps, out_stem=out)
+    print_table(result.summary, f"Digits MLP in torch (autograd), our torch.optim Adam and "
+                                 f"torch.optim.Adam ({args.steps} full-batch steps, same seed)")
+    print(f"\nplot: {result.plot}\ntables: {out}.csv/.json/.md")
+    return 0 if result.ok else 1
+
+
+def _demo_int8(args) -> int:
+    from ..demo.digits_int8 import run_int8_demo
+
+    out = args.out if args.out != "results/demo-digits" else "results/demo-digits-int8"
+    summary, _ = run_int8_demo(steps=args.steps, out_stem=out)
+    print_table(summary, f"Digits MLP, numba backend, float32 state and 8-bit state "
+                          f"({args.steps} full-batch steps, same seed)")
+    print(f"\nplot: {out}.png\ntables: {out}.csv/.json/.md")
+    return 0
+
+
+#: The tour's own options for its steps: a sweep of flat tensors with fewer, shorter
+#: repeats than ``bench``'s defaults, so a first run takes about a minute
+#: (``adam-bench bench`` measures everything).
