@@ -82,14 +82,10 @@ def array_view(t, backend):
     ``__cuda_array_interface__``."""
     if backend.device == "cpu":
         return t.detach().numpy()
-    library = backend.array_type.__module__.split(".")[0]
-    if library == "cupy":
-        import cupy
+    from .cuda.device import device_array_view
 
-        return cupy.asarray(t.detach())
-    if library == "numba":
-        from numba import cuda
-
-        return cuda.as_cuda_array(t.detach())
+    view = device_array_view(t.detach(), backend.array_type)
+    if view is not None:
+        return view
     raise TypeError(f"the {backend.name} backend's arrays ({backend.array_type.__name__}) "
                     "cannot view torch CUDA tensors; use numba-cuda or cupy")

@@ -24,7 +24,7 @@ __all__ = ["Communicator", "MPIComm", "TorchComm", "CommTimeout", "DEFAULT_TIMEO
 DEFAULT_TIMEOUT = float(os.environ.get("ADAM_COMM_TIMEOUT", "300"))
 #: Exit status of every rank when a collective times out (``MPI_Abort``'s error code).
 ABORT_EXIT_CODE = 3
-#: Elements per point-to-point message in the ring reduce-scatter (measured: see README).
+#: Elements per point-to-point message in the ring reduce-scatter (measured: see docs/sharded.md).
 DEFAULT_BUCKET = 2**18
 
 

@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
                    help="skip pure Python above this many elements (default 65536)")
     p.add_argument("--no-peers", action="store_true", help="leave out the peers' rows")
     p.add_argument("--peers", type=options.peer_names,
-                   help="comma-separated peer labels (default: all; see README)")
+                   help="comma-separated peer labels (default: all; see docs/peers.md)")
     p.add_argument("--state", choices=["int8"],
                    help="also measure 8-bit state (float32; rows labelled NAME[int8])")
     p.add_argument("--resume", action="store_true", help="skip cells already in OUT.csv")

@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
                    help="problem seed (default 0)")
     p.add_argument("--no-peers", action="store_true", help="leave out the peers' rows")
     p.add_argument("--peers", type=options.peer_names,
-                   help="comma-separated peer labels (default: all; see README)")
+                   help="comma-separated peer labels (default: all; see docs/peers.md)")
     p.add_argument("--gpu-emulation", action="store_true", default=argparse.SUPPRESS,
                    help="also judge the GPU kernels' arithmetic emulated on the CPU and "
                         "numba-cuda's 8-bit kernel under the CUDA simulator (a few minutes)")
