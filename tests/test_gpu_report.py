@@ -22,8 +22,8 @@ def test_without_a_gpu_it_refuses_in_one_line(capsys):
 
 def test_plan_names_files_after_the_gpu_and_sweeps_2_12_to_2_28():
     plan = plan_report("NVIDIA H100 80GB HBM3")
-    assert plan.bench_stem == Path("results/bench-nvidia-h100-80gb-hbm3")
-    assert plan.check_stem == Path("results/check-nvidia-h100-80gb-hbm3")
+    assert plan.bench_stem == Path("results/local/bench-nvidia-h100-80gb-hbm3")
+    assert plan.check_stem == Path("results/local/check-nvidia-h100-80gb-hbm3")
     assert plan.sizes[0] == 2**12 and plan.sizes[-1] == 2**28
     assert plan.dtypes == ("float32", "float64")
     assert plan.states == ("full", "int8")

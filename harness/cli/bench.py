@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="skip cells already in OUT.csv")
     p.add_argument("--allow-large-memory", action="store_true",
                    help="run a sweep whose largest cell needs more memory than is available")
-    p.add_argument("--out", default="results/bench", help="path stem (default results/bench)")
+    p.add_argument("--out", default="results/local/bench",
+                   help="path stem (default results/local/bench)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", **options.VERBOSE)

@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--gpu-emulation", action="store_true", default=argparse.SUPPRESS,
                    help="also judge the GPU kernels' arithmetic emulated on the CPU and "
                         "numba-cuda's 8-bit kernel under the CUDA simulator (a few minutes)")
-    p.add_argument("--out", default="results/check", help="table path stem (default results/check)")
+    p.add_argument("--out", default="results/local/check",
+                   help="table path stem (default results/local/check)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", **options.VERBOSE)
     p.add_argument("--ranks", type=options.ranks, help=options.RANKS_HELP)

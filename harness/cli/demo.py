@@ -15,13 +15,13 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=options.positive_int, default=200,
                    help="full-batch steps (default 200)")
     p.add_argument("--no-peers", action="store_true", help="leave out torch's Adam")
-    p.add_argument("--out", default="results/demo-digits", help="path stem")
+    p.add_argument("--out", default="results/local/demo-digits", help="path stem")
     p.add_argument("--ranks", type=options.ranks, help=options.RANKS_HELP)
     p.add_argument("--state", choices=["int8"], help="instead: float32 state beside 8-bit "
-                   "state (default out results/demo-digits-int8)")
+                   "state (default out results/local/demo-digits-int8)")
     p.add_argument("--torch", action="store_true", help="instead: the MLP as a torch model "
                    "trained with backends.torch.Adam and torch.optim.Adam (default out "
-                   "results/demo-digits-torch)")
+                   "results/local/demo-digits-torch)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -46,7 +46,8 @@ def cmd_demo(args) -> int:
 def _demo_torch(args) -> int:
     from ..demo.digits_torch import run_torch_demo
 
-    out = args.out if args.out != "results/demo-digits" else "results/demo-digits-torch"
+    out = (args.out if args.out != "results/local/demo-digits"
+           else "results/local/demo-digits-torch")
     result = run_torch_demo(steps=args.steps, out_stem=out)
     print_table(result.summary, f"Digits MLP in torch (autograd), our torch.optim Adam and "
                                  f"torch.optim.Adam ({args.steps} full-batch steps, same seed)")
@@ -57,7 +58,8 @@ def _demo_torch(args) -> int:
 def _demo_int8(args) -> int:
     from ..demo.digits_int8 import run_int8_demo
 
-    out = args.out if args.out != "results/demo-digits" else "results/demo-digits-int8"
+    out = (args.out if args.out != "results/local/demo-digits"
+           else "results/local/demo-digits-int8")
     summary, _ = run_int8_demo(steps=args.steps, out_stem=out)
     print_table(summary, f"Digits MLP, numba backend, float32 state and 8-bit state "
                           f"({args.steps} full-batch steps, same seed)")

@@ -11,7 +11,7 @@ __all__ = ["add_parser", "cmd_gpu_report"]
 def add_parser(sub) -> None:
     """The ``gpu-report`` subcommand."""
     p = sub.add_parser("gpu-report", help="on a GPU: the GPU tests, check and the GPU sweep "
-                                          "(2^12..2^28), written to results/*-<gpu>.*")
+                                          "(2^12..2^28), written to results/local/*-<gpu>.*")
     p.add_argument("--repeats", type=options.positive_int, default=15,
                    help="timed batches per cell (default 15)")
     p.add_argument("--max-seconds", type=options.positive_float, default=2.0,

@@ -1,7 +1,7 @@
 """``adam-bench``: list backends, check agreement, sweep throughput, report, select, demo.
 
 With no subcommand it runs the tour: backends, a check, and the default sweep, writing
-everything to results/ (a few minutes on a 2-core laptop), and ends with a verdict per
+everything to results/local/ (a few minutes on a 2-core laptop), and ends with a verdict per
 subject (harness.cli.summary); --verbose prints the full tables as well."""
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="adam-bench",
         description="Check and measure interchangeable Adam backends. With no subcommand: "
                     "list backends, run the agreement check, then the default throughput "
-                    "sweep (a few minutes), writing tables and plots to results/.")
+                    "sweep (a few minutes), writing tables and plots to results/local/.")
     parser.set_defaults(func=cmd_tour, tour=False, tour_options=TOUR_OPTIONS)
     parser.add_argument("--verbose", action="store_true",
                         help="print the full Markdown tables, not only the verdicts")

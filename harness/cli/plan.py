@@ -23,9 +23,10 @@ def add_parser(sub) -> None:
                    help="link bandwidth per rank, gigabits/s (default 100)")
     p.add_argument("--latency-us", type=options.non_negative_float, default=10.0,
                    help="latency per message, microseconds (default 10)")
-    p.add_argument("--results", default="results/bench-sharded.csv",
+    p.add_argument("--results", default="results/bench/sharded-1-2-ranks.csv",
                    help="the sharded bench table (adam-bench bench --ranks 1,2)")
-    p.add_argument("--out", default="results/plan", help="path stem (default results/plan)")
+    p.add_argument("--out", default="results/local/plan",
+                   help="path stem (default results/local/plan)")
     p.set_defaults(func=cmd_plan)
 
 

@@ -15,10 +15,10 @@ def add_parser(sub) -> None:
                                       "sweep's tables and plot; --html: one page from a "
                                       "results folder")
     p.add_argument("json", nargs="?", help="file written by pytest --benchmark-json=FILE")
-    p.add_argument("--html", nargs="?", const="results", metavar="RESULTS_DIR",
+    p.add_argument("--html", nargs="?", const="results/local", metavar="RESULTS_DIR",
                    help="write one self-contained HTML page (plots, tables, verdicts, "
-                        "metadata) of the tables in RESULTS_DIR (default results)")
-    p.add_argument("--out", help="path stem (default results/pytest-benchmark-report); "
+                        "metadata) of the tables in RESULTS_DIR (default results/local)")
+    p.add_argument("--out", help="path stem (default results/local/pytest-benchmark-report); "
                                  "with --html the page (default RESULTS_DIR/report.html)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     p.set_defaults(func=cmd_report)
@@ -55,7 +55,7 @@ def _benchmark_report(args) -> int:
     from ..core.results_io import write_tables
     from ..core.tables import summary
 
-    args.out = args.out or "results/pytest-benchmark-report"
+    args.out = args.out or "results/local/pytest-benchmark-report"
 
     if Path(args.out).with_suffix(".json").resolve() == Path(args.json).resolve():
         print(f"report: --out {args.out} would overwrite {args.json}; choose another --out",

@@ -59,7 +59,8 @@ def cmd_bench(args) -> int:
         return 0
     from ..core.machine import machine_id
 
-    out = Path(args.out if args.out != "results/bench" else "results/bench-sharded")
+    out = Path(args.out if args.out != "results/local/bench"
+               else "results/local/bench-sharded")
     shown = ["ranks", "elements", "reduce_scatter_us", "update_us", "all_gather_us", "total_us",
              "single_process_us", "total_over_single", "reduce_scatter_gb_per_s",
              "all_gather_gb_per_s", "comm_gb_per_s", "memcpy_gb_per_s", "comm_over_memcpy",
@@ -80,7 +81,8 @@ def cmd_demo(args) -> int:
         return 2
     if df.empty:
         return 0
-    out = Path(args.out if args.out != "results/demo-digits" else "results/demo-sharded")
+    out = Path(args.out if args.out != "results/local/demo-digits"
+               else "results/local/demo-sharded")
     write_tables(df, out)
     print_table(df, f"Digits MLP, data-parallel with sharded Adam ({args.steps} steps)")
     same = bool(df["params_equal_bits"].fillna(True).all())

@@ -29,7 +29,7 @@ def cmd_tour(args) -> int:
         step.no_peers = step.no_peers or args.no_peers
         return step
 
-    print("# adam-bench: backends, agreement check, throughput sweep (tables in results/)")
+    print("# adam-bench: backends, agreement check, throughput sweep (tables in results/local/)")
     cmd_backends(args)
     report = check.check_and_print(step_args("check"))
     df = bench.bench_and_print(step_args("bench")) if report.ok else None

@@ -14,7 +14,9 @@ from backends.files import atomic_write
 __all__ = ["RESULTS_DIR", "atomic_write_text", "with_metadata", "metadata_line", "write_tables",
            "read_table"]
 
-RESULTS_DIR = Path("results")
+#: Where every command writes by default: ignored by git, so a run never rewrites the
+#: curated results/<command>/ files (results/README.md says which command made each).
+RESULTS_DIR = Path("results/local")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

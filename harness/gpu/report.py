@@ -5,7 +5,8 @@ real device), the agreement check with the GPU backends beside the CPU ones and 
 emulated GPU subjects (and the 8-bit state agreement of the GPU kernels), and the GPU
 sweep (2^12..2^28 elements, float32 and float64, with and without amsgrad, and float32
 with 8-bit state beside its own roofline; the GPU roofline timed beside every cell), writing
-``results/check-<gpu>.*`` and ``results/bench-<gpu>.*``. Without a GPU it refuses at once.
+``results/local/check-<gpu>.*`` and ``results/local/bench-<gpu>.*``. Without a GPU it refuses
+at once.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ class GpuReportPlan:
     states: tuple[str, ...] = ("full", "int8")
 
 
-def plan_report(gpu_name: str, results: Path = Path("results")) -> GpuReportPlan:
+def plan_report(gpu_name: str, results: Path = Path("results/local")) -> GpuReportPlan:
     """The plan for a GPU called ``gpu_name`` ("NVIDIA H100 80GB HBM3" -> files
     ``bench-nvidia-h100-80gb-hbm3.*``)."""
     slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "gpu"
