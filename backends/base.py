@@ -15,6 +15,7 @@ import numpy as np
 from . import validation
 from .blockwise import init_quantized_state
 from .config import AdamConfig, checked_lr
+from .formats import uses_low_precision
 from .quantized_step import (apply_quantized, check_quantized, prepare_quantized,
                              require_int8_support)
 from .state import AdamState, to_host
@@ -43,6 +44,8 @@ class Backend:
     array_type: type = np.ndarray
     #: Whether ``_update_quantized`` implements 8-bit state (``state_dtype="int8"``).
     supports_int8_state: bool = False
+    #: Whether ``_update_low_precision`` implements low-precision params and state.
+    supports_low_precision: bool = False
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -91,7 +94,12 @@ class Backend:
     def init_state(self, params, cfg: AdamConfig | None = None) -> AdamState:
         """Zero moments for ``params``; ``max_exp_avg_sq`` too when ``cfg.amsgrad``. Each
         moment's tensors are views into one buffer per dtype, back to back."""
-        params = check_tensors(self, as_list(params, "params"), "params")
+        params = as_list(params, "params")
+        if uses_low_precision(cfg or AdamConfig(), params, None):
+            from .low_precision_step import init_low_precision_state
+
+            return init_low_precision_state(self, params, cfg or AdamConfig())
+        params = check_tensors(self, params, "params")
         amsgrad = cfg is not None and cfg.amsgrad
         if cfg is not None and cfg.state_dtype == "int8":
             require_int8_support(self, params)
@@ -125,7 +133,8 @@ class Backend:
 
         return AdamState(host.step, convert(host.exp_avg), convert(host.exp_avg_sq),
                          convert(host.max_exp_avg_sq), convert(host.exp_avg_scale),
-                         convert(host.exp_avg_sq_scale), convert(host.max_exp_avg_sq_scale))
+                         convert(host.exp_avg_sq_scale), convert(host.max_exp_avg_sq_scale),
+                         convert(host.master_params), convert(host.compensation))
 
     # --- the step -----------------------------------------------------------------------
     def step(self, params, grads, state: AdamState, cfg: AdamConfig, lr=None) -> None:
@@ -162,6 +171,11 @@ class Backend:
         runs it."""
         if lr is not None:
             lr = checked_lr(lr)
+        if isinstance(cfg, AdamConfig) and uses_low_precision(cfg, params, state):
+            from .low_precision_step import apply_low_precision, prepare_low_precision
+
+            return apply_low_precision, (self, *prepare_low_precision(
+                self, params, grads, state, cfg), state, cfg, lr)
         if isinstance(cfg, AdamConfig) and cfg.state_dtype is not None:
             return apply_quantized, (self, *prepare_quantized(self, params, grads, state, cfg),
                                      state, cfg, lr)
@@ -225,6 +239,14 @@ class Backend:
         (else None). See ``backends.blockwise`` for the algorithm."""
         raise NotImplementedError
 
+    def _update_low_precision(self, p, g, m, v, vmax, master, compensation, cfg: AdamConfig,
+                              t: int, key: int | None, lr=None) -> None:
+        """Step ``t`` of one tensor with low-precision params or state (1-D arrays, see
+        ``backends.low_precision_step``) at learning rate ``lr`` (None: cfg.lr): ``vmax``,
+        ``master`` and ``compensation`` are None when not used; ``key`` is the tensor's
+        ``formats.stream_key`` with stochastic rounding, else None."""
+        raise NotImplementedError
+
     # --- copies -------------------------------------------------------------------------
     def _options(self) -> dict:
         """The constructor's keyword arguments that made this backend (for pickling)."""
@@ -251,6 +273,11 @@ class Backend:
     def check_state(self, params, state: AdamState, cfg: AdamConfig) -> None:
         """Every check ``step`` makes of params, state and config (not of gradients), and
         nothing changed: for restoring a state before its first step."""
+        if isinstance(cfg, AdamConfig) and uses_low_precision(cfg, params, state):
+            from .low_precision_step import check_low_precision
+
+            check_low_precision(self, params, None, state, cfg)
+            return
         if isinstance(cfg, AdamConfig) and cfg.state_dtype is not None:
             check_quantized(self, params, None, state, cfg)
         else:

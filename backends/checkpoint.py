@@ -12,6 +12,7 @@ import numpy as np
 from .blockwise import SCALE_NAMES, is_quantized, n_blocks
 from .config import AdamConfig
 from .files import atomic_write
+from .formats import BFLOAT16, LOW_PRECISION_DTYPES, bits_view, uses_low_precision
 from .state import checked_step
 from .validation import FLOAT_DTYPES
 
@@ -19,7 +20,9 @@ __all__ = ["FORMAT", "write_checkpoint", "read_checkpoint"]
 
 FORMAT = "adam-backends/1"
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+_LOW_PRECISION = ("master_params", "compensation")
 _CONFIG_FIELDS = [f.name for f in dataclasses.fields(AdamConfig)]
+_TEXT_FIELDS = ("state_dtype", "rounding")
 
 
 def write_checkpoint(path: str | os.PathLike, state_dict: dict) -> None:
@@ -41,10 +44,10 @@ def write_checkpoint(path: str | os.PathLike, state_dict: dict) -> None:
             [{**g, "step": checked_step(s["step"])} for g, s in zip(groups, states)]))
     first = 0
     for state in states:
-        for name in _MOMENTS + SCALE_NAMES:
+        for name in _MOMENTS + SCALE_NAMES + _LOW_PRECISION:
             for i, a in enumerate(state.get(name) or []):
-                if a is not None:
-                    arrays[f"{name}.{first + i}"] = a
+                if a is not None:  # bfloat16 as its uint16 bits: .npy has no bfloat16
+                    arrays[f"{name}.{first + i}"] = bits_view(a) if a.dtype == BFLOAT16 else a
         first += len(state["exp_avg"])
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
@@ -83,7 +86,7 @@ def _read(archive: zipfile.ZipFile, path, params) -> dict:
         field = key.split(".", 1)[1]
         if field not in _CONFIG_FIELDS:
             raise ValueError(f"{path}: unknown config field {field!r}")
-        config[field] = _scalar(archive, key, "U" if field == "state_dtype" else "fiub").item()
+        config[field] = _scalar(archive, key, "U" if field in _TEXT_FIELDS else "fiub").item()
     groups = _groups(archive, members, config, step, n)
     states = [_group_state(archive, members, path, params, g) for g in groups]
     return {"config": config, "backend": backend, "param_groups": groups,
@@ -113,6 +116,9 @@ def _groups(archive, members, config, step, n) -> list[dict]:
 def _group_state(archive, members, path, params, group) -> dict:
     """One group's state dict, its arrays checked against its params."""
     indices = group["params"]
+    cfg = AdamConfig(**{k: v for k, v in group.items() if k not in ("params", "step")})
+    if uses_low_precision(cfg, [params[i] for i in indices], None):
+        return _read_low_precision(archive, members, path, params, group, cfg)
     int8 = group.get("state_dtype") == "int8"
     quantized = [int8 and is_quantized(params[i]) for i in indices]
     state = {"step": group["step"]}
@@ -132,6 +138,32 @@ def _group_state(archive, members, path, params, group) -> dict:
                 _array(archive, f"{name}_scale.{i}.npy", (n_blocks(params[i].size),),
                        np.dtype(np.float32)) if q else None
                 for i, q in zip(indices, quantized)]
+    return state
+
+
+def _read_low_precision(archive, members, path, params, group, cfg) -> dict:
+    """One group's state of low-precision params: every field ``tensor_layout`` gives
+    them, of its dtype (bfloat16 stored as uint16 bits), amsgrad's maximum only if
+    present."""
+    from .low_precision_step import tensor_layout
+
+    indices = group["params"]
+    state = {"step": group["step"]}
+    wanted = set(tensor_layout(BFLOAT16, cfg))  # the same fields for every dtype
+    for name in _MOMENTS + _LOW_PRECISION:
+        keys = [f"{name}.{i}.npy" for i in indices]
+        present = [k in members for k in keys]
+        if not any(present) and (name == "max_exp_avg_sq" or name not in wanted):
+            state[name] = None
+            continue
+        if name not in wanted:
+            raise ValueError(f"holds {name}, which the config does not use")
+        if not all(present):
+            raise ValueError(f"{path}: lacks {name} for tensor "
+                             f"{indices[present.index(False)]}")
+        state[name] = [_array(archive, k, tuple(params[i].shape),
+                              tensor_layout(params[i].dtype, cfg)[name])
+                       for k, i in zip(keys, indices)]
     return state
 
 
@@ -172,7 +204,10 @@ def _scalar(archive, key, kinds):
 
 def _array(archive, member, shape, dtype) -> np.ndarray:
     found_shape, found_dtype = _header(archive, member)
-    if found_dtype not in FLOAT_DTYPES + (np.dtype(np.uint8),) or found_dtype != dtype or found_shape != shape:
+    stored = np.dtype(np.uint16) if dtype == BFLOAT16 else dtype
+    allowed = FLOAT_DTYPES + LOW_PRECISION_DTYPES + (np.dtype(np.uint8), np.dtype(np.uint16))
+    if found_dtype not in allowed or found_dtype != stored or found_shape != shape:
         raise ValueError(f"{member[:-4]} is {found_dtype} {found_shape}; params need "
-                         f"{dtype} {shape}")
-    return _read_member(archive, member)
+                         f"{stored} {shape}")
+    array = _read_member(archive, member)
+    return array.view(BFLOAT16) if dtype == BFLOAT16 else array

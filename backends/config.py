@@ -6,10 +6,18 @@ import math
 import numbers
 from dataclasses import asdict, dataclass
 
-__all__ = ["AdamConfig", "STATE_DTYPES", "checked_lr"]
+import numpy as np
 
-#: AdamConfig.state_dtype's values: None (the params' dtype) or "int8" (blockwise 8-bit).
-STATE_DTYPES = (None, "int8")
+__all__ = ["AdamConfig", "STATE_DTYPES", "ROUNDINGS", "MAX_SEED", "checked_lr"]
+
+#: AdamConfig.state_dtype's values: None (the dtype of the weights stepped: the params',
+#: or float32 with master weights), "float32", "bfloat16", or "int8" (blockwise 8-bit).
+STATE_DTYPES = (None, "float32", "bfloat16", "int8")
+#: AdamConfig.rounding's values: how low-precision params without master weights are
+#: written (see backends.formats).
+ROUNDINGS = ("nearest", "stochastic", "kahan")
+#: The largest seed: seeds are unsigned 64-bit integers.
+MAX_SEED = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -20,8 +28,19 @@ class AdamConfig:
     with ``decoupled=True`` it multiplies ``p`` by ``1 - lr * weight_decay`` first (AdamW).
     ``amsgrad`` bias-corrects the running maximum of the second moment; ``maximize``
     steps along ``+gradient``. ``state_dtype`` is how m and v (and amsgrad's maximum) are
-    stored: None keeps them in the params' dtype; "int8" stores float32 params' moments as
-    one byte per element plus one float32 scale per block (``backends.blockwise``). Bad values raise ValueError naming the field and value.
+    stored: None keeps them in the dtype of the weights stepped (the params', float32 with
+    master weights), "float32" or "bfloat16" in that dtype; "int8" stores float32 params'
+    moments as one byte per element plus one float32 scale per block
+    (``backends.blockwise``).
+
+    Low-precision params (bfloat16, float16; see ``backends.formats``): ``master_weights``
+    keeps a float32 copy that the step updates and writes the params from, rounded to
+    nearest even; without it ``rounding`` says how the float32 result is written: "nearest"
+    (even), "stochastic" (bfloat16 only: up with probability equal to the remainder, from a
+    hash of (``seed``, step, tensor, element), so the bits do not depend on threads or
+    backend) or "kahan" (a compensation buffer of the params' dtype carries what rounding
+    dropped). These options refuse float32 and float64 params (nothing to round).
+    Bad values raise ValueError naming the field and value.
     Real-valued fields take any real number (int, float, NumPy scalar, Fraction, Decimal;
     not bool) that converts to a finite float, and hold that float.
     """
@@ -35,11 +54,14 @@ class AdamConfig:
     amsgrad: bool = False
     maximize: bool = False
     state_dtype: str | None = None
+    master_weights: bool = False
+    rounding: str = "nearest"
+    seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("lr", "beta1", "beta2", "eps", "weight_decay"):
             object.__setattr__(self, name, _finite_float(name, getattr(self, name)))
-        for name in ("decoupled", "amsgrad", "maximize"):
+        for name in ("decoupled", "amsgrad", "maximize", "master_weights"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, got {value!r}")
@@ -47,6 +69,22 @@ class AdamConfig:
                                              or self.state_dtype not in STATE_DTYPES):
             raise ValueError(f"Invalid state_dtype: {self.state_dtype!r} (expected one of "
                              f"{STATE_DTYPES})")
+        if type(self.rounding) is not str or self.rounding not in ROUNDINGS:
+            raise ValueError(f"Invalid rounding: {self.rounding!r} (expected one of "
+                             f"{ROUNDINGS})")
+        if (isinstance(self.seed, (bool, np.bool_)) or not isinstance(self.seed, numbers.Integral)
+                or not 0 <= self.seed <= MAX_SEED):
+            raise ValueError(f"Invalid seed: {self.seed!r} (expected an int in 0..2**64-1)")
+        object.__setattr__(self, "seed", int(self.seed))
+        if self.master_weights and self.rounding != "nearest":
+            raise ValueError(f"rounding={self.rounding!r} is for low-precision params without "
+                             "master weights; with master_weights=True the params are "
+                             "written from the float32 master copy rounded to nearest "
+                             "(leave rounding='nearest')")
+        if self.state_dtype == "int8" and (self.master_weights or self.rounding != "nearest"):
+            raise ValueError("state_dtype='int8' is for float32 params; it does not take "
+                             "master_weights or rounding (use state_dtype='bfloat16' or "
+                             "'float32' with low-precision params)")
         _require(self.lr >= 0, "lr", self.lr, "lr >= 0")
         _require(0 <= self.beta1 < 1, "beta1", self.beta1, "0 <= beta1 < 1")
         _require(0 <= self.beta2 < 1, "beta2", self.beta2, "0 <= beta2 < 1")

@@ -8,15 +8,13 @@ tensor through its ``_update_quantized``.
 """
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
 from .blockwise import (QUANTIZED_MOMENTS, SCALE_NAMES, init_quantized_state, is_quantized,
                         n_blocks)
-from .state import MAX_STEP, AdamState, checked_step
+from .state import AdamState, checked_step
 from .validation import (as_list, check_config, check_tensors, data_address, first_overlap,
-                         headers, weak_references)
+                         headers, remembered, weak_references)
 
 __all__ = ["prepare_quantized", "apply_quantized", "check_quantized", "require_int8_support"]
 
@@ -113,17 +111,10 @@ def prepare_quantized(backend, params, grads, state, cfg) -> tuple:
     ``Backend._validate`` does for full-precision state: the same arrays (by identity)
     with the same headers and the same cfg skip the checks and reuse the kernels'
     arguments (at 4096 elements the checks cost 35 us, the numba step 5)."""
-    seen = state.cache.get("validated_int8")
-    arrays = _all_arrays(params, grads, state)
-    if (seen is not None and cfg is seen["cfg"] and arrays is not None
-            and len(arrays) == len(seen["arrays"])
-            and all(map(operator.is_, arrays, seen["arrays"])) and seen["unchanged"]()):
-        step = state.step
-        if type(step) is not int or not 0 <= step <= MAX_STEP:
-            step = checked_step(step)
-        plan = seen["plan"]
-    else:
-        plan, step = _checked_plan(backend, params, grads, state, cfg)
+    kept = remembered(state.cache.get("validated_int8"), cfg,
+                      _all_arrays(params, grads, state), state)
+    plan, step = kept if kept is not None else _checked_plan(backend, params, grads, state,
+                                                             cfg)
     small, sub, _ = plan
     if sub is not None:
         sub.step = step

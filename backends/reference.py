@@ -20,6 +20,16 @@ magnitude, code = the nearest map value to value / scale (ties away from zero; m
 ``M_FLUSH``; every m code of a block with an inf or NaN scale is ``M_NONFINITE_CODE``),
 looked up in the maps as numbers (``M_VALUES``, ``V_VALUES``), not by the kernels' bit
 tricks.
+
+Low precision (bfloat16/float16 params, float32 or bfloat16 state, see
+``backends.formats``): ``reference_step_low_precision`` runs the step above on the stored
+values (the master copy with master weights), then rounds each stored result from float64
+straight to its format, as exact arithmetic says (``to_grid``): moments and the master
+copy to nearest even; params to nearest even, or stochastically (up when the remainder, in
+units of the format's spacing, plus random / 2**16 reaches 1), or with Kahan's
+compensation (x = result + compensation; params = nearest(x); compensation =
+nearest(x - params)). The kernels do this in float32 with integer tricks: their bits agree
+with these except where float32's rounding of the result moves it across a boundary.
 """
 from __future__ import annotations
 
@@ -29,9 +39,11 @@ import numpy as np
 
 from .blockwise import BLOCK, M_FLUSH, M_NONFINITE_CODE, M_VALUES, V_VALUES
 from .config import AdamConfig
+from .formats import BFLOAT16, FLOAT16, FLOAT32
 
 __all__ = ["ReferenceState", "reference_step", "reference_run", "QuantizedMoment",
-           "reference_step_int8", "nearest_code", "dequantize"]
+           "reference_step_int8", "nearest_code", "dequantize", "LowPrecisionState",
+           "reference_step_low_precision", "to_grid"]
 
 
 @dataclass
@@ -148,3 +160,61 @@ def reference_step_int8(p, g, m: QuantizedMoment, v: QuantizedMoment,
     p, new = reference_step(p, g, moments, t, cfg)
     return (p, _quantize(new.m, True), _quantize(new.v, False),
             None if new.v_max is None else _quantize(new.v_max, False))
+
+
+#: (significant bits, exponent of the smallest spacing, largest finite value) per format.
+_GRIDS = {BFLOAT16: (8, -133, float(np.finfo(BFLOAT16).max)),
+          FLOAT16: (11, -24, 65504.0),
+          FLOAT32: (24, -149, float(np.finfo(np.float32).max))}
+
+
+def to_grid(x, dtype, random=None) -> np.ndarray:
+    """float64 ``x`` rounded to ``dtype``'s values (as float64): to nearest even, or with
+    ``random`` (integers below 2**16) stochastically: away from zero exactly when
+    remainder / spacing + random / 2**16 >= 1. Beyond the largest finite value: inf."""
+    digits, smallest, largest = _GRIDS[np.dtype(dtype)]
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        _, exponent = np.frexp(x)
+        spacing = np.ldexp(1.0, np.maximum(exponent - digits, smallest))
+        units = np.abs(x) / spacing  # exact: a power-of-two scaling
+        if random is None:
+            kept = np.rint(units)  # half to even
+        else:
+            low = np.floor(units)
+            kept = low + ((units - low) + np.asarray(random) / 65536.0 >= 1.0)
+        out = np.copysign(kept * spacing, x)
+        out = np.where(np.abs(out) > largest, np.copysign(np.inf, x), out)
+    return np.where(np.isfinite(x), out, x)
+
+
+@dataclass
+class LowPrecisionState:
+    """Float64 values of one tensor's stored state: moments (already on their format's
+    grid), the master copy or None, the Kahan compensation or None."""
+
+    moments: ReferenceState
+    master: np.ndarray | None = None
+    compensation: np.ndarray | None = None
+
+
+def reference_step_low_precision(p, g, state: LowPrecisionState, t: int, cfg: AdamConfig,
+                                 param_dtype, state_dtype, random=None):
+    """One step of one low-precision tensor; returns (new params, new LowPrecisionState),
+    float64 values on their formats' grids. ``random``: the element's 16 random bits
+    (``formats.random16``) with ``rounding="stochastic"``."""
+    weights = state.master if cfg.master_weights else p
+    q, moments = reference_step(weights, g, state.moments, t, cfg)
+    stored = ReferenceState(*(None if a is None else to_grid(a, state_dtype)
+                              for a in (moments.m, moments.v, moments.v_max)))
+    if cfg.master_weights:
+        master = to_grid(q, FLOAT32)
+        return to_grid(master, param_dtype), LowPrecisionState(stored, master=master)
+    if cfg.rounding == "kahan":
+        x = q + state.compensation
+        new_p = to_grid(x, param_dtype)
+        with np.errstate(invalid="ignore"):
+            return new_p, LowPrecisionState(stored, compensation=to_grid(x - new_p,
+                                                                          param_dtype))
+    return to_grid(q, param_dtype, random if cfg.rounding == "stochastic" else None), \
+        LowPrecisionState(stored)

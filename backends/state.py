@@ -7,10 +7,14 @@ from typing import Any
 
 import numpy as np
 
+from .formats import BFLOAT16
+
 __all__ = ["AdamState", "DerivedCache", "to_host", "checked_step", "MAX_STEP"]
 
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 _SCALES = tuple(f"{name}_scale" for name in _MOMENTS)
+#: Per-tensor buffers of low-precision params (None lists unless used).
+_LOW_PRECISION = ("master_params", "compensation")
 #: The largest step count a state may hold: the next step, MAX_STEP + 1, still fits the
 #: kernels' int64.
 MAX_STEP = 2**63 - 2
@@ -67,6 +71,9 @@ class AdamState:
     quantized tensor's moment entry holds its uint8 codes and the matching ``*_scale``
     entry its float32 per-block scales; the scale entry is None for a tensor whose state is
     full precision, and the ``*_scale`` lists are None when no state is quantized.
+    With low-precision params (``backends.formats``) ``master_params`` holds the float32
+    master copies (``AdamConfig(master_weights=True)``) and ``compensation`` the Kahan
+    compensation, in the params' dtype (``rounding="kahan"``); both are None otherwise.
     ``cache`` holds backend-private data derived from these very arrays (checks passed,
     address tables): it is never saved, copied or pickled, so a copy of a state (deepcopy,
     pickle, ``copy.copy``, ``dataclasses.replace``) starts with an empty cache and is
@@ -80,6 +87,8 @@ class AdamState:
     exp_avg_scale: list | None = None
     exp_avg_sq_scale: list | None = None
     max_exp_avg_sq_scale: list | None = None
+    master_params: list | None = None
+    compensation: list | None = None
     cache: dict[str, Any] = field(default_factory=DerivedCache, init=False, repr=False,
                                   compare=False)
 
@@ -89,11 +98,12 @@ class AdamState:
 
     def to_dict(self) -> dict:
         """Host NumPy copies: {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}, and
-        with 8-bit state their "*_scale" lists (None entries for full-precision tensors)."""
+        with 8-bit state their "*_scale" lists (None entries for full-precision tensors),
+        with low-precision params "master_params" or "compensation" when used."""
         out = {"step": checked_step(self.step)}
-        for name in _MOMENTS + _SCALES:
+        for name in _MOMENTS + _SCALES + _LOW_PRECISION:
             arrays = getattr(self, name)
-            if arrays is None and name in _SCALES:
+            if arrays is None and name not in _MOMENTS:
                 continue
             out[name] = None if arrays is None else [
                 None if a is None else np.array(to_host(a)) for a in arrays]
@@ -111,7 +121,7 @@ class AdamState:
             raise ValueError(f"state dict lacks {missing}")
         step = checked_step(d["step"], "state dict step")
         moments = {}
-        for name in _MOMENTS + _SCALES:
+        for name in _MOMENTS + _SCALES + _LOW_PRECISION:
             arrays = d.get(name)
             moments[name] = None if arrays is None else [
                 None if a is None and name in _SCALES else np.array(a, copy=True)
@@ -124,7 +134,8 @@ class AdamState:
                           **{name: "an 8-bit block's scale" for name in _SCALES}}
         for name, what in never_negative.items():
             for i, a in enumerate(moments[name] or ()):
-                if a is not None and a.dtype.kind == "f" and np.any(a < 0):
+                real = a is not None and (a.dtype.kind == "f" or a.dtype == BFLOAT16)
+                if real and np.any(a < 0):
                     raise ValueError(f"state dict {name}[{i}] holds negative values; "
                                      f"{what} is never negative")
         return cls(step=step, **moments)

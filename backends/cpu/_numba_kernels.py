@@ -207,16 +207,22 @@ def compile_all() -> float:
     return time.perf_counter() - start
 
 
-@contextmanager
 def _llvm_interleave(count: int):
     """LLVM's -force-vector-interleave for what compiles inside (0: its cost model's
     choice, the default, which is restored after)."""
+    return _llvm_option("-force-vector-interleave", count)
+
+
+@contextmanager
+def _llvm_option(option: str, count: int):
+    """An LLVM ``option=count`` (a -force-vector-* count) for what compiles inside; 0,
+    the cost model's choice and the default, is restored after."""
     import llvmlite.binding as llvm
 
     if count:
-        llvm.set_option("", f"-force-vector-interleave={count}")
+        llvm.set_option("", f"{option}={count}")
     try:
         yield
     finally:
         if count:
-            llvm.set_option("", "-force-vector-interleave=0")
+            llvm.set_option("", f"{option}=0")

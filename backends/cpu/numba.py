@@ -29,6 +29,7 @@ class NumbaBackend(Backend):
     name = "numba"
     device = "cpu"
     supports_int8_state = True
+    supports_low_precision = True
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -55,6 +56,7 @@ class NumbaBackend(Backend):
         self._last_hyper = (None, None, None)
         self._lr_index = _numba_kernels.HYPER_FIELDS.index("lr")
         self._int8_kernels = _numba_int8_kernels
+        self._low_precision_compiled: set = set()
         self.compile_seconds = _numba_kernels.compile_all() + _numba_int8_kernels.compile_all()
 
     def _options(self) -> dict:
@@ -76,6 +78,23 @@ class NumbaBackend(Backend):
             self._int8_kernels.adam_int8_serial
         self._run(kernel, (p, g, m_codes, m_scales, v_codes, v_scales, vmax_codes,
                            vmax_scales), t, cfg, parallel, lr)
+
+    def _update_low_precision(self, p, g, m, v, vmax, master, compensation, cfg, t,
+                              key, lr=None) -> None:
+        from . import _numba_low_precision_kernels as lp
+
+        parallel = p.size > SERIAL_MAX
+        kernel = lp.adam_low_precision if parallel else lp.adam_low_precision_serial
+        p, g, m, v, vmax, compensation = (None if a is None else _typed(a)
+                                          for a in (p, g, m, v, vmax, compensation))
+        key = None if key is None else np.uint32(key)
+        arguments = (p, g, m, v, vmax, master, compensation)
+        kind = (parallel, key is None) + tuple(None if a is None else a.dtype for a in arguments)
+        if kind not in self._low_precision_compiled:  # once per combination of types
+            lp.compiled_for(kernel, arguments + (np.zeros(8), t, key))
+            self._low_precision_compiled.add(kind)
+        self._run(lambda *args: kernel(*args, key),  # (..., hyper, t, key)
+                  arguments, t, cfg, parallel, lr)
 
     def _run(self, kernel, arguments, t, cfg, parallel, lr) -> None:
         """``kernel(*arguments, hyper, t)`` at learning rate ``lr`` (None: cfg.lr)."""
@@ -128,6 +147,14 @@ class NumbaBackend(Backend):
         table.choose_kernel(self._kernels)
         table.key = seen["key"]
         return table
+
+
+def _typed(a: np.ndarray) -> np.ndarray:
+    """The array the low-precision kernels take: bfloat16 as uint16 bits, float16 as
+    int16 bits (two types, so Numba compiles each format's conversions), float32 as is."""
+    if a.dtype == np.float32:
+        return a
+    return a.view(np.int16 if a.dtype == np.float16 else np.uint16)
 
 
 class _AddressTable:

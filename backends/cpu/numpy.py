@@ -17,6 +17,7 @@ import numpy as np
 
 from ..base import Backend
 from ..blockwise import BLOCK, n_blocks, step_blocks_numpy
+from ..formats import FLOAT32, random16, round_nearest, round_stochastic, widen
 from ..scalars import StepScalars
 
 __all__ = ["NumpyBackend"]
@@ -41,6 +42,7 @@ class NumpyBackend(Backend):
     name = "numpy"
     device = "cpu"
     supports_int8_state = True
+    supports_low_precision = True
 
     def __init__(self, chunk_bytes: int = CHUNK_BYTES, threads: int | None = None):
         if chunk_bytes < 64:
@@ -104,6 +106,40 @@ class NumpyBackend(Backend):
                     for pair in moments]
             step_blocks_numpy(p[start:stop], g[start:stop], part, c, _adam_block)
 
+    def _update_low_precision(self, p, g, m, v, vmax, master, compensation, cfg, t,
+                              key, lr=None) -> None:
+        """Low-precision params or state, on the calling thread, in chunks of
+        ``chunk_bytes`` of float32: each chunk widened to float32 scratch, stepped by
+        ``_adam_block`` and written back with ``formats``' roundings."""
+        c = _cast(StepScalars.for_step(cfg, t, lr), FLOAT32)
+        chunk = max(1, self.chunk_bytes // 4)
+        buffers = self._thread_scratch.__dict__
+        if "low_precision" not in buffers:
+            buffers["low_precision"] = np.empty((7, chunk), np.float32)
+        scratch = buffers["low_precision"]
+        with np.errstate(all="ignore"):
+            for s in range(0, p.size, chunk):
+                e = min(s + chunk, p.size)
+                n = e - s
+                w, gw, mw, vw, xw, a, b = (row[:n] for row in scratch)
+                w = master[s:e] if master is not None else widen(p[s:e], out=w)
+                gw = _widened(g[s:e], gw)
+                mw, vw = _widened(m[s:e], mw), _widened(v[s:e], vw)
+                xw = None if vmax is None else _widened(vmax[s:e], xw)
+                _adam_block(w, gw, mw, vw, xw, a, b, c)
+                for stored, value in ((m, mw), (v, vw), (vmax, xw)):
+                    if stored is not None and stored.dtype != FLOAT32:
+                        round_nearest(value, stored.dtype, out=stored[s:e])
+                if compensation is not None:
+                    x = np.add(w, widen(compensation[s:e], out=a), out=a)
+                    round_nearest(x, p.dtype, out=p[s:e])
+                    np.subtract(x, widen(p[s:e], out=b), out=b)
+                    round_nearest(b, p.dtype, out=compensation[s:e])
+                elif key is not None:
+                    round_stochastic(w, random16(key, s, e), out=p[s:e])
+                else:
+                    round_nearest(w, p.dtype, out=p[s:e])
+
     @staticmethod
     def _run_blocks(tensors, blocks, scratch, c) -> None:
         scratch_a, scratch_b = scratch
@@ -121,6 +157,11 @@ def _cast(scalars, dtype) -> dict:
     c = {k: dtype.type(getattr(scalars, k)) for k in names}
     c["use_l2"] = scalars.use_l2
     return c
+
+
+def _widened(a, scratch):
+    """``a`` itself if float32 (stepped in place), else its float32 values in scratch."""
+    return a if a.dtype == FLOAT32 else widen(a, out=scratch)
 
 
 def _adam_block(p, g, m, v, vmax, a, b, c) -> None:

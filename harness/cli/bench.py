@@ -38,7 +38,11 @@ def add_parser(sub) -> None:
                    help="skip pure Python above this many elements (default 65536)")
     p.add_argument("--no-peers", action="store_true", help="leave out the peers' rows")
     p.add_argument("--peers", type=options.peer_names,
-                   help="comma-separated peer labels (default: all; see docs/peers.md)")
+                   help="comma-separated peer labels (default: all; see README)")
+    p.add_argument("--format", type=options.format_names,
+                   help="instead: training formats, each timed with the fp32 step and its "
+                        "own roofline (fp32, bf16, bf16-sr, bf16-kahan, bf16-master, "
+                        "fp16-master; see docs/low-precision.md)")
     p.add_argument("--state", choices=["int8"],
                    help="also measure 8-bit state (float32; rows labelled NAME[int8])")
     p.add_argument("--resume", action="store_true", help="skip cells already in OUT.csv")
@@ -73,6 +77,14 @@ def sweep_config(args):
 
 
 def cmd_bench(args) -> int:
+    if args.format:
+        from ..bench.formats import run_format_bench
+
+        run_format_bench(args.format, args.sizes or [2**e for e in range(14, 27, 4)],
+                         args.backends or ["numba"], args.out, repeats=args.repeats,
+                         max_seconds=args.max_seconds)
+        print(f"tables: {args.out}.csv/.json/.md")
+        return 0
     if args.ranks:
         from .sharded import cmd_bench as sharded
 

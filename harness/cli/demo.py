@@ -17,6 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-peers", action="store_true", help="leave out torch's Adam")
     p.add_argument("--out", default="results/local/demo-digits", help="path stem")
     p.add_argument("--ranks", type=options.ranks, help=options.RANKS_HELP)
+    p.add_argument("--format", type=options.format_names,
+                   help="instead: the MLP and a least-squares problem trained in these "
+                        "formats and fp32 (default out results/demo-formats)")
     p.add_argument("--state", choices=["int8"], help="instead: float32 state beside 8-bit "
                    "state (default out results/local/demo-digits-int8)")
     p.add_argument("--torch", action="store_true", help="instead: the MLP as a torch model "
@@ -34,6 +37,13 @@ def cmd_demo(args) -> int:
 
     if args.state == "int8":
         return _demo_int8(args)
+    if args.format:
+        from ..demo.formats import run_format_demo
+
+        out = args.out if args.out != "results/demo-digits" else "results/demo-formats"
+        run_format_demo(args.format, steps=args.steps, out_stem=out)
+        print(f"tables: {out}.csv/.json/.md")
+        return 0
     if args.torch:
         return _demo_torch(args)
     result = run_demo(steps=args.steps, out_stem=args.out, include_peers=not args.no_peers)

@@ -48,6 +48,13 @@ def sizes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def format_names(text: str) -> list[str]:
+    """Training formats of ``harness.core.formats``."""
+    from ..core.formats import FORMATS
+
+    return _listed(text, "format", FORMATS, ", ".join(FORMATS))
+
+
 def dtypes(text: str) -> list[str]:
     return _listed(text, "dtype", _DTYPES, " or ".join(_DTYPES))
 

@@ -1,0 +1,216 @@
+"""Numba CPU kernels for low-precision params and state (``backends.formats``).
+
+One driver, ``adam_low_precision`` (and its serial twin), specialized by Numba on its
+argument types: bfloat16 arrays come in as ``uint16`` views, float16 as ``int16`` views
+(so the two 2-byte formats are two types), float32 as themselves; ``master``,
+``compensation`` and ``key`` are None when not used, and Numba prunes those branches at
+compile time. The element body is the float32 kernels' (``_numba_kernels``), so the
+arithmetic gives the float32 kernels' bits; loads and stores convert with integer shifts
+(bfloat16: llvmlite has no bfloat16 arithmetic, and LLVM turns a ``bfloat`` truncation
+into a library call here) or F16C's conversions (float16, ``fptrunc``/``fpext``). Every
+loop vectorizes. Kernels compile on first use for each combination of types
+(cache=True).
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+
+from ..formats import INDEX_HIGH_MULTIPLIER
+from ._numba_kernels import KERNEL_OPTIONS, _adam_element, _serial_twin, step_constants_jit
+
+__all__ = ["adam_low_precision", "adam_low_precision_serial", "roofline_streams",
+           "compiled_for"]
+
+
+@intrinsic
+def _f32_from_bits(typingctx, bits):
+    """uint32 bits -> float32."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.uint32), codegen
+
+
+@intrinsic
+def _bits_of_f32(typingctx, x):
+    """float32 -> its uint32 bits."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def _f16_to_f32(typingctx, bits):
+    """int16 float16 bits -> float32 (exact)."""
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(types.int16), codegen
+
+
+@intrinsic
+def _f32_to_f16(typingctx, x):
+    """float32 -> int16 float16 bits, rounded to nearest even (IEEE)."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.int16(types.float32), codegen
+
+
+_U16, _U32, _TOP, _QUIET = np.uint32(16), np.uint32(0x7FFFFFFF), np.uint32(0x7F800000), \
+    np.uint32(0x40)
+
+
+@njit(inline="always", cache=True)
+def _bf16(bits, addend):
+    """bfloat16 bits (uint16) of float32 ``bits`` plus a rounding addend: the high half;
+    a NaN keeps its sign and top bits, made quiet (``formats.bf16_nearest_bits``).
+    Branch-free (a select by mask), so the loops around it vectorize."""
+    u = np.uint32
+    high = u(u(bits + addend) >> _U16)
+    quiet = u(u(bits >> _U16) | _QUIET)
+    nan_mask = u(u(0) - u(u(bits & _U32) > _TOP))
+    return np.uint16(high ^ u(u(high ^ quiet) & nan_mask))
+
+
+@njit(inline="always", cache=True)
+def _bf16_nearest(bits):
+    """bfloat16 bits of float32 ``bits`` rounded to nearest even."""
+    odd = np.uint32(np.uint32(bits >> _U16) & np.uint32(1))
+    return _bf16(bits, np.uint32(np.uint32(0x7FFF) + odd))
+
+
+def widen(x):
+    """float32 value of one stored element (float32, bfloat16 bits, float16 bits)."""
+
+
+@overload(widen, inline="always")
+def _widen(x):
+    if x == types.float32:
+        return lambda x: x
+    if x == types.uint16:
+        return lambda x: _f32_from_bits(np.uint32(np.uint32(x) << _U16))
+    if x == types.int16:
+        return lambda x: _f16_to_f32(x)
+    return None
+
+
+def nearest(x, a):
+    """float32 ``x`` rounded to nearest even in the format of array ``a``'s elements."""
+
+
+@overload(nearest, inline="always")
+def _nearest(x, a):
+    if a.dtype == types.float32:
+        return lambda x, a: x
+    if a.dtype == types.uint16:
+        return lambda x, a: _bf16_nearest(_bits_of_f32(x))
+    if a.dtype == types.int16:
+        return lambda x, a: _f32_to_f16(x)
+    return None
+
+
+@njit(inline="always", cache=True)
+def random16(key, i):
+    """The 16 random bits of element ``i`` under ``key`` (``formats.random16``), in
+    uint32 throughout (Numba widens integer arithmetic to 64 bits unless told)."""
+    u = np.uint32
+    x = u(u(i & 0xFFFFFFFF) ^ key) ^ u(u(i >> 32) * u(INDEX_HIGH_MULTIPLIER))
+    x = u(x ^ (x >> _U16))
+    x = u(x * u(0x7FEB352D))
+    x = u(x ^ (x >> u(15)))
+    x = u(x * u(0x846CA68B))
+    x = u(x ^ (x >> _U16))
+    return u(x >> _U16)
+
+
+@njit(cache=True)
+def _constants32(hyper, t):
+    """The step's constants in float32, use_l2, amsgrad (``_numba_kernels._constants``)."""
+    sign, l2, decay, beta1, omb1, beta2, omb2, step_size, inv_sqrt_bc2, eps = \
+        step_constants_jit(hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0,
+                           hyper[6] != 0, t)
+    f = np.float32
+    return ((f(sign), f(l2), f(decay), f(beta1), f(omb1), f(beta2), f(omb2), f(step_size),
+             f(inv_sqrt_bc2), f(eps)), hyper[4] != 0 and hyper[5] == 0, hyper[7] != 0)
+
+
+def _adam_low_precision(p, g, m, v, vmax, master, compensation, hyper, t, key):
+    """One tensor (1-D arrays, see the module docstring); ``vmax`` is amsgrad's maximum
+    or None (never ``v`` itself: an alias that LLVM's run-time check would send down the
+    scalar loop); ``key`` (uint32) is the stochastic-rounding key or None."""
+    constants, use_l2, _ = _constants32(hyper, t)
+    for i in prange(p.size):
+        if master is not None:
+            w = master[i]
+        else:
+            w = widen(p[i])
+        vi = widen(v[i])
+        if vmax is not None:
+            xi = widen(vmax[i])
+        else:
+            xi = vi
+        w, mi, vi, xi = _adam_element(w, widen(g[i]), widen(m[i]), vi, xi, constants,
+                                      use_l2, vmax is not None)
+        m[i] = nearest(mi, m)
+        v[i] = nearest(vi, v)
+        if vmax is not None:
+            vmax[i] = nearest(xi, vmax)
+        if master is not None:
+            master[i] = w
+            p[i] = nearest(w, p)
+        elif compensation is not None:
+            x = w + widen(compensation[i])
+            rounded = nearest(x, p)
+            p[i] = rounded
+            compensation[i] = nearest(x - widen(rounded), compensation)
+        elif key is not None:
+            p[i] = _bf16(_bits_of_f32(w), random16(key, i))
+        else:
+            p[i] = nearest(w, p)
+
+
+adam_low_precision = njit(parallel=True, **KERNEL_OPTIONS)(_adam_low_precision)
+adam_low_precision_serial = njit(**KERNEL_OPTIONS)(_serial_twin(_adam_low_precision))
+
+
+@njit(parallel=True, **KERNEL_OPTIONS)
+def roofline_streams(w, g, m, v, extra, out):
+    """The ceiling of a format: its streams with trivial integer arithmetic on the bits
+    (every array an unsigned view of its element size): read g, read and write the
+    weights ``w``, m, v and ``extra`` (Kahan's compensation), write ``out`` (the params
+    written from master weights); ``extra`` and ``out`` of length 0 are not there."""
+    with_extra, with_out = extra.size == w.size, out.size == w.size
+    for i in prange(w.size):
+        x = g[i]
+        w[i] = w[i] + x
+        m[i] = m[i] + x
+        v[i] = v[i] + x
+        if with_extra:
+            extra[i] = extra[i] + x
+        if with_out:
+            out[i] = w[i]
+
+
+#: LLVM's vector width for the low-precision kernels: its cost model judges the 2-byte
+#: conversions not worth vectorizing (and leaves the loop scalar); 8 float32 lanes (AVX2)
+#: are (measured: see docs/low-precision.md).
+VECTOR_WIDTH = 8
+
+
+def compiled_for(kernel, arguments):
+    """``kernel``, compiled (or loaded from cache) for these arguments' types with LLVM
+    vectorizing at VECTOR_WIDTH; a dispatcher keeps each compiled signature."""
+    from numba import typeof
+
+    signature = tuple(typeof(a) for a in arguments)
+    if signature not in kernel.overloads:
+        from ._numba_kernels import _llvm_option
+
+        with _llvm_option("-force-vector-width", VECTOR_WIDTH):
+            kernel.compile(signature)
+    return kernel

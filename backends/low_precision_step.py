@@ -1,0 +1,212 @@
+"""The validated step of low-precision params and state (``backends.formats``).
+
+Params of dtype bfloat16, float16 or float32 (not float64), grads of the params' dtype or
+float32, moments of ``formats.moment_dtype``; with ``master_weights`` a float32 master copy
+per param, with ``rounding="kahan"`` a compensation buffer of the params' dtype. Every
+check happens before anything is written, as in ``Backend.step``; then each tensor goes
+through the backend's ``_update_low_precision`` (float32 arithmetic, the roundings of
+``formats``), with its stochastic-rounding key ``formats.stream_key(seed, step, index)``.
+
+Refused, with the param named: master weights, stochastic or Kahan rounding for a float32
+param (it has nothing to round); stochastic rounding for float16 (bfloat16 only).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .formats import BFLOAT16, FLOAT32, LOW_PRECISION_DTYPES, moment_dtype, stream_key, widen
+from .quantized_step import _check_array
+from .state import AdamState, checked_step
+from .validation import (as_list, check_config, data_address, first_overlap, headers,
+                         remembered, weak_references)
+
+__all__ = ["init_low_precision_state", "check_low_precision", "prepare_low_precision",
+           "apply_low_precision",
+           "tensor_layout", "PARAM_DTYPES"]
+
+#: The params' dtypes a low-precision step takes.
+PARAM_DTYPES = (BFLOAT16, np.dtype(np.float16), FLOAT32)
+_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def tensor_layout(param_dtype, cfg) -> dict:
+    """{state field: dtype} of one param's state under ``cfg`` (amsgrad's maximum
+    included when ``cfg.amsgrad``)."""
+    state = moment_dtype(param_dtype, cfg)
+    layout = {"exp_avg": state, "exp_avg_sq": state}
+    if cfg.amsgrad:
+        layout["max_exp_avg_sq"] = state
+    if cfg.master_weights:
+        layout["master_params"] = FLOAT32
+    if cfg.rounding == "kahan":
+        layout["compensation"] = np.dtype(param_dtype)
+    return layout
+
+
+def _check_params(backend, params, cfg) -> list:
+    if not backend.supports_low_precision:
+        raise ValueError(f"low-precision params and state are not implemented by the "
+                         f"{backend.name} backend (they are by python, numpy and numba)")
+    params = as_list(params, "params")
+    needs_low = cfg.master_weights or cfg.rounding != "nearest"
+    option = "master_weights=True" if cfg.master_weights else f"rounding={cfg.rounding!r}"
+    for i, p in enumerate(params):
+        if not isinstance(p, backend.array_type):
+            raise TypeError(f"params[{i}] is {type(p).__name__}; the {backend.name} backend "
+                            f"needs {backend.array_type.__name__}")
+        if p.dtype not in PARAM_DTYPES:
+            raise TypeError(f"params[{i}] has dtype {p.dtype}; low-precision steps take "
+                            "bfloat16, float16 or float32 params (float64 takes no "
+                            "low-precision option or state)")
+        if needs_low and p.dtype not in LOW_PRECISION_DTYPES:
+            raise TypeError(f"{option} needs bfloat16 or float16 params; params[{i}] is "
+                            f"{p.dtype}, which has nothing to round")
+        if cfg.rounding == "stochastic" and p.dtype != BFLOAT16:
+            raise TypeError(f"rounding='stochastic' is implemented for bfloat16 params; "
+                            f"params[{i}] is {p.dtype} (use rounding='kahan' or "
+                            "master_weights=True)")
+        _check_array(backend, p, f"params[{i}]", p.dtype, p.shape)
+    return params
+
+
+def init_low_precision_state(backend, params, cfg) -> AdamState:
+    """Zero moments, master copies (the params widened to float32) and zero compensation,
+    as ``tensor_layout`` says; each field's tensors are views of one buffer per dtype."""
+    params = _check_params(backend, params, cfg)
+    host = [backend.to_numpy(p) for p in params]
+    fields = {}
+    for name in _field_names(cfg):
+        if name == "master_params":
+            fields[name] = _views_by_dtype(backend, [widen(p) for p in host])
+        else:
+            fields[name] = _views_by_dtype(backend, [
+                np.zeros(p.shape, tensor_layout(p.dtype, cfg)[name]) for p in host])
+    return AdamState(step=0, **fields)
+
+
+def _field_names(cfg) -> list:
+    """The state fields ``cfg`` gives every param (the same for every dtype)."""
+    return list(tensor_layout(BFLOAT16, cfg))
+
+
+def _views_by_dtype(backend, arrays) -> list:
+    """Backend copies of host ``arrays``: views of one flat buffer per dtype, in order."""
+    out = [None] * len(arrays)
+    groups: dict = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(a.dtype, []).append(i)
+    for idx in groups.values():
+        for i, view in zip(idx, backend.flatten([arrays[i] for i in idx])[1]):
+            out[i] = view
+    return out
+
+
+def check_low_precision(backend, params, grads, state, cfg) -> tuple[list, list | None, int]:
+    """(params, grads, step) after every check of a low-precision step (``grads`` None:
+    the checks of a restored state); raises before anything is modified."""
+    if not isinstance(state, AdamState):
+        raise TypeError(f"state must be an AdamState, got {type(state).__name__}")
+    step = checked_step(state.step)
+    params = _check_params(backend, params, cfg)
+    if grads is not None:
+        grads = as_list(grads, "grads")
+        if len(grads) != len(params):
+            raise ValueError(f"params and grads differ in length: {len(params)} vs "
+                             f"{len(grads)}")
+        for i, (p, g) in enumerate(zip(params, grads)):
+            _check_grad(backend, g, i, p)
+    if cfg.amsgrad and state.max_exp_avg_sq is None and step != 0:
+        raise ValueError("amsgrad=True but state has no max_exp_avg_sq: it was "
+                         "stepped with amsgrad=False")
+    layouts = [tensor_layout(p.dtype, cfg) for p in params]
+    written = list(params)
+    for name in _field_names(cfg):
+        column = getattr(state, name)
+        if name == "max_exp_avg_sq" and column is None:  # its first step: zeros follow
+            continue
+        if not isinstance(column, (list, tuple)) or len(column) != len(params):
+            n = "none" if not isinstance(column, (list, tuple)) else len(column)
+            raise ValueError(f"state.{name} holds {n} tensors but params has {len(params)}: "
+                             "the state was made for other tensors or options")
+        for i, (a, p, layout) in enumerate(zip(column, params, layouts)):
+            _check_array(backend, a, f"state.{name}[{i}]", layout[name], p.shape)
+        written += list(column)
+    check_config({FLOAT32: list(range(len(params)))}, cfg)
+    arrays = written + list(grads or ())
+    starts = np.array([data_address(a) for a in arrays], dtype=np.int64)
+    nbytes = np.array([a.size * a.dtype.itemsize for a in arrays], dtype=np.int64)
+    pair = first_overlap(starts, starts + nbytes, np.arange(len(arrays)) < len(written))
+    if pair is not None:
+        raise ValueError("two of params, state moments, master params, compensation and "
+                         f"grads share memory (arrays {pair[0]} and {pair[1]} in that "
+                         "order); each written array needs memory of its own")
+    return params, grads, step
+
+
+def _check_grad(backend, g, i, p) -> None:
+    """grads[i]: the backend's array type, the params' dtype or float32, their shape,
+    contiguous (it may be read-only)."""
+    if not isinstance(g, backend.array_type) or g.dtype not in (p.dtype, FLOAT32):
+        found = g.dtype if isinstance(g, backend.array_type) else type(g).__name__
+        raise TypeError(f"grads[{i}] is {found}; params[{i}] is {p.dtype}, so its grads "
+                        f"must be {backend.array_type.__name__} of {p.dtype} or float32")
+    if tuple(g.shape) != tuple(p.shape):
+        raise ValueError(f"grads[{i}] has shape {tuple(g.shape)} but params[{i}] has "
+                         f"{tuple(p.shape)}")
+    if not backend._is_contiguous(g):
+        raise ValueError(f"grads[{i}] is not C-contiguous; pass a contiguous array")
+
+
+def prepare_low_precision(backend, params, grads, state, cfg) -> tuple:
+    """(plan, step) of one low-precision step after every check, nothing modified;
+    ``apply_low_precision`` runs it. What was checked is remembered in
+    ``state.cache["validated_low_precision"]`` as ``Backend._validate`` does: the same
+    arrays with the same headers and the same cfg skip the checks."""
+    kept = remembered(state.cache.get("validated_low_precision"), cfg,
+                      _all_arrays(params, grads, state), state)
+    return kept if kept is not None else _checked_plan(backend, params, grads, state, cfg)
+
+
+def apply_low_precision(backend, plan, step, state, cfg, lr) -> None:
+    """Run a plan of ``prepare_low_precision`` as step ``step + 1`` at learning rate
+    ``lr`` (None: cfg.lr); ``state.step`` goes up by one."""
+    t = step + 1
+    stochastic = cfg.rounding == "stochastic"
+    for index, tensors in plan:
+        key = stream_key(cfg.seed, t, index) if stochastic else None
+        backend._update_low_precision(*tensors, cfg, t, key, lr=lr)
+    state.step = t
+
+
+def _all_arrays(params, grads, state) -> list | None:
+    try:
+        columns = [params, grads] + [getattr(state, name) or () for name in
+                                     _MOMENTS + ("master_params", "compensation")]
+        return [a for column in columns for a in column]
+    except TypeError:
+        return None
+
+
+def _checked_plan(backend, params, grads, state, cfg):
+    """Every check, then (plan, step): the plan [(tensor index, (p, g, m, v, vmax,
+    master, compensation) as 1-D arrays or None)] of the non-empty tensors, remembered."""
+    params, grads, step = check_low_precision(backend, params, grads, state, cfg)
+    # every check passed: from here on, state may change
+    if cfg.amsgrad and state.max_exp_avg_sq is None:
+        state.max_exp_avg_sq = _views_by_dtype(
+            backend, [np.zeros(p.shape, m.dtype) for p, m in zip(params, state.exp_avg)])
+    plan = []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if p.size == 0:
+            continue
+        column = lambda name, on: getattr(state, name)[i].reshape(-1) if on else None
+        plan.append((i, (p.reshape(-1), g.reshape(-1), column("exp_avg", True),
+                         column("exp_avg_sq", True), column("max_exp_avg_sq", cfg.amsgrad),
+                         column("master_params", cfg.master_weights),
+                         column("compensation", cfg.rounding == "kahan"))))
+    arrays = _all_arrays(params, grads, state)
+    _, _, unchanged = headers(backend, arrays)
+    state.cache["validated_low_precision"] = {
+        "cfg": cfg, "arrays": arrays, "unchanged": unchanged,
+        "weakrefs": weak_references(arrays), "plan": plan}
+    return plan, step

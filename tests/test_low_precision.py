@@ -1,0 +1,388 @@
+"""Low-precision params and state: config, roundings, reference, backends' bits, resume."""
+from __future__ import annotations
+
+import struct
+
+import ml_dtypes
+import numpy as np
+import pytest
+from scipy import stats
+
+from backends import Adam, AdamConfig, get_backend
+from backends.formats import (BFLOAT16, bf16_nearest_bits, random16, round_stochastic,
+                              stream_key)
+from backends.reference import LowPrecisionState, ReferenceState, \
+    reference_step_low_precision, to_grid
+
+#: (name, params dtype, config options): every format the step takes.
+FORMATS = [
+    ("bf16", BFLOAT16, {}),
+    ("bf16-bf16state", BFLOAT16, {"state_dtype": "bfloat16"}),
+    ("bf16-sr", BFLOAT16, {"rounding": "stochastic", "seed": 7, "state_dtype": "bfloat16"}),
+    ("bf16-kahan", BFLOAT16, {"rounding": "kahan", "state_dtype": "bfloat16"}),
+    ("bf16-master", BFLOAT16, {"master_weights": True}),
+    ("fp16", np.float16, {"state_dtype": "float32"}),
+    ("fp16-kahan", np.float16, {"rounding": "kahan", "state_dtype": "float32"}),
+    ("fp16-master", np.float16, {"master_weights": True, "amsgrad": True}),
+    ("fp32-bf16state", np.float32, {"state_dtype": "bfloat16", "weight_decay": 0.1}),
+]
+IDS = [f[0] for f in FORMATS]
+
+
+def _bits(a):
+    return np.ascontiguousarray(a).view(np.uint8).copy()
+
+
+def _problem(dtype, n, steps, grad_dtype=None, seed=0):
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(n).astype(dtype), rng.standard_normal((3, 5)).astype(dtype)]
+    grads = [[rng.standard_normal(p.shape).astype(grad_dtype or dtype) for p in params]
+             for _ in range(steps)]
+    grads[0][0][:4] = [np.nan, np.inf, -np.inf, 0]  # IEEE specials propagate identically
+    if grads[0][0].dtype == np.float32:  # a NaN whose payload carries out if unguarded
+        grads[0][0].view(np.uint32)[4] = 0x7FFFFFFF
+    return params, grads
+
+
+def _run(backend, dtype, options, n=300, steps=3, grad_dtype=None, lr=1e-2):
+    params, grads = _problem(dtype, n, steps, grad_dtype)
+    cfg = AdamConfig(lr=lr, **options)
+    state = backend.init_state(params, cfg)
+    for g in grads:
+        backend.step(params, g, state, cfg)
+    out = params + [a for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master_params",
+                                   "compensation") for a in getattr(state, name) or ()]
+    return [_bits(a) for a in out], state
+
+
+# --- config -----------------------------------------------------------------------------
+@pytest.mark.parametrize("options, error, match", [
+    ({"rounding": "up"}, ValueError, "Invalid rounding: 'up'"),
+    ({"state_dtype": "float16"}, ValueError, "Invalid state_dtype: 'float16'"),
+    ({"seed": -1}, ValueError, r"Invalid seed: -1 \(expected an int in 0..2\*\*64-1\)"),
+    ({"seed": 2**64}, ValueError, "Invalid seed"),
+    ({"seed": 1.0}, ValueError, "Invalid seed: 1.0"),
+    ({"seed": True}, ValueError, "Invalid seed: True"),
+    ({"master_weights": 1}, TypeError, "master_weights must be a bool"),
+    ({"master_weights": True, "rounding": "stochastic"}, ValueError,
+     "with master_weights=True the params are written"),
+    ({"state_dtype": "int8", "rounding": "kahan"}, ValueError, "state_dtype='int8' is for"),
+])
+def test_config_refuses_bad_low_precision_options(options, error, match):
+    with pytest.raises(error, match=match):
+        AdamConfig(**options)
+
+
+# --- the roundings against independent oracles ----------------------------------------------
+def _edge_floats():
+    rng = np.random.default_rng(1)
+    bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    special = np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7FFFFFFF,
+                        0xFFFFFFFF, 0x7F7FFFFF, 0x7F7F8000, 0x3F808000, 0x3F818000,
+                        0x00008000, 0x00018000, 0x3F807FFF], dtype=np.uint32)
+    return np.concatenate([special, bits]).view(np.float32)
+
+
+def test_bf16_nearest_is_ml_dtypes_cast():
+    x = _edge_floats()
+    with np.errstate(invalid="ignore"):
+        expected = x.astype(BFLOAT16).view(np.uint16)
+    got = bf16_nearest_bits(x.view(np.uint32))
+    finite = np.isfinite(x) | np.isinf(x)
+    assert np.array_equal(got[finite], expected[finite])
+    nan = np.isnan(x)
+    assert np.all(np.isnan(got[nan].view(BFLOAT16).astype(np.float32)))
+    assert np.array_equal(got[nan] >> 15, x[nan].view(np.uint32) >> 31)  # sign kept
+
+
+def test_to_grid_rounds_float64_once():
+    # 1 + 2**-8 + 2**-30: float32 would round it to the tie 1 + 2**-8 first, then to 1
+    x = np.array([1 + 2**-8 + 2**-30, 1 + 2**-8, 1 + 3 * 2**-8, 3.3962e38, -3 * 2.0**-133,
+                  np.nan, -np.inf, 65519.0, 65520.0])
+    got = to_grid(x, BFLOAT16)
+    assert got[0] == 1 + 2**-7 and got[1] == 1.0 and got[2] == 1 + 4 * 2**-8
+    assert got[3] == np.inf and got[4] == -3 * 2.0**-133 and np.isnan(got[5]) and got[6] == -np.inf
+    half = to_grid(x[-2:], np.float16)
+    assert half[0] == 65504.0 and half[1] == np.inf
+    f32 = _edge_floats()[:20000]
+    f32 = f32[np.isfinite(f32)]
+    with np.errstate(over="ignore"):
+        assert np.array_equal(to_grid(f32.astype(np.float64), BFLOAT16),
+                              f32.astype(BFLOAT16).astype(np.float64))
+        assert np.array_equal(to_grid(f32.astype(np.float64), np.float16),
+                              f32.astype(np.float16).astype(np.float64))
+
+
+def _lowbias32(x: int) -> int:
+    """lowbias32 spelled on Python ints from its published constants."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_random_bits_are_the_documented_hash():
+    key = stream_key(123, 9, 2)
+    assert key == stream_key(123, 9, 2) and key != stream_key(123, 9, 3)
+    assert key != stream_key(124, 9, 2) and key != stream_key(123, 10, 2)
+    index = [0, 1, 2, 5000, 2**32 - 1, 2**32, 2**32 + 7]
+    got = [int(random16(key, i, i + 1)[0]) for i in index]
+    expected = [_lowbias32((i & 0xFFFFFFFF) ^ key ^ ((i >> 32) * 0x9E3779B9 & 0xFFFFFFFF))
+                >> 16 for i in index]
+    assert got == expected
+    assert np.array_equal(random16(key, 3, 10), random16(key, 0, 10)[3:])  # chunk-free
+
+
+def test_stochastic_rounding_is_unbiased_over_seeds():
+    """Mean of stochastically rounded values over 4000 keys is the value itself: a
+    two-sided t-test per value at alpha = 1e-6 (false failure about 1e-5 for the 8 values),
+    and plain rounding's bias is detected by the same test (it must fail there)."""
+    rng = np.random.default_rng(3)
+    x = (1 + rng.uniform(0, 1, 8) * 2**-7).astype(np.float32)  # between bf16 neighbours
+    keys = [stream_key(seed, 1, 0) for seed in range(4000)]
+    rounded = np.array([round_stochastic(x, random16(k, 0, x.size)).astype(np.float64)
+                        for k in keys])
+    spacing = 2.0**-7
+    assert set(np.unique((rounded - 1) / spacing)) <= {0.0, 1.0, 2.0}
+    p = stats.ttest_1samp(rounded, x.astype(np.float64), axis=0).pvalue
+    assert np.all(p > 1e-6), p
+    nearest = np.broadcast_to(x.astype(BFLOAT16).astype(np.float64), rounded.shape)
+    noisy = nearest + rng.normal(0, 1e-9, nearest.shape)
+    assert np.any(stats.ttest_1samp(noisy, x.astype(np.float64), axis=0).pvalue < 1e-6)
+
+
+# --- backends -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, dtype, options", FORMATS, ids=IDS)
+def test_numpy_python_and_numba_give_the_same_bits(name, dtype, options):
+    numpy_bits, _ = _run(get_backend("numpy"), dtype, options)
+    python_bits, _ = _run(get_backend("python"), dtype, options)
+    numba_bits, _ = _run(get_backend("numba"), dtype, options)
+    for a, b, c in zip(numpy_bits, python_bits, numba_bits):
+        assert np.array_equal(a, c), f"numba differs from numpy ({name})"
+        finite = a == b
+        if not finite.all():  # python and the kernels may pick different NaN payloads
+            values = [np.frombuffer(x.tobytes(), dtype=np.dtype(dtype)) for x in (a, b)]
+            assert values[0].size == 0 or np.array_equal(values[0], values[1], equal_nan=True)
+
+
+@pytest.mark.parametrize("grad_dtype", [np.float32, BFLOAT16])
+def test_numba_threads_and_float32_grads(grad_dtype):
+    """Above the serial threshold: 1 thread == 2 threads == numpy, bit for bit."""
+    from backends.cpu.numba import SERIAL_MAX, NumbaBackend
+
+    options = {"rounding": "stochastic", "seed": 1, "state_dtype": "bfloat16"}
+    n = 2 * SERIAL_MAX + 3
+    one = _run(NumbaBackend(threads=1), BFLOAT16, options, n=n, grad_dtype=grad_dtype)[0]
+    two = _run(NumbaBackend(threads=2), BFLOAT16, options, n=n, grad_dtype=grad_dtype)[0]
+    ref = _run(get_backend("numpy"), BFLOAT16, options, n=n, grad_dtype=grad_dtype)[0]
+    assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(one, two, ref))
+    nans = [0, 4] if grad_dtype == np.float32 else [0]  # NaN grads give NaN params
+    assert np.isnan(one[0].view(BFLOAT16)[nans].astype(np.float32)).all()
+
+
+@pytest.mark.parametrize("name, dtype, options", FORMATS, ids=IDS)
+def test_numpy_agrees_with_the_float64_reference(name, dtype, options):
+    """Every stored value within one spacing of its format of the reference's, and most
+    exactly equal (they differ only where float32's rounding crosses a boundary)."""
+    params, grads = _problem(dtype, 2000, 4)
+    for g in grads:
+        g[0][:5] = 0.5  # no NaN (checked elsewhere)
+    cfg = AdamConfig(lr=1e-2, **options)
+    be = get_backend("numpy")
+    state = be.init_state(params, cfg)
+    p_dtype = np.dtype(dtype)
+    s_dtype = state.exp_avg[0].dtype
+    ref_p = [p.astype(np.float64) for p in params]
+    ref = [LowPrecisionState(ReferenceState.zeros_like(p, cfg.amsgrad),
+                             master=p.astype(np.float64) if cfg.master_weights else None,
+                             compensation=np.zeros(p.shape) if cfg.rounding == "kahan"
+                             else None) for p in params]
+    for t, g in enumerate(grads, start=1):
+        be.step(params, g, state, cfg)
+        for i in range(len(params)):
+            random = random16(stream_key(cfg.seed, t, i), 0, params[i].size).reshape(
+                params[i].shape) if cfg.rounding == "stochastic" else None
+            ref_p[i], ref[i] = reference_step_low_precision(
+                ref_p[i], g[i].astype(np.float64), ref[i], t, cfg, p_dtype, s_dtype, random)
+    for i, p in enumerate(params):
+        got, want = p.astype(np.float64), ref_p[i]
+        spacing = np.abs(want) * 2.0 ** -(np.finfo(p_dtype).nmant) + 1e-30
+        if p_dtype.itemsize == 2:  # rounded once per step, from float32 results
+            assert np.all(np.abs(got - want) <= spacing), name
+            assert np.mean(got == want) > 0.97, name
+        else:  # float32 params round every operation of every step (updates ~ lr)
+            assert np.all(np.abs(got - want) <= 8 * (spacing + cfg.lr * 2.0**-23)), name
+        g = np.array([step[i].astype(np.float64) for step in grads])
+        scales = (0.1 * np.abs(g).max(axis=0), 0.001 * (g * g).max(axis=0))
+        for got_m, want_m, scale in ((state.exp_avg[i], ref[i].moments.m, scales[0]),
+                                     (state.exp_avg_sq[i], ref[i].moments.v, scales[1])):
+            # a spacing of the operands per step (cancellation can make it many of m's)
+            got_m = got_m.astype(np.float64)
+            spacing = (np.abs(want_m) + scale) * 2.0 ** -np.finfo(s_dtype).nmant
+            assert np.all(np.abs(got_m - want_m) <= 4 * spacing), name
+            if s_dtype.itemsize == 2:  # float32 moments round every operation
+                assert np.mean(got_m == want_m) > 0.97, name
+
+
+def test_stochastic_and_kahan_keep_small_updates_that_nearest_loses():
+    """Updates far below half a bfloat16 spacing: nearest leaves params where they are,
+    stochastic rounding and Kahan move them as float32 does (the reason they exist)."""
+    be = get_backend("numpy")
+    finals = {}
+    for rounding in ("nearest", "stochastic", "kahan"):
+        p = [np.full(4096, 1.0, BFLOAT16)]
+        cfg = AdamConfig(lr=1e-4, rounding=rounding, state_dtype="bfloat16")
+        state = be.init_state(p, cfg)
+        for _ in range(200):
+            be.step(p, [np.full(4096, 1.0, BFLOAT16)], state, cfg)
+        finals[rounding] = float(np.mean(p[0].astype(np.float64)))
+    assert finals["nearest"] == 1.0
+    for rounding in ("stochastic", "kahan"):  # float32 math: 1 - 200 * 1e-4 = 0.98
+        assert abs(finals[rounding] - 0.98) < 0.002, finals
+
+
+# --- state, files, errors -------------------------------------------------------------------
+@pytest.mark.parametrize("name, dtype, options", FORMATS, ids=IDS)
+def test_save_load_resumes_bit_for_bit(tmp_path, name, dtype, options):
+    params, grads = _problem(dtype, 500, 6)
+    whole = Adam([p.copy() for p in params], backend="numpy", lr=1e-2, **options)
+    for g in grads:
+        whole.step(g)
+    half = Adam([p.copy() for p in params], backend="numpy", lr=1e-2, **options)
+    for g in grads[:3]:
+        half.step(g)
+    half.save(tmp_path / "s.npz")
+    resumed = Adam.load(tmp_path / "s.npz", half.params, backend="python")
+    for g in grads[3:]:
+        resumed.step(g)
+    again = Adam([p.copy() for p in half.params], backend="numpy", lr=1e-2, **options)
+    again.load_state_dict(half.state_dict())
+    for a, b in zip(whole.params, resumed.params):
+        assert np.array_equal(_bits(a), _bits(b), equal_nan=False) or np.array_equal(
+            a.astype(np.float64), b.astype(np.float64), equal_nan=True)
+    assert again.state.step == 3
+
+
+def _rejected(step, error, match, arrays):
+    before = [_bits(a) for a in arrays]
+    with pytest.raises(error, match=match):
+        step()
+    assert all(np.array_equal(a, _bits(b)) for a, b in zip(before, arrays))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "python"])
+def test_bad_low_precision_input_is_refused_before_anything_changes(backend):
+    be = get_backend(backend)
+    f32 = [np.ones(8, np.float32)]
+    with pytest.raises(TypeError, match=r"rounding='kahan' needs bfloat16 or float16 params; "
+                                        r"params\[0\] is float32"):
+        be.init_state(f32, AdamConfig(rounding="kahan"))
+    with pytest.raises(TypeError, match=r"master_weights=True needs bfloat16 or float16"):
+        be.init_state(f32, AdamConfig(master_weights=True))
+    with pytest.raises(TypeError, match=r"rounding='stochastic' is implemented for bfloat16"):
+        be.init_state([np.ones(8, np.float16)], AdamConfig(rounding="stochastic"))
+    with pytest.raises(TypeError, match=r"float64 takes no low-precision option"):
+        be.init_state([np.ones(8)], AdamConfig(state_dtype="bfloat16"))
+    cfg = AdamConfig(rounding="kahan")
+    p = [np.ones(8, BFLOAT16)]
+    state = be.init_state(p, cfg)
+    arrays = p + state.exp_avg + state.exp_avg_sq + state.compensation
+    _rejected(lambda: be.step(p, [np.ones(8, np.float16)], state, cfg), TypeError,
+              r"grads\[0\] is float16; params\[0\] is bfloat16, so its grads must be", arrays)
+    _rejected(lambda: be.step(p, [np.ones(9, BFLOAT16)], state, cfg), ValueError,
+              r"grads\[0\] has shape \(9,\) but params\[0\] has \(8,\)", arrays)
+    _rejected(lambda: be.step(p, [np.ones(8, BFLOAT16)], state,
+                              AdamConfig(rounding="kahan", state_dtype="float32")), ValueError,
+              r"state.exp_avg\[0\] is bfloat16 \(8,\); expected float32 \(8,\)", arrays)
+    state.compensation = [state.exp_avg[0]]
+    _rejected(lambda: be.step(p, [np.ones(8, BFLOAT16)], state, cfg), ValueError,
+              "share memory", arrays)
+
+
+def test_backends_without_low_precision_say_so():
+    from backends.base import Backend
+
+    class Plain(Backend):
+        name = "plain"
+
+    with pytest.raises(ValueError, match="not implemented by the plain backend"):
+        Plain().init_state([np.ones(4, BFLOAT16)], AdamConfig())
+
+
+def test_float32_path_unchanged_by_default():
+    """float32 params with the default config never enter the low-precision step."""
+    be = get_backend("numpy")
+    p = [np.ones(8, np.float32)]
+    state = be.init_state(p, AdamConfig())
+    be.step(p, [np.ones(8, np.float32)], state, AdamConfig())
+    assert "validated" in state.cache and "validated_low_precision" not in state.cache
+    assert state.master_params is None and state.compensation is None
+
+
+def test_struct_half_matches_numpy():
+    """The python backend's float16 stores (struct 'e') are NumPy's cast, overflow to inf."""
+    from backends.cpu.python import _f16_bits
+
+    x = _edge_floats()[:5000]
+    x = x[~np.isnan(x)]
+    got = np.array([_f16_bits(float(v)) for v in x], dtype=np.uint16)
+    with np.errstate(over="ignore"):
+        assert np.array_equal(got, x.astype(np.float16).view(np.uint16))
+    assert struct.unpack("<e", struct.pack("<H", 0x7C00))[0] == np.inf
+    assert ml_dtypes.bfloat16(1.0) == 1.0
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "python"])
+def test_per_step_lr_is_the_configs_lr(backend):
+    """``step(..., lr=x)`` on a low-precision state gives the bits of a config with lr=x."""
+    be = get_backend(backend)
+    options = {"rounding": "stochastic", "seed": 2, "state_dtype": "bfloat16"}
+    runs = []
+    for cfg, lr in ((AdamConfig(lr=1e-3, **options), 5e-2), (AdamConfig(lr=5e-2, **options),
+                                                              None)):
+        params, grads = _problem(BFLOAT16, 200, 2)
+        state = be.init_state(params, cfg)
+        for g in grads:
+            be.step(params, g, state, cfg, lr=lr)
+        runs.append([_bits(p) for p in params])
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))
+
+
+def test_bytes_model_of_every_format():
+    """Bytes per element a step moves, counted by hand from each format's arrays."""
+    from harness.core.formats import FORMATS
+
+    expected = {"fp32": 4 * 4 + 3 * 4,            # read p g m v, write p m v
+                "bf16": 4 * 2 + 3 * 2, "bf16-sr": 4 * 2 + 3 * 2,
+                "bf16-kahan": 5 * 2 + 4 * 2,      # and the compensation, read and written
+                "bf16-master": (4 + 2 + 4 + 4) + (4 + 4 + 4 + 2),  # master, no p read
+                "fp16-master": (4 + 2 + 4 + 4) + (4 + 4 + 4 + 2)}
+    assert {name: f.bytes_per_element() for name, f in FORMATS.items()} == expected
+
+
+def test_bench_format_cli(tmp_path):
+    import pandas as pd
+
+    from harness.cli import main
+
+    out = tmp_path / "fb"
+    assert main(["bench", "--format", "bf16-sr", "--sizes", "256", "--repeats", "1",
+                 "--max-seconds", "0.01", "--out", str(out)]) == 0
+    table = pd.read_csv(out.with_suffix(".csv"))
+    assert list(table["format"]) == ["bf16-sr"] and table["bytes_per_element"][0] == 14
+    assert (table[["us_per_step", "fp32_us_per_step", "roofline_us"]] > 0).all(axis=None)
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--format", "bf8"])
+    assert exit_.value.code == 2
+
+
+def test_stochastic_and_kahan_train_least_squares_as_fp32_does():
+    """The training goal on the least-squares problem: within 1.3x of fp32's final loss."""
+    from harness.demo.formats import train_least_squares
+    from harness.core.formats import FORMATS
+
+    loss = {name: train_least_squares(FORMATS[name], steps=150, lr=1e-2, backend="numpy")
+            for name in ("fp32", "bf16-sr", "bf16-kahan")}
+    assert all(np.isfinite(v) for v in loss.values())
+    assert loss["bf16-sr"] <= 1.3 * loss["fp32"] and loss["bf16-kahan"] <= 1.3 * loss["fp32"]
