@@ -18,8 +18,9 @@ from ..core.formats import FORMATS, Format
 from ..core.machine import machine_id, machine_info
 from ..core.results_io import write_tables
 from ..core.timing import time_interleaved
+from .roofline import format_roofline
 
-__all__ = ["run_format_bench", "format_step", "format_roofline"]
+__all__ = ["run_format_bench", "format_step"]
 
 
 def format_step(backend, fmt: Format, n: int, seed: int = 0):
@@ -30,27 +31,6 @@ def format_step(backend, fmt: Format, n: int, seed: int = 0):
     cfg = fmt.config(lr=1e-4)
     state = backend.init_state(params, cfg)
     return (lambda: backend.step(params, grads, state, cfg)), backend.synchronize
-
-
-def format_roofline(fmt: Format, n: int):
-    """(step, sync) of ``fmt``'s roofline over ``n`` elements (bits as unsigned ints)."""
-    from backends.cpu import _numba_low_precision_kernels as lp
-    from backends.low_precision_step import tensor_layout
-
-    cfg = fmt.config()
-    layout = tensor_layout(fmt.dtype, cfg)
-    bits = {2: np.uint16, 4: np.uint32}
-
-    def ones(dtype):
-        return np.ones(n, bits[np.dtype(dtype).itemsize])
-
-    none = np.zeros(0, np.uint16)
-    w = ones(np.float32) if cfg.master_weights else ones(fmt.dtype)
-    g = np.full(n, 0, bits[fmt.dtype.itemsize])  # written: not the OS's shared zero page
-    m, v = ones(layout["exp_avg"]), ones(layout["exp_avg_sq"])
-    extra = ones(fmt.dtype) if "compensation" in layout else none
-    out = ones(fmt.dtype) if cfg.master_weights else none
-    return (lambda: lp.roofline_streams(w, g, m, v, extra, out)), (lambda: None)
 
 
 def run_format_bench(formats: list[str], sizes: list[int], backends: list[str],

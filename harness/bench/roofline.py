@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["roofline_arrays", "roofline_step", "roofline_unavailable_reason"]
+__all__ = ["format_roofline", "roofline_arrays", "roofline_step", "roofline_unavailable_reason"]
 
 
 def roofline_unavailable_reason(device: str) -> str | None:
@@ -144,3 +144,24 @@ def roofline_step(n: int, dtype, device: str = "cpu", state: str = "full"):
             raise ValueError("the 8-bit roofline runs for float32 only")
         return _cpu_int8(n) if device == "cpu" else _gpu_int8(n)
     return (_cpu if device == "cpu" else _gpu)(n, np.dtype(dtype))
+
+
+def format_roofline(fmt, n: int):
+    """(step, sync) of training format ``fmt``'s (``harness.core.formats``) roofline over ``n`` elements (bits as unsigned ints)."""
+    from backends.cpu import _numba_low_precision_kernels as lp
+    from backends.low_precision_step import tensor_layout
+
+    cfg = fmt.config()
+    layout = tensor_layout(fmt.dtype, cfg)
+    bits = {2: np.uint16, 4: np.uint32}
+
+    def ones(dtype):
+        return np.ones(n, bits[np.dtype(dtype).itemsize])
+
+    none = np.zeros(0, np.uint16)
+    w = ones(np.float32) if cfg.master_weights else ones(fmt.dtype)
+    g = np.full(n, 0, bits[fmt.dtype.itemsize])  # written: not the OS's shared zero page
+    m, v = ones(layout["exp_avg"]), ones(layout["exp_avg_sq"])
+    extra = ones(fmt.dtype) if "compensation" in layout else none
+    out = ones(fmt.dtype) if cfg.master_weights else none
+    return (lambda: lp.roofline_streams(w, g, m, v, extra, out)), (lambda: None)
