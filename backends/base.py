@@ -1,6 +1,6 @@
 """The Backend contract: one validated ``step`` in front of each backend's fused update.
 
-A backend implements ``_update`` (and ``_update_quantized`` for 8-bit state); everything
+A backend implements ``_update`` (and ``_update_int8`` for 8-bit state); everything
 else is here. Every check (``backends.validation``) happens before any array is touched,
 so a failed call leaves parameters and state exactly as they were.
 """
@@ -13,10 +13,10 @@ import operator
 import numpy as np
 
 from . import validation
-from .blockwise import init_quantized_state
+from .int8_codec import init_int8_state
 from .config import AdamConfig, checked_lr
 from .formats import uses_low_precision
-from .quantized_step import (apply_quantized, check_quantized, prepare_quantized,
+from .int8_step import (apply_int8, check_int8, prepare_int8,
                              require_int8_support)
 from .state import AdamState, to_host
 from .validation import (FLOAT_DTYPES, as_list, check_across_groups, check_tensors,
@@ -42,7 +42,7 @@ class Backend:
     name: str = ""
     device: str = "cpu"
     array_type: type = np.ndarray
-    #: Whether ``_update_quantized`` implements 8-bit state (``state_dtype="int8"``).
+    #: Whether ``_update_int8`` implements 8-bit state (``state_dtype="int8"``).
     supports_int8_state: bool = False
     #: Whether ``_update_low_precision`` implements low-precision params and state.
     supports_low_precision: bool = False
@@ -103,7 +103,7 @@ class Backend:
         amsgrad = cfg is not None and cfg.amsgrad
         if cfg is not None and cfg.state_dtype == "int8":
             require_int8_support(self, params)
-            return init_quantized_state(self, params, amsgrad)
+            return init_int8_state(self, params, amsgrad)
         return AdamState(
             step=0,
             exp_avg=self._zeros_views(params),
@@ -177,7 +177,7 @@ class Backend:
             return apply_low_precision, (self, *prepare_low_precision(
                 self, params, grads, state, cfg), state, cfg, lr)
         if isinstance(cfg, AdamConfig) and cfg.state_dtype is not None:
-            return apply_quantized, (self, *prepare_quantized(self, params, grads, state, cfg),
+            return apply_int8, (self, *prepare_int8(self, params, grads, state, cfg),
                                      state, cfg, lr)
         params, grads, groups, step = self._validate(params, grads, state, cfg)
         return self._apply_update, (params, grads, groups, step, state, cfg, lr)
@@ -196,16 +196,16 @@ class Backend:
                 self._call_update(*pick, cfg, t, dtype, state.cache, lr)
         state.step = t
 
-    #: Whether ``_update`` / ``_update_quantized`` take the step's ``lr`` (set per class
+    #: Whether ``_update`` / ``_update_int8`` take the step's ``lr`` (set per class
     #: from their signatures): a subclass written without it gets a config whose lr is
     #: the step's instead (one per learning rate, kept while it repeats).
     _update_takes_lr = True
-    _update_quantized_takes_lr = True
+    _update_int8_takes_lr = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls._update_takes_lr = _takes_lr(cls._update)
-        cls._update_quantized_takes_lr = _takes_lr(cls._update_quantized)
+        cls._update_int8_takes_lr = _takes_lr(cls._update_int8)
 
     def _call_update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t,
                      dtype, cache, lr) -> None:
@@ -220,23 +220,23 @@ class Backend:
             self._update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq,
                          _config_with_lr(cfg, lr, cache), t, dtype, cache)
 
-    def _call_update_quantized(self, p, g, moments, cfg, t, cache, lr) -> None:
-        """``_update_quantized`` at learning rate ``lr`` (None: cfg.lr)."""
+    def _call_update_int8(self, p, g, moments, cfg, t, cache, lr) -> None:
+        """``_update_int8`` at learning rate ``lr`` (None: cfg.lr)."""
         if lr is None:
-            self._update_quantized(p, g, moments, cfg, t)
-        elif self._update_quantized_takes_lr:
-            self._update_quantized(p, g, moments, cfg, t, lr=lr)
+            self._update_int8(p, g, moments, cfg, t)
+        elif self._update_int8_takes_lr:
+            self._update_int8(p, g, moments, cfg, t, lr=lr)
         else:
-            self._update_quantized(p, g, moments, _config_with_lr(cfg, lr, cache), t)
+            self._update_int8(p, g, moments, _config_with_lr(cfg, lr, cache), t)
 
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq,
                 cfg: AdamConfig, t: int, dtype: np.dtype, cache: dict, lr=None) -> None:
         raise NotImplementedError
 
-    def _update_quantized(self, p, g, moments, cfg: AdamConfig, t: int, lr=None) -> None:
+    def _update_int8(self, p, g, moments, cfg: AdamConfig, t: int, lr=None) -> None:
         """Step ``t`` of one quantized float32 tensor (1-D ``p`` and ``g``) in place;
         ``moments`` holds (codes, scales) of m, v and, with amsgrad, the running maximum
-        (else None). See ``backends.blockwise`` for the algorithm."""
+        (else None). See ``backends.int8_codec`` for the algorithm."""
         raise NotImplementedError
 
     def _update_low_precision(self, p, g, m, v, vmax, master, compensation, cfg: AdamConfig,
@@ -279,7 +279,7 @@ class Backend:
             check_low_precision(self, params, None, state, cfg)
             return
         if isinstance(cfg, AdamConfig) and cfg.state_dtype is not None:
-            check_quantized(self, params, None, state, cfg)
+            check_int8(self, params, None, state, cfg)
         else:
             validation.check_state(self, params, state, cfg)
 

@@ -9,7 +9,7 @@ import zipfile
 
 import numpy as np
 
-from .blockwise import SCALE_NAMES, is_quantized, n_blocks
+from .int8_codec import SCALE_NAMES, has_int8_state, n_blocks
 from .config import AdamConfig
 from .files import atomic_write
 from .formats import BFLOAT16, LOW_PRECISION_DTYPES, bits_view, uses_low_precision
@@ -120,7 +120,7 @@ def _group_state(archive, members, path, params, group) -> dict:
     if uses_low_precision(cfg, [params[i] for i in indices], None):
         return _read_low_precision(archive, members, path, params, group, cfg)
     int8 = group.get("state_dtype") == "int8"
-    quantized = [int8 and is_quantized(params[i]) for i in indices]
+    quantized = [int8 and has_int8_state(params[i]) for i in indices]
     state = {"step": group["step"]}
     for name in _MOMENTS:
         keys = [f"{name}.{i}.npy" for i in indices]

@@ -31,7 +31,7 @@ class AdamConfig:
     stored: None keeps them in the dtype of the weights stepped (the params', float32 with
     master weights), "float32" or "bfloat16" in that dtype; "int8" stores float32 params'
     moments as one byte per element plus one float32 scale per block
-    (``backends.blockwise``).
+    (``backends.int8_codec``).
 
     Low-precision params (bfloat16, float16; see ``backends.formats``): ``master_weights``
     keeps a float32 copy that the step updates and writes the params from, rounded to

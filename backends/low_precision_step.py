@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .formats import BFLOAT16, FLOAT32, LOW_PRECISION_DTYPES, moment_dtype, stream_key, widen
-from .quantized_step import _check_array
+from .int8_step import _check_array
 from .state import AdamState, checked_step
 from .validation import (as_list, check_config, data_address, first_overlap, headers,
                          remembered, weak_references)

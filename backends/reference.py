@@ -13,7 +13,7 @@ and gradient g of parameters p::
 Everything is computed in float64 on new arrays; nothing passed in is modified.
 NaN or Inf in g propagate as IEEE arithmetic says: they are not errors.
 
-8-bit state (``state_dtype="int8"``, see ``backends.blockwise``): ``reference_step_int8``
+8-bit state (``state_dtype="int8"``, see ``backends.int8_codec``): ``reference_step_int8``
 dequantizes (map value of each code times its block's scale), runs the step above on the
 dequantized moments, then quantizes each new moment: scale = the block's largest
 magnitude, code = the nearest map value to value / scale (ties away from zero; m is 0 below
@@ -37,12 +37,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blockwise import BLOCK, M_FLUSH, M_NONFINITE_CODE, M_VALUES, V_VALUES
+from .int8_codec import BLOCK, M_FLUSH, M_NONFINITE_CODE, M_VALUES, V_VALUES
 from .config import AdamConfig
 from .formats import BFLOAT16, FLOAT16, FLOAT32
 
-__all__ = ["ReferenceState", "reference_step", "reference_run", "QuantizedMoment",
-           "reference_step_int8", "nearest_code", "dequantize", "LowPrecisionState",
+__all__ = ["ReferenceState", "reference_step", "reference_run", "Int8Moment",
+           "reference_step_int8", "nearest_code", "decode", "LowPrecisionState",
            "reference_step_low_precision", "to_grid"]
 
 
@@ -102,7 +102,7 @@ def reference_run(params, grad_steps, cfg: AdamConfig, states=None, first_step: 
 
 
 @dataclass
-class QuantizedMoment:
+class Int8Moment:
     """One 8-bit moment of one tensor: codes, float64 block scales, and (after a
     reference step) ``x``, the float64 value / scale each code was chosen for."""
 
@@ -116,7 +116,7 @@ def _map(signed: bool) -> np.ndarray:
     return np.concatenate((M_VALUES, -M_VALUES)) if signed else V_VALUES
 
 
-def dequantize(q: QuantizedMoment, signed: bool) -> np.ndarray:
+def decode(q: Int8Moment, signed: bool) -> np.ndarray:
     """float64 values: each code's map value times its block's scale."""
     codes = np.asarray(q.codes).reshape(-1)
     scales = np.repeat(np.asarray(q.scales, dtype=np.float64), BLOCK)[:codes.size]
@@ -137,7 +137,7 @@ def nearest_code(x: np.ndarray, signed: bool) -> np.ndarray:
     return k.astype(np.uint8)
 
 
-def _quantize(values, signed: bool) -> QuantizedMoment:
+def _encode(values, signed: bool) -> Int8Moment:
     flat = values.reshape(-1)
     padded = np.zeros(-(-flat.size // BLOCK) * BLOCK)
     padded[:flat.size] = np.abs(flat)
@@ -148,18 +148,18 @@ def _quantize(values, signed: bool) -> QuantizedMoment:
     codes = nearest_code(x, signed)
     if signed:
         codes[~np.isfinite(per_element)] = M_NONFINITE_CODE
-    return QuantizedMoment(codes.reshape(values.shape), scales, x.reshape(values.shape))
+    return Int8Moment(codes.reshape(values.shape), scales, x.reshape(values.shape))
 
 
-def reference_step_int8(p, g, m: QuantizedMoment, v: QuantizedMoment,
-                        v_max: QuantizedMoment | None, t: int, cfg: AdamConfig):
+def reference_step_int8(p, g, m: Int8Moment, v: Int8Moment,
+                        v_max: Int8Moment | None, t: int, cfg: AdamConfig):
     """One Adam step of one tensor with 8-bit state; returns (new float64 p, m, v, v_max)
-    as QuantizedMoments (``v_max`` None unless amsgrad)."""
-    moments = ReferenceState(dequantize(m, True), dequantize(v, False),
-                             None if v_max is None else dequantize(v_max, False))
+    as Int8Moments (``v_max`` None unless amsgrad)."""
+    moments = ReferenceState(decode(m, True), decode(v, False),
+                             None if v_max is None else decode(v_max, False))
     p, new = reference_step(p, g, moments, t, cfg)
-    return (p, _quantize(new.m, True), _quantize(new.v, False),
-            None if new.v_max is None else _quantize(new.v_max, False))
+    return (p, _encode(new.m, True), _encode(new.v, False),
+            None if new.v_max is None else _encode(new.v_max, False))
 
 
 #: (significant bits, exponent of the smallest spacing, largest finite value) per format.

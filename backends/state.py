@@ -67,7 +67,7 @@ class AdamState:
     """Step count and per-tensor moments, arrays of the backend's type.
 
     ``step`` is 0 before the first update; ``max_exp_avg_sq`` is None unless amsgrad.
-    With 8-bit state (``AdamConfig(state_dtype="int8")``, see ``backends.blockwise``) a
+    With 8-bit state (``AdamConfig(state_dtype="int8")``, see ``backends.int8_codec``) a
     quantized tensor's moment entry holds its uint8 codes and the matching ``*_scale``
     entry its float32 per-block scales; the scale entry is None for a tensor whose state is
     full precision, and the ``*_scale`` lists are None when no state is quantized.

@@ -2,7 +2,7 @@
 array is touched, so a refused call leaves parameters and state exactly as they were.
 
 Functions of the backend they check (its ``array_type``, ``name``, ``_is_contiguous``,
-``_is_writeable``, ``empty``), not methods: the 8-bit step (``quantized_step``) runs the
+``_is_writeable``, ``empty``), not methods: the 8-bit step (``int8_step``) runs the
 same checks without depending on ``base``, and ``base`` stays the contract a backend
 author reads.
 """

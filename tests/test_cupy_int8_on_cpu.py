@@ -18,7 +18,7 @@ import pytest
 
 from backends import Adam, get_backend
 from backends.cuda import _cupy_kernels
-from backends import blockwise as bw
+from backends import int8_codec as codec
 from backends.scalars import StepScalars
 from harness.check.agreement import OPTION_SETS
 
@@ -120,24 +120,24 @@ def test_cupy_int8_source_gives_numpys_bits(options, tmp_path_factory):
     n = 4096 + 100
     rng = np.random.default_rng(1)
     p = rng.standard_normal(n).astype(np.float32)
-    p[5 * bw.BLOCK:6 * bw.BLOCK] = 0
+    p[5 * codec.BLOCK:6 * codec.BLOCK] = 0
     reference = Adam([p.copy()], backend=get_backend("numpy"), state_dtype="int8",
                      **cfg_options)
-    state = bw.init_quantized_state(get_backend("numpy"), [p], amsgrad)
+    state = codec.init_int8_state(get_backend("numpy"), [p], amsgrad)
     mine = p.copy()
     for t in range(1, 4):
         g = (rng.standard_normal(n) * 10.0 ** rng.uniform(-6, 2, n)).astype(np.float32)
-        g[3 * bw.BLOCK + 7] = np.nan if t == 2 else g[3 * bw.BLOCK + 7]
-        g[8 * bw.BLOCK + 1] = np.inf if t == 1 else g[8 * bw.BLOCK + 1]
-        g[5 * bw.BLOCK:6 * bw.BLOCK] = 0
+        g[3 * codec.BLOCK + 7] = np.nan if t == 2 else g[3 * codec.BLOCK + 7]
+        g[8 * codec.BLOCK + 1] = np.inf if t == 1 else g[8 * codec.BLOCK + 1]
+        g[5 * codec.BLOCK:6 * codec.BLOCK] = 0
         reference.step([g])
         pairs = [(getattr(state, name)[0], getattr(state, scale)[0])
-                 for name, scale in zip(bw.QUANTIZED_MOMENTS, bw.SCALE_NAMES)
+                 for name, scale in zip(codec.INT8_MOMENTS, codec.SCALE_NAMES)
                  if getattr(state, name) is not None]
         _cpu_step(run, mine, g, (*pairs[:2], pairs[2] if amsgrad else None),
                   StepScalars.for_step(reference.config, t), grid=3)
         np.testing.assert_array_equal(_bits(mine), _bits(reference.params[0]))
-        for name, scale in zip(bw.QUANTIZED_MOMENTS, bw.SCALE_NAMES):
+        for name, scale in zip(codec.INT8_MOMENTS, codec.SCALE_NAMES):
             if getattr(state, name) is None:
                 continue
             np.testing.assert_array_equal(getattr(state, name)[0],
@@ -147,5 +147,5 @@ def test_cupy_int8_source_gives_numpys_bits(options, tmp_path_factory):
                                           err_msg=scale)
     assert np.isnan(reference.state.exp_avg_scale[0][3])
     assert not np.isfinite(reference.state.exp_avg_scale[0][8])
-    assert (reference.state.exp_avg[0][8 * bw.BLOCK:9 * bw.BLOCK] == bw.M_NONFINITE_CODE).all()
+    assert (reference.state.exp_avg[0][8 * codec.BLOCK:9 * codec.BLOCK] == codec.M_NONFINITE_CODE).all()
     assert reference.state.exp_avg_scale[0][5] == 0

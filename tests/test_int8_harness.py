@@ -16,7 +16,7 @@ def test_int8_bytes_model(amsgrad, expected, state_bytes):
     assert state_bytes_per_parameter("float32", amsgrad) == (12 if amsgrad else 8)
 
 
-def test_int8_cells_only_for_backends_with_8bit_state():
+def test_int8_cells_only_for_backends_with_int8_state():
     cfg = SweepConfig(sizes=[2**12], models=[], dtypes=["float32", "float64"],
                       states=["full", "int8"])
     cells = plan_cells(cfg, collect_subjects(["numpy", "numba-cuda"], peers=False))
@@ -49,10 +49,10 @@ def test_int8_agreement_passes_ours_and_names_refusals():
 
 
 def test_int8_agreement_fails_a_wrong_rounding(monkeypatch):
-    from backends import blockwise
+    from backends import int8_codec
     from harness.check.int8_agreement import int8_agreement
 
-    monkeypatch.setattr(blockwise, "V_HALF", 0)  # numpy's v codes truncate, not round
+    monkeypatch.setattr(int8_codec, "V_HALF", 0)  # numpy's v codes truncate, not round
     df = int8_agreement(["numpy"], steps=2)
     assert not df["within_tolerance"].any()
     assert (df["codes_off_boundary"] > 0).all()

@@ -47,12 +47,12 @@ def _labels(cells, state):
     return sorted(c.label for c in cells if c.state == state)
 
 
-def test_the_eight_bit_peers_declare_int8_state():
+def test_the_int8_peers_declare_int8_state():
     assert {p.label for p in PEERS if p.state == "int8"} == {"bnb-adam8bit",
                                                              "torchao-adamw8bit"}
 
 
-def test_with_state_int8_eight_bit_peers_are_in_int8_cells_not_fp32_cells():
+def test_with_state_int8_int8_peers_are_in_int8_cells_not_fp32_cells():
     cfg = SweepConfig(sizes=[2**12], models=[], dtypes=["float32", "float64"],
                       states=["full", "int8"])
     cells = plan_cells(cfg, _subjects())
@@ -61,7 +61,7 @@ def test_with_state_int8_eight_bit_peers_are_in_int8_cells_not_fp32_cells():
     assert all(c.dtype == "float32" for c in cells if c.state == "int8")
 
 
-def test_a_plain_bench_keeps_eight_bit_peers_in_their_own_int8_rows():
+def test_a_plain_bench_keeps_int8_peers_in_their_own_int8_rows():
     """Without --state int8 our backends run fp32 state only, and the 8-bit peers still
     get rows, in their own format, beside the 8-bit roofline."""
     cells = plan_cells(SweepConfig(sizes=[2**12], models=[]), _subjects())
@@ -78,7 +78,7 @@ def test_the_state_bytes_column_is_what_the_stepper_holds(tmp_path):
     assert df.loc["roofline[int8]", "state_bytes_per_parameter"] == 2.03125  # the model
 
 
-def test_an_unavailable_eight_bit_peer_is_an_int8_row_with_the_install_command(tmp_path):
+def test_an_unavailable_int8_peer_is_an_int8_row_with_the_install_command(tmp_path):
     missing = load_peer(Peer("missing8", "no_such_adam8bit_adapter", ("no_such_adam8bit",),
                              install="pip install no-such-adam8bit", state="int8"))
     cfg = SweepConfig(sizes=[2**12], models=[], repeats=3, max_seconds=0.01)
@@ -119,7 +119,7 @@ def test_versus_int8_is_peer_time_over_numba_int8_time_with_the_drift_taken_out(
         "  smallest time over numba[int8]'s, flat sizes: bnb[int8] 10.0"]
 
 
-def test_verdicts_compare_numba_int8_with_the_best_eight_bit_peer_only():
+def test_verdicts_compare_numba_int8_with_the_best_int8_peer_only():
     """Fractions of the roofline by hand: numba 0.9, torch-fused 0.5 (fp32 rows);
     numba[int8] 0.6, bnb[int8] 0.02 (8-bit rows). vs best peer: 0.9 / 0.5 = 1.8 for numba,
     0.6 / 0.02 = 30 for numba[int8] (not 0.6 / 0.5 against an fp32 peer)."""
@@ -147,7 +147,7 @@ def _installed(*modules):
     ("bnb-adam8bit", "bitsandbytes", 2, 0),  # one pair of maps shared by every tensor
     ("torchao-adamw8bit", "torchao", 4, 3 * 4),  # a pair per 8-bit tensor; a float32 step
 ])                                                # count per tensor
-def test_eight_bit_peer_state_bytes_are_read_from_its_tensors(label, module, maps, extra):
+def test_int8_peer_state_bytes_are_read_from_its_tensors(label, module, maps, extra):
     """By hand: tensors of 8192 and 4096 elements keep uint8 m and v codes and a float32
     absmax per 256 elements for each; the 100-element tensor keeps float32 m and v; each
     map (signed for m, unsigned for v) is 256 float32 entries, counted once however many

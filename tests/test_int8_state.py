@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from backends import Adam, AdamConfig, get_backend
-from backends import blockwise as bw
-from backends.reference import QuantizedMoment, nearest_code, reference_step_int8
+from backends import int8_codec as codec
+from backends.reference import Int8Moment, nearest_code, reference_step_int8
 from harness.check.int8_agreement import compare_codes
 
 INT8_BACKENDS = ["python", "numpy", "numba"]
@@ -19,9 +19,9 @@ def hard_values() -> np.ndarray:
     """float32 values in [0, 1] where rounding is decided: every map value and midpoint,
     one ulp either side, denormals, and values drawn across all binades."""
     rng = np.random.default_rng(0)
-    tables = (bw.M_VALUES, bw.V_VALUES)
+    tables = (codec.M_VALUES, codec.V_VALUES)
     points = np.concatenate([*tables, *((t[1:] + t[:-1]) / 2 for t in tables),
-                             [0.0, 1.0, 1e-45, 1e-40, 2.0**-40, 0.75 * 2.0**-32, bw.M_FLUSH]])
+                             [0.0, 1.0, 1e-45, 1e-40, 2.0**-40, 0.75 * 2.0**-32, codec.M_FLUSH]])
     x = points.astype(np.float32)
     x = np.concatenate([np.nextafter(x, np.float32(0)), x, np.nextafter(x, np.float32(1))])
     drawn = rng.integers(0, 0x3F800001, 1 << 18, dtype=np.uint32).view(np.float32)
@@ -29,25 +29,25 @@ def hard_values() -> np.ndarray:
 
 
 @pytest.mark.parametrize("signed", [True, False], ids=["m", "v"])
-def test_bit_quantizers_pick_the_nearest_map_value(signed):
+def test_encoders_pick_the_nearest_map_value(signed):
     x = hard_values()
     if signed:
         x = np.concatenate([x, -x])
-        codes = bw.quantize_m(x)
+        codes = codec.encode_m(x)
     else:
-        codes = bw.quantize_v(x)
+        codes = codec.encode_v(x)
     np.testing.assert_array_equal(codes, nearest_code(x.astype(np.float64), signed))
 
 
-def test_maps_dequantize_to_their_tables_and_v_never_to_zero():
+def test_maps_decode_to_their_tables_and_v_never_to_zero():
     codes = np.arange(256, dtype=np.uint8)
-    m = bw.dequantize_m(codes).astype(np.float64)
-    np.testing.assert_array_equal(np.abs(m[:128]), bw.M_VALUES)
-    np.testing.assert_array_equal(m[128:], -bw.M_VALUES)
-    v = bw.dequantize_v(codes).astype(np.float64)
-    np.testing.assert_array_equal(v, bw.V_VALUES)
+    m = codec.decode_m(codes).astype(np.float64)
+    np.testing.assert_array_equal(np.abs(m[:128]), codec.M_VALUES)
+    np.testing.assert_array_equal(m[128:], -codec.M_VALUES)
+    v = codec.decode_v(codes).astype(np.float64)
+    np.testing.assert_array_equal(v, codec.V_VALUES)
     assert v.min() == 1.125 * 2.0**-32 and v.max() == 1.0 and m.max() == 1.0
-    assert np.all(np.diff(bw.M_VALUES) > 0) and np.all(np.diff(bw.V_VALUES) > 0)
+    assert np.all(np.diff(codec.M_VALUES) > 0) and np.all(np.diff(codec.V_VALUES) > 0)
 
 
 def _kernel_codec():
@@ -71,16 +71,16 @@ def _kernel_codec():
 
 def test_numba_codec_equals_numpy_codec_on_every_hard_value():
     """Every rounding decision, both signs for m, NaN and inf: the kernels' 16-bit lane
-    encoders and their decoders against blockwise's (v's encoder sees x >= +0 or NaN)."""
+    encoders and their decoders against int8_codec's (v's encoder sees x >= +0 or NaN)."""
     x = hard_values()
     x = np.concatenate([x, -x, np.float32([np.nan, -np.nan, np.inf, -np.inf, 1.5, 3e38])])
     codes = np.arange(256, dtype=np.uint8)
     encoded, decoded = _kernel_codec()(x, codes)
-    np.testing.assert_array_equal(encoded[0], bw.quantize_m(x))
+    np.testing.assert_array_equal(encoded[0], codec.encode_m(x))
     v_domain = ~np.signbit(x) | np.isnan(x)
-    np.testing.assert_array_equal(encoded[1][v_domain], bw.quantize_v(x[v_domain]))
+    np.testing.assert_array_equal(encoded[1][v_domain], codec.encode_v(x[v_domain]))
     np.testing.assert_array_equal(decoded.view(np.uint32),
-                                  np.stack([bw.dequantize_m(codes), bw.dequantize_v(codes)])
+                                  np.stack([codec.decode_m(codes), codec.decode_v(codes)])
                                   .view(np.uint32))
 
 
@@ -140,7 +140,7 @@ def test_numba_one_and_two_threads_are_bit_identical():
 
 @pytest.mark.parametrize("backend", INT8_BACKENDS)
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(c) or "plain")
-def test_one_step_matches_the_quantized_reference(backend, config):
+def test_one_step_matches_the_int8_reference(backend, config):
     """From one quantized state, a step gives the reference's scales (within float32
     rounding) and codes, except where the reference's value / scale lies within float32
     rounding of a decision boundary (those are counted: few)."""
@@ -160,7 +160,7 @@ def test_one_step_matches_the_quantized_reference(backend, config):
     def moment(state, name):
         if state[name] is None:
             return None
-        return QuantizedMoment(state[name][0], state[f"{name}_scale"][0].astype(np.float64))
+        return Int8Moment(state[name][0], state[f"{name}_scale"][0].astype(np.float64))
 
     ref_p, *ref = reference_step_int8(p0, g, moment(before, "exp_avg"),
                                       moment(before, "exp_avg_sq"),
@@ -204,7 +204,7 @@ def test_memory_is_about_a_quarter():
     state = Adam([p], backend="numpy", state_dtype="int8").state
     nbytes = sum(a.nbytes for a in state.exp_avg + state.exp_avg_sq + state.exp_avg_scale
                  + state.exp_avg_sq_scale)
-    assert nbytes == 2 * p.size * (1 + 4 / bw.BLOCK)
+    assert nbytes == 2 * p.size * (1 + 4 / codec.BLOCK)
 
 
 @given(exponents=st.lists(st.floats(-30, 8), min_size=20, max_size=20),
@@ -254,7 +254,7 @@ def test_gpu_backends_declare_int8_state(name):
 
 def test_a_backend_without_int8_state_refuses_it_by_name():
     from backends.cpu.numpy import NumpyBackend
-    from backends.quantized_step import require_int8_support
+    from backends.int8_step import require_int8_support
 
     class Float32Only(NumpyBackend):
         name = "float32-only"
@@ -349,9 +349,9 @@ def _nonfinite_run(backend, steps):
     """L2 steps of one quantized tensor: an inf gradient in block 0 and a NaN in block 2
     at the first step, so block 0 holds inf moments, then NaN ones; block 2 NaN ones."""
     rng = np.random.default_rng(14)
-    p = rng.standard_normal(4 * bw.BLOCK + 4096).astype(np.float32)
+    p = rng.standard_normal(4 * codec.BLOCK + 4096).astype(np.float32)
     grads = [rng.standard_normal(p.size).astype(np.float32) for _ in range(steps)]
-    grads[0][7], grads[0][2 * bw.BLOCK + 9] = np.inf, np.nan
+    grads[0][7], grads[0][2 * codec.BLOCK + 9] = np.inf, np.nan
     with np.errstate(all="ignore"):
         return _run(backend, {"weight_decay": 0.1}, [p], [[g] for g in grads])
 
@@ -365,7 +365,7 @@ def test_non_finite_blocks_give_identical_bits(steps):
     runs = {name: _nonfinite_run(name, steps) for name in INT8_BACKENDS}
     _assert_same_bits(runs["numpy"], runs["numba"])
     for name, (_, state) in runs.items():
-        scales, codes = state["exp_avg_scale"][0], state["exp_avg"][0].reshape(-1, bw.BLOCK)
+        scales, codes = state["exp_avg_scale"][0], state["exp_avg"][0].reshape(-1, codec.BLOCK)
         assert np.isnan(scales[2]) and (np.isinf(scales[0]) if steps == 1 else np.isnan(scales[0]))
         assert np.isfinite(np.delete(scales, [0, 2])).all(), name
         assert (codes[[0, 2]] == 127).all(), name

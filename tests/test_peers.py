@@ -65,7 +65,7 @@ def test_full_precision_peer_agrees_with_the_reference_or_refuses(peer, options,
 
 
 @pytest.mark.parametrize("peer", EIGHT_BIT, ids=[p.label for p in EIGHT_BIT])
-def test_eight_bit_peer_steps_near_the_reference(peer):
+def test_int8_peer_steps_near_the_reference(peer):
     """No full-precision verdict, but a step is an Adam step: with 8-bit moments every
     parameter lands within a tenth of lr of the float64 reference after one step (each
     element moves about lr), including the 8192-element tensor whose moments are 8-bit."""
@@ -84,7 +84,7 @@ def test_eight_bit_peer_steps_near_the_reference(peer):
     ("torchao-adamw8bit", AdamConfig(maximize=True)),
     ("torchao-adamw8bit", AdamConfig(amsgrad=True)),
 ])
-def test_an_option_an_eight_bit_peer_lacks_is_refused_not_faked(label, cfg):
+def test_an_option_an_int8_peer_lacks_is_refused_not_faked(label, cfg):
     subject = _loaded(next(p for p in PEERS if p.label == label))
     with pytest.raises(UnsupportedOption):
         subject.make([np.ones(4, np.float32)], cfg)
@@ -225,7 +225,7 @@ def test_sweep_notes_an_option_a_peer_lacks(tmp_path):
     assert peer.loc[False, "seconds_median"] > 0
 
 
-def test_cli_check_shows_chosen_peers_and_the_eight_bit_block(tmp_path, capsys):
+def test_cli_check_shows_chosen_peers_and_the_int8_block(tmp_path, capsys):
     status = main(["check", "--steps", "3", "--backends", "numpy", "--peers",
                    "optax,bnb-adam8bit", "--dtypes", "float32", "--quiet", "--verbose",
                    "--out", str(tmp_path / "check")])
@@ -233,8 +233,8 @@ def test_cli_check_shows_chosen_peers_and_the_eight_bit_block(tmp_path, capsys):
     assert status == 0, out
     assert "## 8-bit peers against the float64 reference" in out
     assert "  8-bit peers (apart, no verdict): bnb-adam8bit: " in out  # the terse line too
-    eight_bit = pd.read_csv(tmp_path / "check-8bit.csv")
-    assert set(eight_bit.subject) == {"bnb-adam8bit"} and "within_tolerance" not in eight_bit
+    int8_peers = pd.read_csv(tmp_path / "check-8bit.csv")
+    assert set(int8_peers.subject) == {"bnb-adam8bit"} and "within_tolerance" not in int8_peers
     assert set(pd.read_csv(tmp_path / "check.csv").subject) == {"numpy", "optax"}
 
 

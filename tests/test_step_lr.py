@@ -190,7 +190,7 @@ class RecordingGpu(GpuBackend):
     def _launch(self, p, g, m, v, vmax, scalars, dtype):
         self.launched.append(scalars)
 
-    def _launch_quantized(self, p, g, moments, scalars):
+    def _launch_int8(self, p, g, moments, scalars):
         self.launched.append(scalars)
 
 

@@ -1,11 +1,11 @@
-"""Numba CPU kernels for 8-bit state (``backends.blockwise``): the Adam step and its
+"""Numba CPU kernels for 8-bit state (``backends.int8_codec``): the Adam step and its
 roofline.
 
 Threads take chunks of CHUNK_BLOCKS blocks. Per block, one vectorized loop decodes the
 codes, runs the float32 Adam body shared with the fp32 kernels, writes p, keeps the new
 moments in a block-sized scratch and takes their absmax as the maximum of their magnitude
 bits (a NaN's exceed every number's, as in NumPy's max over the bits); a second loop per
-moment encodes the scratch. Every operation is the one ``blockwise.step_blocks_numpy``
+moment encodes the scratch. Every operation is the one ``int8_codec.step_blocks_numpy``
 makes, so the bits agree. Measured here at 2^24 float32 (2 threads): fusing the absmax
 into the first loop took the step from 0.64 to 0.79 of the 8-bit roofline; per-block
 carrays instead of slices (no reference counting per 256 elements) from 0.45 to 0.64.
@@ -23,7 +23,7 @@ from llvmlite import ir
 from numba import carray, njit, prange, types
 from numba.extending import intrinsic
 
-from ..blockwise import (BLOCK, M_BIAS, M_HALF, M_NONFINITE_CODE, M_SHIFT, V_BIAS, V_HALF,
+from ..int8_codec import (BLOCK, M_BIAS, M_HALF, M_NONFINITE_CODE, M_SHIFT, V_BIAS, V_HALF,
                          V_SHIFT)
 from ._numba_kernels import (KERNEL_OPTIONS, _adam_element, _constants, _pointer,
                              _serial_twin)
@@ -58,7 +58,7 @@ def _unsigned_clamp(builder, x, low, high):
 # from 0.70 to 0.61 ns per element on one thread in cache.
 @intrinsic
 def _encode_m(typingctx, x):
-    """float32 x -> m code (blockwise.quantize_m on one value)."""
+    """float32 x -> m code (int8_codec.encode_m on one value)."""
     def codegen(context, builder, sig, args):
         bits = builder.bitcast(args[0], _I32)
         # the sign at bit _M_SIGN, the rounded exponent and 3 mantissa bits below it
@@ -75,7 +75,7 @@ def _encode_m(typingctx, x):
 
 @intrinsic
 def _encode_v(typingctx, x):
-    """float32 x -> v code (blockwise.quantize_v on one value; x >= +0 or NaN, so the
+    """float32 x -> v code (int8_codec.encode_v on one value; x >= +0 or NaN, so the
     sign bit, set only on a NaN, clamps to 255 as the magnitude would)."""
     def codegen(context, builder, sig, args):
         bits = builder.bitcast(args[0], _I32)
@@ -90,7 +90,7 @@ def _encode_v(typingctx, x):
 
 @intrinsic
 def _decode_m(typingctx, code):
-    """m code -> float32 map value (blockwise.dequantize_m on one code)."""
+    """m code -> float32 map value (int8_codec.decode_m on one code)."""
     def codegen(context, builder, sig, args):
         high = builder.shl(builder.zext(args[0], _I32), _const(_I32, 24))  # sign at bit 31
         bits = builder.or_(builder.and_(high, _const(_I32, -1 << 31)),
@@ -106,7 +106,7 @@ def _decode_m(typingctx, code):
 
 @intrinsic
 def _decode_v(typingctx, code):
-    """v code -> float32 map value (blockwise.dequantize_v on one code)."""
+    """v code -> float32 map value (int8_codec.decode_v on one code)."""
     def codegen(context, builder, sig, args):
         c = builder.zext(args[0], _I32)
         bits = builder.shl(builder.add(c, _const(_I32, V_BIAS)), _const(_I32, V_SHIFT))

@@ -70,7 +70,7 @@ class NumbaBackend(Backend):
                                 cache)
         self._run(table.kernel, table.arguments, t, cfg, table.parallel, lr)
 
-    def _update_quantized(self, p, g, moments, cfg, t, lr=None) -> None:
+    def _update_int8(self, p, g, moments, cfg, t, lr=None) -> None:
         (m_codes, m_scales), (v_codes, v_scales), vmax = moments
         vmax_codes, vmax_scales = vmax if vmax is not None else (v_codes, v_scales)
         parallel = p.size > INT8_SERIAL_MAX

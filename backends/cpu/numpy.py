@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..base import Backend
-from ..blockwise import BLOCK, n_blocks, step_blocks_numpy
+from ..int8_codec import BLOCK, n_blocks, step_blocks_numpy
 from ..formats import FLOAT32, random16, round_nearest, round_stochastic, widen
 from ..scalars import StepScalars
 
@@ -94,9 +94,9 @@ class NumpyBackend(Backend):
         for future in futures:
             future.result()
 
-    def _update_quantized(self, p, g, moments, cfg, t, lr=None) -> None:
+    def _update_int8(self, p, g, moments, cfg, t, lr=None) -> None:
         """8-bit state, on the calling thread, in chunks of whole blocks of about
-        ``chunk_bytes`` of params (``blockwise.step_blocks_numpy`` on each)."""
+        ``chunk_bytes`` of params (``int8_codec.step_blocks_numpy`` on each)."""
         c = _cast(StepScalars.for_step(cfg, t, lr), p.dtype)
         chunk = max(BLOCK, self.chunk_bytes // p.itemsize // BLOCK * BLOCK)
         for start in range(0, p.size, chunk):

@@ -11,7 +11,7 @@ import struct
 
 import numpy as np
 
-from .. import blockwise as bw
+from .. import int8_codec as codec
 from ..base import Backend
 from ..formats import BFLOAT16, FLOAT32, random16
 from ..scalars import StepScalars
@@ -67,18 +67,18 @@ class PythonBackend(Backend):
             else:
                 fp.store_nearest(i, w)
 
-    def _update_quantized(self, p, g, moments, cfg, t, lr=None) -> None:
+    def _update_int8(self, p, g, moments, cfg, t, lr=None) -> None:
         scalars = StepScalars.for_step(cfg, t, lr)
         p, g = memoryview(p), memoryview(g)
         views = [None if pair is None else (memoryview(pair[0]), memoryview(pair[1]))
                  for pair in moments]
-        for b in range(bw.n_blocks(len(p))):
-            _quantized_block(p, g, views, b * bw.BLOCK, min(len(p), (b + 1) * bw.BLOCK), b,
+        for b in range(codec.n_blocks(len(p))):
+            _int8_block(p, g, views, b * codec.BLOCK, min(len(p), (b + 1) * codec.BLOCK), b,
                              scalars)
 
 
-def _quantized_block(p, g, moments, start, stop, b, s) -> None:
-    """One block of ``blockwise``'s step: dequantize, the double-precision body of
+def _int8_block(p, g, moments, start, stop, b, s) -> None:
+    """One block of ``int8_codec``'s step: dequantize, the double-precision body of
     ``_adam_loop``, then absmax and nearest codes of each new moment (rounded to float32
     first, as the kernels hold them)."""
     (mc, ms), (vc, vs), vmax = moments
@@ -107,7 +107,7 @@ def _quantized_block(p, g, moments, start, stop, b, s) -> None:
         inverse = _f32(1.0 / scales[b]) if scales[b] > 0 else 0.0
         nonfinite = signed and not math.isfinite(scales[b])
         for i, value in zip(range(start, stop), values):
-            codes[i] = bw.M_NONFINITE_CODE if nonfinite else _encode(_f32(value * inverse),
+            codes[i] = codec.M_NONFINITE_CODE if nonfinite else _encode(_f32(value * inverse),
                                                                        signed)
 
 
@@ -121,17 +121,17 @@ def _f32(x: float) -> float:
 
 def _decode(code: int, scale: float, signed: bool) -> float:
     if signed:
-        return math.copysign(bw.M_VALUES[code & 127], -1.0 if code & 128 else 1.0) * scale
-    return bw.V_VALUES[code] * scale
+        return math.copysign(codec.M_VALUES[code & 127], -1.0 if code & 128 else 1.0) * scale
+    return codec.V_VALUES[code] * scale
 
 
 def _encode(x: float, signed: bool) -> int:
-    """The float32 x's code: ``blockwise.quantize_m`` / ``quantize_v`` on one value."""
+    """The float32 x's code: ``int8_codec.encode_m`` / ``encode_v`` on one value."""
     bits = struct.unpack("I", struct.pack("f", x))[0]
     u = bits & 0x7FFFFFFF
     if not signed:
-        return max(0, min(255, ((u + bw.V_HALF) >> bw.V_SHIFT) - bw.V_BIAS))
-    k = max(0, min(127, ((u + bw.M_HALF) >> bw.M_SHIFT) - bw.M_BIAS))
+        return max(0, min(255, ((u + codec.V_HALF) >> codec.V_SHIFT) - codec.V_BIAS))
+    k = max(0, min(127, ((u + codec.M_HALF) >> codec.M_SHIFT) - codec.M_BIAS))
     return (bits >> 31) << 7 | k
 
 

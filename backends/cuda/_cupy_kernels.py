@@ -77,7 +77,7 @@ _INT8_SOURCE = r"""
 #define BLOCK {block}
 #define THREADS {threads}
 #define MAGNITUDE 0x7FFFFFFFu
-// backends.blockwise's maps on one value: dequantize_m, dequantize_v, quantize_m, quantize_v
+// backends.int8_codec's maps on one value: decode_m, decode_v, encode_m, encode_v
 __device__ __forceinline__ float decode_m(unsigned int c) {{
     unsigned int k = c & 127u;
     float magnitude = k ? __uint_as_float((k + {m_bias}u) << {m_shift}) : 0.0f;
@@ -180,17 +180,17 @@ def int8_kernel_name(amsgrad: bool) -> str:
 
 
 def int8_kernel_source(amsgrad: bool) -> str:
-    """The CUDA C of the 8-bit state kernel (see backends.blockwise; one warp per
+    """The CUDA C of the 8-bit state kernel (see backends.int8_codec; one warp per
     256-element block, the same steps as backends.cuda._numba_cuda_kernels' 8-bit kernel);
     arguments: p, g, m codes, m scales, v codes, v scales, [max codes, max scales,] the
     ten float32 scalars of ``StepScalars.floats()``, use_l2, n. The maps' constants come
-    from ``backends.blockwise``."""
-    from .. import blockwise as bw
+    from ``backends.int8_codec``."""
+    from .. import int8_codec as codec
 
     source = _INT8_SOURCE.format(
-        block=bw.BLOCK, threads=INT8_THREADS, m_bias=bw.M_BIAS, m_shift=bw.M_SHIFT,
-        m_half=bw.M_HALF, m_nonfinite=bw.M_NONFINITE_CODE, v_bias=bw.V_BIAS,
-        v_shift=bw.V_SHIFT, v_half=bw.V_HALF, name=int8_kernel_name(amsgrad),
+        block=codec.BLOCK, threads=INT8_THREADS, m_bias=codec.M_BIAS, m_shift=codec.M_SHIFT,
+        m_half=codec.M_HALF, m_nonfinite=codec.M_NONFINITE_CODE, v_bias=codec.V_BIAS,
+        v_shift=codec.V_SHIFT, v_half=codec.V_HALF, name=int8_kernel_name(amsgrad),
         x_params="unsigned char* xc, float* xs, " if amsgrad else "")
     for marker, code in _INT8_AMSGRAD.items():
         source = source.replace(marker, code if amsgrad else "")

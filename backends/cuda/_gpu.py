@@ -41,9 +41,9 @@ class GpuBackend(Backend):
         """One kernel launch over 1-D arrays (``vmax`` is None unless amsgrad)."""
         raise NotImplementedError
 
-    def _launch_quantized(self, p, g, moments, scalars) -> None:
+    def _launch_int8(self, p, g, moments, scalars) -> None:
         """One launch of the 8-bit kernel over one quantized float32 tensor (1-D ``p``,
-        ``g``; ``moments`` as in ``Backend._update_quantized``)."""
+        ``g``; ``moments`` as in ``Backend._update_int8``)."""
         raise NotImplementedError
 
     def event_timer(self):
@@ -67,7 +67,7 @@ class GpuBackend(Backend):
             p, g = (self.asarray(np.ones(1, np.float32)) for _ in range(2))
             pairs = [(self.asarray(np.zeros(1, np.uint8)), self.asarray(np.zeros(1, np.float32)))
                      for _ in range(3)]
-            self._launch_quantized(p, g, (*pairs[:2], pairs[2] if amsgrad else None),
+            self._launch_int8(p, g, (*pairs[:2], pairs[2] if amsgrad else None),
                                    StepScalars.for_step(AdamConfig(amsgrad=amsgrad), 1))
         self.synchronize()
         return time.perf_counter() - start
@@ -86,9 +86,9 @@ class GpuBackend(Backend):
         for p, g, m, v, *vmax in plan[1]:
             self._launch(p, g, m, v, vmax[0] if vmax else None, scalars, dtype)
 
-    def _update_quantized(self, p, g, moments, cfg, t, lr=None) -> None:
+    def _update_int8(self, p, g, moments, cfg, t, lr=None) -> None:
         if p.size:
-            self._launch_quantized(p, g, moments, StepScalars.for_step(cfg, t, lr))
+            self._launch_int8(p, g, moments, StepScalars.for_step(cfg, t, lr))
 
     def _launches(self, columns) -> list[tuple]:
         """The 1-D arrays of each launch: one launch over whole spans when every column

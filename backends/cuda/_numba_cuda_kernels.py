@@ -13,8 +13,8 @@ grid-stride loop over blocks. Each lane takes every 32nd element (coalesced): de
 codes, runs the body, writes p and keeps the new moments in shared memory. The warp takes
 each moment's absmax as the maximum of the magnitude bits (a NaN's exceed every number's,
 as on the CPU) by a tree reduction in shared memory; lane 0 writes the scales and
-1 / absmax (0 when absmax is 0 or NaN, as ``blockwise.inverse_scales``); the lanes encode
-with integer operations on the float32 bits (``backends.blockwise``'s constants). One
+1 / absmax (0 when absmax is 0 or NaN, as ``int8_codec.inverse_scales``); the lanes encode
+with integer operations on the float32 bits (``backends.int8_codec``'s constants). One
 warp per block: the reduction waits on no other warp, and the CUDA simulator (a Python
 thread per GPU thread) runs 8x fewer threads than with a thread per element. Under the
 simulator the intrinsics are NumPy float32 operations, which round each operation the
@@ -28,7 +28,7 @@ import os
 import numpy as np
 from numba import cuda
 
-from ..blockwise import BLOCK, M_BIAS, M_HALF, M_SHIFT, V_BIAS, V_HALF, V_SHIFT
+from ..int8_codec import BLOCK, M_BIAS, M_HALF, M_SHIFT, V_BIAS, V_HALF, V_SHIFT
 from ..scalars import moments_with
 
 __all__ = ["adam", "adam_amsgrad", "adam_int8", "adam_int8_amsgrad", "element_with",
@@ -137,7 +137,7 @@ def adam_amsgrad(p, g, m, v, vmax, sign, l2, decay, beta1, one_minus_beta1, beta
         p[i] = _fused_update(pi, mi, vm, step_size, inv_sqrt_bc2, eps)
 
 
-# --- 8-bit state: blockwise.quantize_m / quantize_v / dequantize_* on one value -----------
+# --- 8-bit state: int8_codec.encode_m / encode_v / dequantize_* on one value -----------
 
 @_device
 def _decode_m(code):

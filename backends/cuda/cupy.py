@@ -100,7 +100,7 @@ class CupyBackend(GpuBackend):
         kernel((blocks,), (THREADS_PER_BLOCK,),
                (*pointers, *args, np.bool_(scalars.use_l2), np.int64(n)))
 
-    def _launch_quantized(self, p, g, moments, scalars):
+    def _launch_int8(self, p, g, moments, scalars):
         (mc, ms), (vc, vs), vmax = moments
         arrays = (p, g, mc, ms, vc, vs) + (() if vmax is None else vmax)
         args = tuple(np.float32(x) for x in scalars.floats())

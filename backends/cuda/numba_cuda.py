@@ -98,7 +98,7 @@ class NumbaCudaBackend(GpuBackend):
         extra = (vmax,) if vmax is not None else ()
         kernel[blocks, THREADS_PER_BLOCK](p, g, m, v, *extra, *args, scalars.use_l2)
 
-    def _launch_quantized(self, p, g, moments, scalars):
+    def _launch_int8(self, p, g, moments, scalars):
         (mc, ms), (vc, vs), vmax = moments
         args = tuple(np.float32(x) for x in scalars.floats())
         kernels = self._kernels

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..base import Backend, _views, first_of_contiguous
-from ..blockwise import SCALE_NAMES
+from ..int8_codec import SCALE_NAMES
 from ..config import AdamConfig, checked_lr
 from ..files import atomic_write
 from ..optimizer import Adam
@@ -193,7 +193,7 @@ class ShardedAdam:
             raise ValueError(f"{directory}: saved with state_dtype="
                              f"{manifest['config'].get('state_dtype')!r}; it resumes so only")
         if opt.config.state_dtype is not None:
-            state = opt.backend.state_from_dict(_read_own_quantized_shard(
+            state = opt.backend.state_from_dict(_read_own_int8_shard(
                 Path(directory), manifest, opt.comm))
         else:
             lo = opt.start
@@ -309,7 +309,7 @@ def _read_range(directory: Path, manifest: dict, lo: int, hi: int, length: int) 
     return out
 
 
-def _read_own_quantized_shard(directory: Path, manifest: dict, comm) -> dict:
+def _read_own_int8_shard(directory: Path, manifest: dict, comm) -> dict:
     """This rank's 8-bit state, codes and scales as saved (a state dict): they are
     quantized per block of the shard, so only the world size that saved them can use
     them."""

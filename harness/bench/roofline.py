@@ -4,7 +4,7 @@ Read p, g, m, v and write p, m, v (``p += g; m += g; v += g``): the same bytes a
 step (docs/design.md, "The bytes model": 28 B per float32 element), so no Adam kernel can beat it by more than
 noise, and ``gb_per_s / roofline_gb_per_s`` says how close to the memory limit a kernel is.
 CPU: a Numba parallel kernel. GPU: a CuPy elementwise kernel (or Numba CUDA without CuPy).
-With 8-bit state (state "int8", CPU only) the streams are those of ``backends.blockwise``:
+With 8-bit state (state "int8", CPU only) the streams are those of ``backends.int8_codec``:
 read and write p, uint8 m and v codes and their per-block float32 scales; read g.
 """
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _cpu_int8(n):
 
 def _int8_arrays(n):
     """Host (p, g, m codes, v codes, m scales, v scales) of the 8-bit roofline."""
-    from backends.blockwise import n_blocks
+    from backends.int8_codec import n_blocks
 
     p, g, _, _ = roofline_arrays(n, np.float32)
     return (p, g, np.ones(n, np.uint8), np.ones(n, np.uint8),

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from backends import Adam, AdamConfig, BackendUnavailable, get_backend
-from backends.reference import QuantizedMoment, nearest_code, reference_step_int8
+from backends.reference import Int8Moment, nearest_code, reference_step_int8
 
 from .agreement import OPTION_SETS
 
@@ -36,7 +36,7 @@ INT8_SIZE = 32 * 256 + 100
 _MOMENTS = (("exp_avg", True), ("exp_avg_sq", False), ("max_exp_avg_sq", False))
 
 
-def compare_codes(codes, reference: QuantizedMoment, signed: bool) -> tuple[int, int]:
+def compare_codes(codes, reference: Int8Moment, signed: bool) -> tuple[int, int]:
     """(codes differing at a decision boundary, codes differing anywhere else)."""
     differ = np.asarray(codes) != reference.codes
     x = np.abs(reference.x)
@@ -45,10 +45,10 @@ def compare_codes(codes, reference: QuantizedMoment, signed: bool) -> tuple[int,
     return int(np.count_nonzero(differ & ambiguous)), int(np.count_nonzero(differ & ~ambiguous))
 
 
-def _moment(state: dict, name: str) -> QuantizedMoment | None:
+def _moment(state: dict, name: str) -> Int8Moment | None:
     if state.get(name) is None:
         return None
-    return QuantizedMoment(state[name][0], state[f"{name}_scale"][0].astype(np.float64))
+    return Int8Moment(state[name][0], state[f"{name}_scale"][0].astype(np.float64))
 
 
 def _run(backend, options: dict, steps: int, seed: int) -> dict:

@@ -40,7 +40,7 @@ class CheckReport:
     edges: pd.DataFrame
     skipped: pd.DataFrame
     bad_input: pd.DataFrame
-    eight_bit: pd.DataFrame = field(default_factory=pd.DataFrame)
+    int8_peers: pd.DataFrame = field(default_factory=pd.DataFrame)
     int8: pd.DataFrame | None = None  # 8-bit state vs the quantized reference
 
     @property
@@ -90,7 +90,7 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
     skipped = pd.DataFrame([{"subject": s.label, "kind": s.kind, "reason": s.reason}
                             for s in subjects if s.make is None],
                            columns=["subject", "kind", "reason"])
-    rows, pair_rows, edge_rows, eight_bit_rows = [], [], [], []
+    rows, pair_rows, edge_rows, int8_peer_rows = [], [], [], []
     kinds = {s.label: s.kind for s in runnable}
     for dtype in dtypes:
         for option_name in options:
@@ -116,7 +116,7 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
                         trajectories[subject.label] = trajectory
                     else:
                         row.pop("within_tolerance")
-                (rows if full else eight_bit_rows).append(row)
+                (rows if full else int8_peer_rows).append(row)
                 if progress:
                     progress()
             for a, b, errors in pairwise(trajectories, np.dtype(dtype), steps):
@@ -153,7 +153,7 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
     return CheckReport(agreement, pd.DataFrame(pair_rows, columns=_PAIR_COLUMNS),
                        pd.DataFrame(edge_rows, columns=_EDGE_COLUMNS), skipped,
                        pd.DataFrame(bad_rows, columns=["case", "subject", "passed", "detail"]),
-                       pd.DataFrame(eight_bit_rows, columns=_EIGHT_BIT_COLUMNS), int8)
+                       pd.DataFrame(int8_peer_rows, columns=_INT8_PEER_COLUMNS), int8)
 
 
 def _problems(runnable, shapes, dtype, steps, seed, cfg) -> tuple[dict, dict]:
@@ -170,6 +170,6 @@ def _problems(runnable, shapes, dtype, steps, seed, cfg) -> tuple[dict, dict]:
 
 _ERROR_COLUMNS = list(_error_columns(Errors()))
 _AGREEMENT_COLUMNS = ["subject", "kind", "dtype", "options", "steps", *_ERROR_COLUMNS, "note"]
-_EIGHT_BIT_COLUMNS = [c for c in _AGREEMENT_COLUMNS if c != "within_tolerance"]
+_INT8_PEER_COLUMNS = [c for c in _AGREEMENT_COLUMNS if c != "within_tolerance"]
 _PAIR_COLUMNS = ["subject", "other", "kind", "dtype", "options", *_ERROR_COLUMNS]
 _EDGE_COLUMNS = ["case", "subject", "kind", "dtype", "passed", "detail"]

@@ -67,16 +67,16 @@ def check_and_print(args):
     write_tables(report.pairs, out.with_name(out.name + "-pairs"))
     write_tables(report.edges, out.with_name(out.name + "-edge-cases"))
     write_tables(report.bad_input, out.with_name(out.name + "-bad-input"))
-    if not report.eight_bit.empty:
-        write_tables(report.eight_bit, out.with_name(out.name + "-8bit"))
+    if not report.int8_peers.empty:
+        write_tables(report.int8_peers, out.with_name(out.name + "-8bit"))
     if report.int8 is not None:
         write_tables(report.int8, out.with_name(out.name + "-int8"))
     if args.verbose:
         _print_check_tables(report, args.steps)
     print("\n".join(check_lines(report)))
-    if not report.eight_bit.empty:
+    if not report.int8_peers.empty:
         print(fit(f"  8-bit peers (apart, no verdict): "
-                  f"{', '.join(report.eight_bit['subject'].unique())}: {out}-8bit.md"))
+                  f"{', '.join(report.int8_peers['subject'].unique())}: {out}-8bit.md"))
     if report.int8 is not None:
         from .summary import int8_lines
 
@@ -90,8 +90,8 @@ def _print_check_tables(report, steps: int) -> None:
              "worst_step", "worst_quantity", "tolerance_ratio", "within_tolerance", "note"]
     print_table(report.agreement[shown], f"Agreement with the float64 reference ({steps} "
                  "steps; tolerance_ratio <= 1 passes; see harness/check/tolerances.py)")
-    if not report.eight_bit.empty:
-        print_table(report.eight_bit[[c for c in shown if c in report.eight_bit]],
+    if not report.int8_peers.empty:
+        print_table(report.int8_peers[[c for c in shown if c in report.int8_peers]],
                      "8-bit peers against the float64 reference (no verdict: their moments are "
                      "quantized; tensors under 4096 elements keep float32 moments)")
     pairs = report.pairs

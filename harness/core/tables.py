@@ -10,7 +10,7 @@ __all__ = ["STREAMS", "bytes_per_element", "state_bytes_per_parameter", "state_l
 #: Arrays read or written once per element and step: read p, g, m, v; write p, m, v
 #: (amsgrad adds read and write of max_exp_avg_sq).
 STREAMS = {False: 7, True: 9}
-#: 8-bit state (backends.blockwise): bytes per element of one moment, a uint8 code plus
+#: 8-bit state (backends.int8_codec): bytes per element of one moment, a uint8 code plus
 #: its share of a float32 scale per 256-element block.
 INT8_MOMENT_BYTES = 1 + 4 / 256
 

@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 
 from backends import Adam
-from backends.blockwise import BLOCK, dequantize_m, dequantize_v, is_quantized
+from backends.int8_codec import BLOCK, decode_m, decode_v, has_int8_state
 
 from ..core.results_io import write_tables
 from . import plot_losses, train
 
-__all__ = ["run_int8_demo", "StepWatcher", "dequantized_moments"]
+__all__ = ["run_int8_demo", "StepWatcher", "decoded_moments"]
 
 
 class StepWatcher:
@@ -39,14 +39,14 @@ class StepWatcher:
         self.steps += 1
 
 
-def dequantized_moments(state, i: int) -> tuple[np.ndarray, np.ndarray]:
+def decoded_moments(state, i: int) -> tuple[np.ndarray, np.ndarray]:
     """(m, v) of tensor ``i`` of an 8-bit state as float32 values."""
     def values(codes, scales, decode):
         flat = decode(np.asarray(codes).reshape(-1))
         return flat * np.repeat(np.asarray(scales), BLOCK)[:flat.size]
 
-    return (values(state.exp_avg[i], state.exp_avg_scale[i], dequantize_m),
-            values(state.exp_avg_sq[i], state.exp_avg_sq_scale[i], dequantize_v))
+    return (values(state.exp_avg[i], state.exp_avg_scale[i], decode_m),
+            values(state.exp_avg_sq[i], state.exp_avg_sq_scale[i], decode_v))
 
 
 def _state_bytes(state) -> int:
@@ -109,9 +109,9 @@ def _moment_errors(full_state, int8_state) -> tuple[float, float]:
     and v against float32 state, over the quantized tensors."""
     errors = {"m": [0.0, 0.0], "v": [0.0, 0.0]}
     for i, m in enumerate(full_state.exp_avg):
-        if not is_quantized(m):
+        if not has_int8_state(m):
             continue
-        m_q, v_q = dequantized_moments(int8_state, i)
+        m_q, v_q = decoded_moments(int8_state, i)
         for key, exact, approx in (("m", m, m_q), ("v", full_state.exp_avg_sq[i], v_q)):
             exact = np.asarray(exact, dtype=np.float64).reshape(-1)
             errors[key][0] += float(np.sum((approx - exact) ** 2))

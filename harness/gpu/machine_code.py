@@ -93,7 +93,7 @@ def kernel_ptx(backend: str, dtype, amsgrad: bool, arch: str) -> str:
 
 def numba_int8_ptx(kernel, amsgrad: bool, arch: str, fastmath: bool = False) -> str:
     """PTX of a Numba CUDA 8-bit state kernel (a ``cuda.jit`` dispatcher, compiled with
-    its launch bounds) for the argument types NumbaCudaBackend._launch_quantized passes:
+    its launch bounds) for the argument types NumbaCudaBackend._launch_int8 passes:
     float32 p and g, uint8 codes and float32 scales per moment, ten float32 scalars and a
     bool."""
     from numba import cuda, types

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from backends import Adam, get_backend
-from backends import blockwise as bw
+from backends import int8_codec as codec
 from harness.check.agreement import OPTION_SETS
 
 
@@ -94,12 +94,12 @@ def test_nan_block_and_zero_block(cuda_backend):
     n = 4096 + 1
     rng = np.random.default_rng(5)
     p = rng.standard_normal(n).astype(np.float32)
-    p[5 * bw.BLOCK:6 * bw.BLOCK] = 0
+    p[5 * codec.BLOCK:6 * codec.BLOCK] = 0
     grads = _grads((n,), 6, steps=3)
     for (g,) in grads:
-        g[3 * bw.BLOCK + 7] = np.nan
-        g[5 * bw.BLOCK:6 * bw.BLOCK] = 0
-    grads[0][0][8 * bw.BLOCK + 1] = np.inf
+        g[3 * codec.BLOCK + 7] = np.nan
+        g[5 * codec.BLOCK:6 * codec.BLOCK] = 0
+    grads[0][0][8 * codec.BLOCK + 1] = np.inf
     options = {"weight_decay": 0.1}
     numpy_run = _run("numpy", [p], grads, options)
     _assert_same_bits(numpy_run, _run(cuda_backend, [p], grads, options))
@@ -107,7 +107,7 @@ def test_nan_block_and_zero_block(cuda_backend):
     assert np.isnan(scales[[3, 8]]).all() and scales[5] == 0
     assert np.count_nonzero(np.isnan(scales)) == 2
     codes = numpy_run[1]["exp_avg"][0]
-    assert (codes[8 * bw.BLOCK:9 * bw.BLOCK] == bw.M_NONFINITE_CODE).all()
+    assert (codes[8 * codec.BLOCK:9 * codec.BLOCK] == codec.M_NONFINITE_CODE).all()
 
 
 def test_resume_from_numpys_state_dict_is_bit_exact(cuda_backend):
@@ -123,25 +123,25 @@ def test_resume_from_numpys_state_dict_is_bit_exact(cuda_backend):
 
 def test_codes_of_every_value_class_match_the_numpy_maps():
     """The kernel's encoders and decoders on map values, midpoints, ulps beside them,
-    denormals, NaN and infinity, against ``blockwise``'s NumPy quantizers."""
+    denormals, NaN and infinity, against ``int8_codec``'s NumPy quantizers."""
     from backends.cuda import _numba_cuda_kernels as kernels
 
     if not kernels._SIMULATED:
         pytest.skip("device functions are called from Python only under the simulator")
-    x = np.concatenate([bw.M_VALUES, bw.V_VALUES, (bw.M_VALUES[1:] + bw.M_VALUES[:-1]) / 2,
-                        (bw.V_VALUES[1:] + bw.V_VALUES[:-1]) / 2,
-                        [0.0, 1e-45, 1e-40, bw.M_FLUSH, np.inf, np.nan]]).astype(np.float32)
+    x = np.concatenate([codec.M_VALUES, codec.V_VALUES, (codec.M_VALUES[1:] + codec.M_VALUES[:-1]) / 2,
+                        (codec.V_VALUES[1:] + codec.V_VALUES[:-1]) / 2,
+                        [0.0, 1e-45, 1e-40, codec.M_FLUSH, np.inf, np.nan]]).astype(np.float32)
     x = np.concatenate([x, np.nextafter(x, np.float32(0)), np.nextafter(x, np.float32(2))])
     x = np.concatenate([x, -x])
-    np.testing.assert_array_equal([kernels._encode_m(v) for v in x], bw.quantize_m(x))
-    np.testing.assert_array_equal([kernels._encode_v(v) for v in x], bw.quantize_v(x))
+    np.testing.assert_array_equal([kernels._encode_m(v) for v in x], codec.encode_m(x))
+    np.testing.assert_array_equal([kernels._encode_v(v) for v in x], codec.encode_v(x))
     codes = np.arange(256, dtype=np.uint8)
     np.testing.assert_array_equal(
         np.array([kernels._decode_m(c) for c in codes], np.float32).view(np.uint32),
-        bw.dequantize_m(codes).view(np.uint32))
+        codec.decode_m(codes).view(np.uint32))
     np.testing.assert_array_equal(
         np.array([kernels._decode_v(c) for c in codes], np.float32).view(np.uint32),
-        bw.dequantize_v(codes).view(np.uint32))
+        codec.decode_v(codes).view(np.uint32))
 
 
 def test_save_and_load_on_the_gpu_backend_is_bit_exact(cuda_backend, tmp_path):

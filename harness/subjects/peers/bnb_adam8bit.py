@@ -19,12 +19,12 @@ from backends import AdamConfig
 from ...core.steppers import UnsupportedOption
 from .torch_adam import TorchStepper
 
-__all__ = ["Bnb8bitStepper", "STEPPER"]
+__all__ = ["BnbAdam8bitStepper", "STEPPER"]
 
 _BLOCK = 256  # bitsandbytes' block size on the CPU
 
 
-class Bnb8bitStepper(TorchStepper):
+class BnbAdam8bitStepper(TorchStepper):
     """bnb.optim.Adam8bit (AdamW8bit when decoupled) over CPU tensors."""
 
     def __init__(self, params: list[np.ndarray], cfg: AdamConfig):
@@ -54,4 +54,4 @@ class Bnb8bitStepper(TorchStepper):
         return out
 
 
-STEPPER = Bnb8bitStepper
+STEPPER = BnbAdam8bitStepper

@@ -1,7 +1,7 @@
 """Blockwise 8-bit Adam state (``AdamConfig(state_dtype="int8")``): layout, code maps,
 and the NumPy implementation every other backend matches.
 
-Layout. A float32 tensor of at least MIN_QUANTIZED_SIZE (4096, bitsandbytes' convention)
+Layout. A float32 tensor of at least MIN_INT8_SIZE (4096, bitsandbytes' convention)
 elements stores m and v (and amsgrad's running maximum) as uint8 codes of its own shape,
 plus one float32 scale per block of BLOCK (256) consecutive elements (the last block may
 be shorter): the largest magnitude in the block (absmax). Smaller tensors keep float32
@@ -60,15 +60,15 @@ import numpy as np
 
 from .state import AdamState
 
-__all__ = ["BLOCK", "MIN_QUANTIZED_SIZE", "M_FLUSH", "M_VALUES", "V_VALUES", "is_quantized",
-           "n_blocks", "quantize_m", "quantize_v", "dequantize_m", "dequantize_v",
-           "block_absmax", "inverse_scales", "init_quantized_state", "step_blocks_numpy",
-           "QUANTIZED_MOMENTS", "SCALE_NAMES", "M_NONFINITE_CODE"]
+__all__ = ["BLOCK", "MIN_INT8_SIZE", "M_FLUSH", "M_VALUES", "V_VALUES", "has_int8_state",
+           "n_blocks", "encode_m", "encode_v", "decode_m", "decode_v",
+           "block_absmax", "inverse_scales", "init_int8_state", "step_blocks_numpy",
+           "INT8_MOMENTS", "SCALE_NAMES", "M_NONFINITE_CODE"]
 
 BLOCK = 256
-MIN_QUANTIZED_SIZE = 4096
-QUANTIZED_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-SCALE_NAMES = tuple(f"{name}_scale" for name in QUANTIZED_MOMENTS)
+MIN_INT8_SIZE = 4096
+INT8_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+SCALE_NAMES = tuple(f"{name}_scale" for name in INT8_MOMENTS)
 
 #: m's map: bias of the 11 kept bits (exponent and 3 mantissa bits), rounding half
 #: (1 << 19), and the magnitude below which m is 0.
@@ -97,9 +97,9 @@ M_VALUES = np.concatenate(([0.0], _minifloat_values(3, -16, 2, 127)))
 V_VALUES = _minifloat_values(3, -32, 1, 256)
 
 
-def is_quantized(param) -> bool:
+def has_int8_state(param) -> bool:
     """Whether ``param``'s state is 8-bit under state_dtype="int8" (else float32)."""
-    return int(param.size) >= MIN_QUANTIZED_SIZE
+    return int(param.size) >= MIN_INT8_SIZE
 
 
 def n_blocks(size: int) -> int:
@@ -107,7 +107,7 @@ def n_blocks(size: int) -> int:
     return -(-int(size) // BLOCK)
 
 
-def quantize_m(x: np.ndarray) -> np.ndarray:
+def encode_m(x: np.ndarray) -> np.ndarray:
     """float32 x (|x| <= 1) -> m codes (uint8): the nearest map value, ties away from 0
     (0 below M_FLUSH)."""
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
@@ -117,14 +117,14 @@ def quantize_m(x: np.ndarray) -> np.ndarray:
     return (((bits >> np.uint32(31)).astype(np.int32) << 7) | k).astype(np.uint8)
 
 
-def quantize_v(x: np.ndarray) -> np.ndarray:
+def encode_v(x: np.ndarray) -> np.ndarray:
     """float32 x (0 <= x <= 1) -> v codes (uint8): the nearest map value, ties up."""
     u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32) & _MAGNITUDE
     c = ((u + np.uint32(V_HALF)) >> np.uint32(V_SHIFT)).astype(np.int32) - V_BIAS
     return np.clip(c, 0, 255).astype(np.uint8)
 
 
-def dequantize_m(codes: np.ndarray) -> np.ndarray:
+def decode_m(codes: np.ndarray) -> np.ndarray:
     """m codes -> float32 map values (fractions of absmax)."""
     c = codes.astype(np.uint32)
     k = c & np.uint32(127)
@@ -132,7 +132,7 @@ def dequantize_m(codes: np.ndarray) -> np.ndarray:
     return ((c >> np.uint32(7)) << np.uint32(31) | magnitude.astype(np.uint32)).view(np.float32)
 
 
-def dequantize_v(codes: np.ndarray) -> np.ndarray:
+def decode_v(codes: np.ndarray) -> np.ndarray:
     """v codes -> float32 map values (fractions of absmax), never 0."""
     return ((codes.astype(np.uint32) + np.uint32(V_BIAS)) << np.uint32(V_SHIFT)).view(np.float32)
 
@@ -160,13 +160,13 @@ def _per_element(scales: np.ndarray, size: int) -> np.ndarray:
     return np.repeat(scales, BLOCK)[:size]
 
 
-def init_quantized_state(backend, params, amsgrad: bool) -> AdamState:
+def init_int8_state(backend, params, amsgrad: bool) -> AdamState:
     """Zero 8-bit state for float32 ``params``: codes and scales for the tensors
-    ``is_quantized`` picks, float32 moments for the others (scale entries None)."""
+    ``has_int8_state`` picks, float32 moments for the others (scale entries None)."""
     def moment(zero_code):
         codes, scales = [], []
         for p in params:
-            if is_quantized(p):
+            if has_int8_state(p):
                 host = np.full(p.shape, zero_code, dtype=np.uint8)
                 codes.append(backend.asarray(host))
                 scales.append(backend.asarray(np.zeros(n_blocks(p.size), np.float32)))
@@ -189,16 +189,16 @@ def step_blocks_numpy(p, g, moments, c, adam_block) -> None:
     scalars and ``adam_block(p, g, m, v, vmax, a, b, c)`` the float32 body."""
     (m_codes, m_scales), (v_codes, v_scales), vmax_pair = moments
     n = p.size
-    m = dequantize_m(m_codes) * _per_element(m_scales, n)
-    v = dequantize_v(v_codes) * _per_element(v_scales, n)
+    m = decode_m(m_codes) * _per_element(m_scales, n)
+    v = decode_v(v_codes) * _per_element(v_scales, n)
     vmax = None
     if vmax_pair is not None:
-        vmax = dequantize_v(vmax_pair[0]) * _per_element(vmax_pair[1], n)
+        vmax = decode_v(vmax_pair[0]) * _per_element(vmax_pair[1], n)
     a, b = np.empty_like(p), np.empty_like(p)
     with np.errstate(all="ignore"):
         adam_block(p, g, m, v, vmax, a, b, c)
-        for pair, new, quantize in ((moments[0], m, quantize_m), (moments[1], v, quantize_v),
-                                    (vmax_pair, vmax, quantize_v)):
+        for pair, new, quantize in ((moments[0], m, encode_m), (moments[1], v, encode_v),
+                                    (vmax_pair, vmax, encode_v)):
             if pair is None:
                 continue
             codes, scales = pair

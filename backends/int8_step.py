@@ -1,22 +1,22 @@
-"""The validated step of 8-bit state (``state_dtype="int8"``, see ``blockwise``).
+"""The validated step of 8-bit state (``state_dtype="int8"``, see ``int8_codec``).
 
 Every check happens before anything is written, as in ``Backend.step``: params and grads
 as there (float32 only), each moment's uint8 codes and float32 scales for quantized
 tensors, float32 moments for the others, and no written array sharing memory with another.
 Full-precision tensors then go through the backend's own float32 step; each quantized
-tensor through its ``_update_quantized``.
+tensor through its ``_update_int8``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .blockwise import (QUANTIZED_MOMENTS, SCALE_NAMES, init_quantized_state, is_quantized,
+from .int8_codec import (INT8_MOMENTS, SCALE_NAMES, init_int8_state, has_int8_state,
                         n_blocks)
 from .state import AdamState, checked_step
 from .validation import (as_list, check_config, check_tensors, data_address, first_overlap,
                          headers, remembered, weak_references)
 
-__all__ = ["prepare_quantized", "apply_quantized", "check_quantized", "require_int8_support"]
+__all__ = ["prepare_int8", "apply_int8", "check_int8", "require_int8_support"]
 
 _FLOAT32 = np.dtype(np.float32)
 
@@ -33,7 +33,7 @@ def require_int8_support(backend, params) -> None:
                             f"dtype {p.dtype}")
 
 
-def check_quantized(backend, params, grads, state, cfg) -> tuple[list, list | None, int]:
+def check_int8(backend, params, grads, state, cfg) -> tuple[list, list | None, int]:
     """(params, grads, step) after every check of an 8-bit step (``grads`` None: the
     checks of a restored state); raises before anything is modified."""
     if not isinstance(state, AdamState):
@@ -52,7 +52,7 @@ def check_quantized(backend, params, grads, state, cfg) -> tuple[list, list | No
         raise ValueError("amsgrad=True but state has no max_exp_avg_sq: it was "
                          "stepped with amsgrad=False")
     written = list(params)
-    for name, scale_name in zip(QUANTIZED_MOMENTS, SCALE_NAMES):
+    for name, scale_name in zip(INT8_MOMENTS, SCALE_NAMES):
         arrays, scales = getattr(state, name), getattr(state, scale_name)
         if name == "max_exp_avg_sq" and (arrays is None or not cfg.amsgrad):
             continue
@@ -79,7 +79,7 @@ def _check_moment(backend, params, arrays, scales, name) -> None:
                              f"{len(params)}: the state was made for other tensors (or "
                              "without state_dtype='int8')")
     for i, p in enumerate(params):
-        if is_quantized(p):
+        if has_int8_state(p):
             _check_array(backend, arrays[i], f"state.{name}[{i}]", np.uint8, p.shape)
             _check_array(backend, scales[i], f"state.{name}_scale[{i}]", np.float32,
                          (n_blocks(p.size),))
@@ -103,9 +103,9 @@ def _check_array(backend, a, what, dtype, shape) -> None:
         raise ValueError(f"{what} is read-only; it must be writeable")
 
 
-def prepare_quantized(backend, params, grads, state, cfg) -> tuple:
+def prepare_int8(backend, params, grads, state, cfg) -> tuple:
     """(plan, step) of one Adam step with 8-bit state after every check, nothing
-    modified; ``apply_quantized`` runs it.
+    modified; ``apply_int8`` runs it.
 
     What was checked is remembered in ``state.cache["validated_int8"]``, as
     ``Backend._validate`` does for full-precision state: the same arrays (by identity)
@@ -122,8 +122,8 @@ def prepare_quantized(backend, params, grads, state, cfg) -> tuple:
     return plan, step
 
 
-def apply_quantized(backend, plan, step, state, cfg, lr) -> None:
-    """Run a plan of ``prepare_quantized`` as step ``step + 1`` at learning rate ``lr``
+def apply_int8(backend, plan, step, state, cfg, lr) -> None:
+    """Run a plan of ``prepare_int8`` as step ``step + 1`` at learning rate ``lr``
     (None: cfg.lr); ``state.step`` goes up by one."""
     t = step + 1
     small, sub, quantized = plan
@@ -133,7 +133,7 @@ def apply_quantized(backend, plan, step, state, cfg, lr) -> None:
                              sub.max_exp_avg_sq if cfg.amsgrad else None, cfg, t, _FLOAT32,
                              sub.cache, lr)
     for p, g, moments in quantized:
-        backend._call_update_quantized(p, g, moments, cfg, t, state.cache, lr)
+        backend._call_update_int8(p, g, moments, cfg, t, state.cache, lr)
     state.step = t
 
 
@@ -142,7 +142,7 @@ def _all_arrays(params, grads, state) -> list | None:
     sequence: the full checks say what is wrong)."""
     try:
         columns = [params, grads] + [getattr(state, name) or () for name in
-                                     QUANTIZED_MOMENTS + SCALE_NAMES]
+                                     INT8_MOMENTS + SCALE_NAMES]
         return [a for column in columns for a in column]
     except TypeError:
         return None
@@ -152,8 +152,8 @@ def _checked_plan(backend, params, grads, state, cfg) -> tuple[tuple, int]:
     """Every check, then the step's plan: ((small params, small grads), the sub-state of
     the full-precision tensors or None, [(p, g, moments)] of the quantized tensors, 1-D),
     remembered in ``state.cache``; and the step as an int."""
-    params, grads, step = check_quantized(backend, params, grads, state, cfg)
-    small = [i for i, p in enumerate(params) if not is_quantized(p)]
+    params, grads, step = check_int8(backend, params, grads, state, cfg)
+    small = [i for i, p in enumerate(params) if not has_int8_state(p)]
     sub = None
     if small:
         sub = state.cache.get("full_precision")
@@ -170,9 +170,9 @@ def _checked_plan(backend, params, grads, state, cfg) -> tuple[tuple, int]:
         _add_max(backend, params, state, sub, small)
     quantized = []
     for i, p in enumerate(params):
-        if is_quantized(p):
+        if has_int8_state(p):
             pairs = [(getattr(state, n)[i].reshape(-1), getattr(state, s)[i])
-                     for n, s in zip(QUANTIZED_MOMENTS, SCALE_NAMES)
+                     for n, s in zip(INT8_MOMENTS, SCALE_NAMES)
                      if n != "max_exp_avg_sq" or cfg.amsgrad]
             quantized.append((p.reshape(-1), grads[i].reshape(-1),
                               (*pairs[:2], pairs[2] if cfg.amsgrad else None)))
@@ -187,7 +187,7 @@ def _checked_plan(backend, params, grads, state, cfg) -> tuple[tuple, int]:
 def _add_max(backend, params, state, sub, small) -> None:
     """A first amsgrad step's zero running maximum: codes and scales where quantized, the
     float32 zeros ``Backend._validate`` gave the full-precision tensors elsewhere."""
-    zeros = init_quantized_state(backend, params, amsgrad=True)
+    zeros = init_int8_state(backend, params, amsgrad=True)
     vmax, scales = zeros.max_exp_avg_sq, zeros.max_exp_avg_sq_scale
     for k, i in enumerate(small):
         vmax[i] = sub.max_exp_avg_sq[k]
