@@ -1,6 +1,6 @@
 """The Backend contract: one validated ``step`` in front of each backend's fused update.
 
-A backend implements ``_update`` (and ``_update_int8`` for 8-bit state); everything
+A backend implements ``_update`` (and ``_update_int8`` for int8 state); everything
 else is here. Every check (``backends.validation``) happens before any array is touched,
 so a failed call leaves parameters and state exactly as they were.
 """
@@ -42,7 +42,7 @@ class Backend:
     name: str = ""
     device: str = "cpu"
     array_type: type = np.ndarray
-    #: Whether ``_update_int8`` implements 8-bit state (``state_dtype="int8"``).
+    #: Whether ``_update_int8`` implements int8 state (``state_dtype="int8"``).
     supports_int8_state: bool = False
     #: Whether ``_update_low_precision`` implements low-precision params and state.
     supports_low_precision: bool = False
@@ -234,7 +234,7 @@ class Backend:
         raise NotImplementedError
 
     def _update_int8(self, p, g, moments, cfg: AdamConfig, t: int, lr=None) -> None:
-        """Step ``t`` of one quantized float32 tensor (1-D ``p`` and ``g``) in place;
+        """Step ``t`` of one float32 tensor with int8 state (1-D ``p`` and ``g``) in place;
         ``moments`` holds (codes, scales) of m, v and, with amsgrad, the running maximum
         (else None). See ``backends.int8_codec`` for the algorithm."""
         raise NotImplementedError

@@ -120,7 +120,7 @@ def _group_state(archive, members, path, params, group) -> dict:
     if uses_low_precision(cfg, [params[i] for i in indices], None):
         return _read_low_precision(archive, members, path, params, group, cfg)
     int8 = group.get("state_dtype") == "int8"
-    quantized = [int8 and has_int8_state(params[i]) for i in indices]
+    encoded = [int8 and has_int8_state(params[i]) for i in indices]
     state = {"step": group["step"]}
     for name in _MOMENTS:
         keys = [f"{name}.{i}.npy" for i in indices]
@@ -132,12 +132,12 @@ def _group_state(archive, members, path, params, group) -> dict:
             raise ValueError(f"{path}: lacks {name} for tensor {indices[present.index(False)]}")
         state[name] = [_array(archive, k, tuple(params[i].shape),
                               np.dtype(np.uint8 if q else params[i].dtype))
-                       for k, i, q in zip(keys, indices, quantized)]
-        if int8:  # a scale per quantized tensor, None for the others
+                       for k, i, q in zip(keys, indices, encoded)]
+        if int8:  # a scale per int8 tensor, None for the others
             state[f"{name}_scale"] = [
                 _array(archive, f"{name}_scale.{i}.npy", (n_blocks(params[i].size),),
                        np.dtype(np.float32)) if q else None
-                for i, q in zip(indices, quantized)]
+                for i, q in zip(indices, encoded)]
     return state
 
 

@@ -11,7 +11,8 @@ import numpy as np
 __all__ = ["AdamConfig", "STATE_DTYPES", "ROUNDINGS", "MAX_SEED", "checked_lr"]
 
 #: AdamConfig.state_dtype's values: None (the dtype of the weights stepped: the params',
-#: or float32 with master weights), "float32", "bfloat16", or "int8" (blockwise 8-bit).
+#: or float32 with master weights), "float32", "bfloat16", or "int8"
+#: (uint8 codes, a float32 scale per block).
 STATE_DTYPES = (None, "float32", "bfloat16", "int8")
 #: AdamConfig.rounding's values: how low-precision params without master weights are
 #: written (see backends.formats).

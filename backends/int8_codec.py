@@ -1,4 +1,4 @@
-"""Blockwise 8-bit Adam state (``AdamConfig(state_dtype="int8")``): layout, code maps,
+"""Int8 Adam state (``AdamConfig(state_dtype="int8")``): layout, code maps,
 and the NumPy implementation every other backend matches.
 
 Layout. A float32 tensor of at least MIN_INT8_SIZE (4096, bitsandbytes' convention)
@@ -9,7 +9,7 @@ state: a negligible share of the memory, and often biases and norms, whose momen
 the widest ranges. 256-element blocks cost 4/256 bytes of scale per element per moment.
 
 Maps. A code is the top bits of the float32 representation of x = value / absmax
-(|x| <= 1), so quantizing is an integer add and a shift, and dequantizing a shift:
+(|x| <= 1), so encoding is an integer add and a shift, and decoding a shift:
 
 - m (signed, E4M3): bit 7 is the sign, bits 0-6 a magnitude k. k = 0 is 0; k in 1..127
   is the float32 with bits (k + 889) << 20: 1.25 * 2**-16 (k = 1) up to 1.0 (k = 127),
@@ -28,13 +28,13 @@ numba step in cache. x is computed as
 ``value * (1 / absmax)`` in float32 (0 when absmax is 0 or NaN); a NaN in a block makes
 its absmax, and so the whole block's state, NaN.
 
-Non-finite blocks. A block whose m absmax is inf or NaN dequantizes to no number whatever
+Non-finite blocks. A block whose m absmax is inf or NaN decodes to no number whatever
 its codes, and the sign of a NaN is no data: x86 makes inf * 0 a negative NaN and passes
 on a NaN operand's sign, GPUs make every NaN positive, and which of two NaN operands an
 addition passes on depends on the order the compiler chose. So every m code of such a block is M_NONFINITE_CODE (127), in every
 backend, and the bits stay identical (v's code ignores the sign already: 255 for a NaN).
 
-Why v has no 0. The update divides m by sqrt(v) + eps. If v could dequantize to 0 while
+Why v has no 0. The update divides m by sqrt(v) + eps. If v could decode to 0 while
 m does not, the step would be lr * m / eps, orders of magnitude beyond Adam's bound of
 about lr: Li et al. (NeurIPS 2023) call it the zero-point problem; a decade-style map
 reaching 1e-7 of absmax did it 11k times in 500 steps of the digits MLP here. v's map
@@ -44,15 +44,15 @@ to 0, and its sqrt is at least 2**-16 of sqrt(absmax): E5M3 spans the square of 
 
 Why E4M3 for m. m decays by beta1 = 0.9 each step; with four values per binade (E5M2,
 tried first) a 10% change is often rounded away and m lags: after 100 steps of the digits
-MLP its dequantized m was 45% (relative norm) from a float32-state run fed the same
+MLP its decoded m was 45% (relative norm) from a float32-state run fed the same
 gradients, and at lr 1e-3 test accuracy was 0.9 points lower. Eight values per binade
 halve that error (23%) and match float32 state's accuracy at lr 1e-2 and 1e-3; the range
 given up, below 2**-16 of the block's largest m, is what v's floor already caps.
 
-The step per block: dequantize (code value * scale, float32), the float32 Adam body
-(``backends.cpu.numpy._adam_block``: the same body as the fp32 kernels) on the dequantized
-moments, which also updates p from the unquantized new moments, then new scales (absmax
-of the new moments) and new codes.
+The step per block: decode (code value * scale, float32), the float32 Adam body
+(``backends.cpu.numpy._adam_block``: the same body as the fp32 kernels) on the decoded
+moments, which also updates p from the new moments before they are encoded, then new
+scales (absmax of the new moments) and new codes.
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ V_VALUES = _minifloat_values(3, -32, 1, 256)
 
 
 def has_int8_state(param) -> bool:
-    """Whether ``param``'s state is 8-bit under state_dtype="int8" (else float32)."""
+    """Whether ``param``'s state is int8 under state_dtype="int8" (else float32)."""
     return int(param.size) >= MIN_INT8_SIZE
 
 
@@ -161,7 +161,7 @@ def _per_element(scales: np.ndarray, size: int) -> np.ndarray:
 
 
 def init_int8_state(backend, params, amsgrad: bool) -> AdamState:
-    """Zero 8-bit state for float32 ``params``: codes and scales for the tensors
+    """Zero int8 state for float32 ``params``: codes and scales for the tensors
     ``has_int8_state`` picks, float32 moments for the others (scale entries None)."""
     def moment(zero_code):
         codes, scales = [], []
@@ -184,7 +184,7 @@ def init_int8_state(backend, params, amsgrad: bool) -> AdamState:
 
 
 def step_blocks_numpy(p, g, moments, c, adam_block) -> None:
-    """One step of a quantized 1-D float32 tensor, in place. ``moments`` holds (codes,
+    """One step of an int8 1-D float32 tensor, in place. ``moments`` holds (codes,
     scales) for m, v and, with amsgrad, the running maximum; ``c`` the float32 step
     scalars and ``adam_block(p, g, m, v, vmax, a, b, c)`` the float32 body."""
     (m_codes, m_scales), (v_codes, v_scales), vmax_pair = moments
@@ -197,13 +197,13 @@ def step_blocks_numpy(p, g, moments, c, adam_block) -> None:
     a, b = np.empty_like(p), np.empty_like(p)
     with np.errstate(all="ignore"):
         adam_block(p, g, m, v, vmax, a, b, c)
-        for pair, new, quantize in ((moments[0], m, encode_m), (moments[1], v, encode_v),
+        for pair, new, encode in ((moments[0], m, encode_m), (moments[1], v, encode_v),
                                     (vmax_pair, vmax, encode_v)):
             if pair is None:
                 continue
             codes, scales = pair
             scales[:] = block_absmax(new)
-            codes[:] = quantize(new * _per_element(inverse_scales(scales), n))
+            codes[:] = encode(new * _per_element(inverse_scales(scales), n))
     nonfinite = ~np.isfinite(m_scales)
     if nonfinite.any():
         m_codes[_per_element(nonfinite, n)] = M_NONFINITE_CODE

@@ -1,9 +1,9 @@
-"""The validated step of 8-bit state (``state_dtype="int8"``, see ``int8_codec``).
+"""The validated step of int8 state (``state_dtype="int8"``, see ``int8_codec``).
 
 Every check happens before anything is written, as in ``Backend.step``: params and grads
-as there (float32 only), each moment's uint8 codes and float32 scales for quantized
+as there (float32 only), each moment's uint8 codes and float32 scales for int8
 tensors, float32 moments for the others, and no written array sharing memory with another.
-Full-precision tensors then go through the backend's own float32 step; each quantized
+Full-precision tensors then go through the backend's own float32 step; each int8
 tensor through its ``_update_int8``.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ _FLOAT32 = np.dtype(np.float32)
 
 
 def require_int8_support(backend, params) -> None:
-    """ValueError unless ``backend`` implements 8-bit state and every param is float32."""
+    """ValueError unless ``backend`` implements int8 state and every param is float32."""
     if not backend.supports_int8_state:
         raise ValueError(f"state_dtype='int8' is not implemented by the {backend.name} "
                          "backend (it is by python, numpy, numba, numba-cuda and cupy); use "
@@ -34,7 +34,7 @@ def require_int8_support(backend, params) -> None:
 
 
 def check_int8(backend, params, grads, state, cfg) -> tuple[list, list | None, int]:
-    """(params, grads, step) after every check of an 8-bit step (``grads`` None: the
+    """(params, grads, step) after every check of an int8 step (``grads`` None: the
     checks of a restored state); raises before anything is modified."""
     if not isinstance(state, AdamState):
         raise TypeError(f"state must be an AdamState, got {type(state).__name__}")
@@ -104,7 +104,7 @@ def _check_array(backend, a, what, dtype, shape) -> None:
 
 
 def prepare_int8(backend, params, grads, state, cfg) -> tuple:
-    """(plan, step) of one Adam step with 8-bit state after every check, nothing
+    """(plan, step) of one Adam step with int8 state after every check, nothing
     modified; ``apply_int8`` runs it.
 
     What was checked is remembered in ``state.cache["validated_int8"]``, as
@@ -126,13 +126,13 @@ def apply_int8(backend, plan, step, state, cfg, lr) -> None:
     """Run a plan of ``prepare_int8`` as step ``step + 1`` at learning rate ``lr``
     (None: cfg.lr); ``state.step`` goes up by one."""
     t = step + 1
-    small, sub, quantized = plan
+    small, sub, int8_tensors = plan
     if sub is not None:
         small_params, small_grads = small
         backend._call_update(small_params, small_grads, sub.exp_avg, sub.exp_avg_sq,
                              sub.max_exp_avg_sq if cfg.amsgrad else None, cfg, t, _FLOAT32,
                              sub.cache, lr)
-    for p, g, moments in quantized:
+    for p, g, moments in int8_tensors:
         backend._call_update_int8(p, g, moments, cfg, t, state.cache, lr)
     state.step = t
 
@@ -150,7 +150,7 @@ def _all_arrays(params, grads, state) -> list | None:
 
 def _checked_plan(backend, params, grads, state, cfg) -> tuple[tuple, int]:
     """Every check, then the step's plan: ((small params, small grads), the sub-state of
-    the full-precision tensors or None, [(p, g, moments)] of the quantized tensors, 1-D),
+    the full-precision tensors or None, [(p, g, moments)] of the int8 tensors, 1-D),
     remembered in ``state.cache``; and the step as an int."""
     params, grads, step = check_int8(backend, params, grads, state, cfg)
     small = [i for i, p in enumerate(params) if not has_int8_state(p)]
@@ -168,15 +168,15 @@ def _checked_plan(backend, params, grads, state, cfg) -> tuple[tuple, int]:
     # every check passed: from here on, state may change
     if cfg.amsgrad and state.max_exp_avg_sq is None:
         _add_max(backend, params, state, sub, small)
-    quantized = []
+    int8_tensors = []
     for i, p in enumerate(params):
         if has_int8_state(p):
             pairs = [(getattr(state, n)[i].reshape(-1), getattr(state, s)[i])
                      for n, s in zip(INT8_MOMENTS, SCALE_NAMES)
                      if n != "max_exp_avg_sq" or cfg.amsgrad]
-            quantized.append((p.reshape(-1), grads[i].reshape(-1),
+            int8_tensors.append((p.reshape(-1), grads[i].reshape(-1),
                               (*pairs[:2], pairs[2] if cfg.amsgrad else None)))
-    plan = (([params[i] for i in small], [grads[i] for i in small]), sub, quantized)
+    plan = (([params[i] for i in small], [grads[i] for i in small]), sub, int8_tensors)
     arrays = _all_arrays(params, grads, state)
     _, _, unchanged = headers(backend, arrays)
     state.cache["validated_int8"] = {"cfg": cfg, "arrays": arrays, "unchanged": unchanged,
@@ -185,7 +185,7 @@ def _checked_plan(backend, params, grads, state, cfg) -> tuple[tuple, int]:
 
 
 def _add_max(backend, params, state, sub, small) -> None:
-    """A first amsgrad step's zero running maximum: codes and scales where quantized, the
+    """A first amsgrad step's zero running maximum: codes and scales where int8, the
     float32 zeros ``Backend._validate`` gave the full-precision tensors elsewhere."""
     zeros = init_int8_state(backend, params, amsgrad=True)
     vmax, scales = zeros.max_exp_avg_sq, zeros.max_exp_avg_sq_scale

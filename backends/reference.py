@@ -13,9 +13,9 @@ and gradient g of parameters p::
 Everything is computed in float64 on new arrays; nothing passed in is modified.
 NaN or Inf in g propagate as IEEE arithmetic says: they are not errors.
 
-8-bit state (``state_dtype="int8"``, see ``backends.int8_codec``): ``reference_step_int8``
-dequantizes (map value of each code times its block's scale), runs the step above on the
-dequantized moments, then quantizes each new moment: scale = the block's largest
+int8 state (``state_dtype="int8"``, see ``backends.int8_codec``): ``reference_step_int8``
+decodes (map value of each code times its block's scale), runs the step above on the
+decoded moments, then encodes each new moment: scale = the block's largest
 magnitude, code = the nearest map value to value / scale (ties away from zero; m is 0 below
 ``M_FLUSH``; every m code of a block with an inf or NaN scale is ``M_NONFINITE_CODE``),
 looked up in the maps as numbers (``M_VALUES``, ``V_VALUES``), not by the kernels' bit
@@ -103,7 +103,7 @@ def reference_run(params, grad_steps, cfg: AdamConfig, states=None, first_step: 
 
 @dataclass
 class Int8Moment:
-    """One 8-bit moment of one tensor: codes, float64 block scales, and (after a
+    """One int8 moment of one tensor: codes, float64 block scales, and (after a
     reference step) ``x``, the float64 value / scale each code was chosen for."""
 
     codes: np.ndarray
@@ -153,7 +153,7 @@ def _encode(values, signed: bool) -> Int8Moment:
 
 def reference_step_int8(p, g, m: Int8Moment, v: Int8Moment,
                         v_max: Int8Moment | None, t: int, cfg: AdamConfig):
-    """One Adam step of one tensor with 8-bit state; returns (new float64 p, m, v, v_max)
+    """One Adam step of one tensor with int8 state; returns (new float64 p, m, v, v_max)
     as Int8Moments (``v_max`` None unless amsgrad)."""
     moments = ReferenceState(decode(m, True), decode(v, False),
                              None if v_max is None else decode(v_max, False))

@@ -84,7 +84,7 @@ def moments_with(mul, add):
     ``moments(p, g, m, v, sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
     use_l2)`` -> (decayed p, new m, new v). Plain arithmetic on scalars, so the Numba CPU
     and CUDA kernels compile this same body (in the arrays' dtype: they pass constants of
-    that type); the 8-bit CUDA kernels pass IEEE round-to-nearest intrinsics, which no
+    that type); the int8 CUDA kernels pass IEEE round-to-nearest intrinsics, which no
     compiler fuses into multiply-adds."""
     def moments(p, g, m, v, sign, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
                 use_l2):

@@ -67,10 +67,10 @@ class AdamState:
     """Step count and per-tensor moments, arrays of the backend's type.
 
     ``step`` is 0 before the first update; ``max_exp_avg_sq`` is None unless amsgrad.
-    With 8-bit state (``AdamConfig(state_dtype="int8")``, see ``backends.int8_codec``) a
-    quantized tensor's moment entry holds its uint8 codes and the matching ``*_scale``
+    With int8 state (``AdamConfig(state_dtype="int8")``, see ``backends.int8_codec``) a
+    int8 tensor's moment entry holds its uint8 codes and the matching ``*_scale``
     entry its float32 per-block scales; the scale entry is None for a tensor whose state is
-    full precision, and the ``*_scale`` lists are None when no state is quantized.
+    full precision, and the ``*_scale`` lists are None when no tensor has int8 state.
     With low-precision params (``backends.formats``) ``master_params`` holds the float32
     master copies (``AdamConfig(master_weights=True)``) and ``compensation`` the Kahan
     compensation, in the params' dtype (``rounding="kahan"``); both are None otherwise.
@@ -98,7 +98,7 @@ class AdamState:
 
     def to_dict(self) -> dict:
         """Host NumPy copies: {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}, and
-        with 8-bit state their "*_scale" lists (None entries for full-precision tensors),
+        with int8 state their "*_scale" lists (None entries for full-precision tensors),
         with low-precision params "master_params" or "compensation" when used."""
         out = {"step": checked_step(self.step)}
         for name in _MOMENTS + _SCALES + _LOW_PRECISION:
@@ -112,7 +112,7 @@ class AdamState:
     @classmethod
     def from_dict(cls, d: dict) -> "AdamState":
         """A state of host NumPy arrays (copies) from ``to_dict`` output; second moments
-        and 8-bit scales must not be negative (NaN is allowed: NaN gradients make it): a
+        and int8 scales must not be negative (NaN is allowed: NaN gradients make it): a
         negative scale would flip m's sign, or make v negative and params NaN."""
         if not isinstance(d, dict):
             raise ValueError(f"state dict must be a dict, got {type(d).__name__}")
@@ -131,7 +131,7 @@ class AdamState:
         if len(moments["exp_avg"]) != len(moments["exp_avg_sq"]):
             raise ValueError("state dict exp_avg and exp_avg_sq differ in length")
         never_negative = {"exp_avg_sq": "a second moment", "max_exp_avg_sq": "a second moment",
-                          **{name: "an 8-bit block's scale" for name in _SCALES}}
+                          **{name: "an int8 block's scale" for name in _SCALES}}
         for name, what in never_negative.items():
             for i, a in enumerate(moments[name] or ()):
                 real = a is not None and (a.dtype.kind == "f" or a.dtype == BFLOAT16)

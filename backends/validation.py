@@ -2,7 +2,7 @@
 array is touched, so a refused call leaves parameters and state exactly as they were.
 
 Functions of the backend they check (its ``array_type``, ``name``, ``_is_contiguous``,
-``_is_writeable``, ``empty``), not methods: the 8-bit step (``int8_step``) runs the
+``_is_writeable``, ``empty``), not methods: the int8 step (``int8_step``) runs the
 same checks without depending on ``base``, and ``base`` stays the contract a backend
 author reads.
 """
@@ -180,7 +180,7 @@ def check_across_groups(states, cfgs) -> None:
 def remembered(seen, cfg, arrays, state):
     """(plan, step) kept in a validation record ``seen`` ({"cfg", "arrays", "unchanged",
     "plan"}) when this step passes the very same arrays (by identity, headers unchanged)
-    and config, else None: the 8-bit and low-precision steps' way past their checks."""
+    and config, else None: the int8 and low-precision steps' way past their checks."""
     if (seen is not None and cfg is seen["cfg"] and arrays is not None
             and len(arrays) == len(seen["arrays"])
             and all(map(operator.is_, arrays, seen["arrays"])) and seen["unchanged"]()):

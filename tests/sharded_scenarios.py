@@ -97,7 +97,7 @@ def resume_end(directory, comm):
 
 
 def int8_resume(directory, comm):
-    """8-bit state (each rank's shard quantized: 5150 elements): 2 steps, save, load, 2
+    """int8 state (each rank's shard in int8: 5150 elements): 2 steps, save, load, 2
     more steps equal 4 straight steps bit for bit, state included."""
     shapes = [(2, 5000), (300,)]
 
@@ -118,7 +118,7 @@ def int8_resume(directory, comm):
     resumed = ShardedAdam.load(directory, [p.copy() for p in first.params], comm=comm)
     for t in range(2, 4):
         resumed.step(step_grads(t))
-    assert straight.state.exp_avg_scale[0] is not None, "the shard is not quantized"
+    assert straight.state.exp_avg_scale[0] is not None, "the shard has no int8 state"
     assert same_bits([p.view(np.uint32) for p in straight.params],
                      [p.view(np.uint32) for p in resumed.params]), "params differ"
     mine, theirs = resumed.state.to_dict(), straight.state.to_dict()

@@ -1,4 +1,4 @@
-"""The CuPy backend's 8-bit kernel source, run on the CPU: the CUDA C of
+"""The CuPy backend's int8 kernel source, run on the CPU: the CUDA C of
 ``backends.cuda._cupy_kernels.int8_kernel_source`` compiled by the host C++ compiler with a
 small shim (one std::thread per GPU thread, a std::barrier for __syncthreads, the _rn
 intrinsics as plain IEEE float operations, -ffp-contract=off), one thread block after

@@ -1,4 +1,4 @@
-"""8-bit state on a real GPU (numba-cuda and cupy): the NumPy backend's bits, codes,
+"""int8 state on a real GPU (numba-cuda and cupy): the NumPy backend's bits, codes,
 scales and params, over several steps; skipped with the reason where a backend cannot
 run (CI has no GPU: there the simulator test and the PTX checks stand in)."""
 import numpy as np

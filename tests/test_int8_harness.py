@@ -1,4 +1,4 @@
-"""The harness with 8-bit state: bytes model, planned cells, and a tiny bench run."""
+"""The harness with int8 state: bytes model, planned cells, and a tiny bench run."""
 import pytest
 
 from harness.subjects import collect_subjects
@@ -70,7 +70,7 @@ def test_digits_demo_with_int8_state_learns_as_well_and_keeps_steps_bounded():
     assert list(losses.columns) == ["step", "float32 state", "int8 state"]
 
 
-def test_int8_agreement_of_backends_without_8bit_state_is_a_table_of_notes():
+def test_int8_agreement_of_backends_without_int8_state_is_a_table_of_notes():
     from harness.check.int8_agreement import int8_agreement
     from harness.cli.summary import int8_lines
 
@@ -80,8 +80,8 @@ def test_int8_agreement_of_backends_without_8bit_state_is_a_table_of_notes():
 
 
 def test_int8_cells_for_a_gpu_backend_with_a_gpu_roofline(monkeypatch):
-    """A GPU backend with 8-bit state (here a stand-in: no GPU) gets float32 int8 cells
-    and the 8-bit roofline on its device, as ``adam-bench gpu-report`` sweeps them."""
+    """A GPU backend with int8 state (here a stand-in: no GPU) gets float32 int8 cells
+    and the int8 roofline on its device, as ``adam-bench gpu-report`` sweeps them."""
     import backends
     from harness.subjects import Subject
 

@@ -1,4 +1,4 @@
-"""The 8-bit peers (bitsandbytes, torchao) in the bench's 8-bit state rows: where they are
+"""The int8 peers (bitsandbytes, torchao) in the bench's int8 state rows: where they are
 planned, the state bytes read from their own tensors, the table of their step time over
 numba[int8]'s, and a peer that cannot load."""
 import importlib.util
@@ -36,7 +36,7 @@ class _Idle(Stepper):
 
 
 def _subjects():
-    """Our numpy backend, a full-state peer and an 8-bit peer (stand-ins: planning reads
+    """Our numpy backend, a full-state peer and an int8 peer (stand-ins: planning reads
     only their ``state``)."""
     return collect_subjects(["numpy"], peers=False) + [
         Subject("fp32-peer", "peer", "cpu", _Idle),
@@ -62,8 +62,8 @@ def test_with_state_int8_int8_peers_are_in_int8_cells_not_fp32_cells():
 
 
 def test_a_plain_bench_keeps_int8_peers_in_their_own_int8_rows():
-    """Without --state int8 our backends run fp32 state only, and the 8-bit peers still
-    get rows, in their own format, beside the 8-bit roofline."""
+    """Without --state int8 our backends run fp32 state only, and the int8 peers still
+    get rows, in their own format, beside the int8 roofline."""
     cells = plan_cells(SweepConfig(sizes=[2**12], models=[]), _subjects())
     assert _labels(cells, "int8") == ["int8-peer[int8]", "roofline[int8]"]
     assert _labels(cells, "full") == ["fp32-peer", "numpy", "roofline"]
@@ -96,7 +96,7 @@ def _row(label, state, seconds, roofline_seconds, elements=4096, kind="x"):
 
 
 def test_versus_int8_is_peer_time_over_numba_int8_time_with_the_drift_taken_out():
-    """By hand: at 4096 the 8-bit roofline timed beside the peer took twice as long as the
+    """By hand: at 4096 the int8 roofline timed beside the peer took twice as long as the
     one beside numba[int8] (the machine was slower then), so the peer's 200 us over
     numba[int8]'s 10 us counts as 20 / 2 = 10; at 2^20 the rooflines agree: 5000 / 400 =
     12.5. The fp32 rows (a 1000x slower full-state peer) stay out of this table."""
@@ -121,7 +121,7 @@ def test_versus_int8_is_peer_time_over_numba_int8_time_with_the_drift_taken_out(
 
 def test_verdicts_compare_numba_int8_with_the_best_int8_peer_only():
     """Fractions of the roofline by hand: numba 0.9, torch-fused 0.5 (fp32 rows);
-    numba[int8] 0.6, bnb[int8] 0.02 (8-bit rows). vs best peer: 0.9 / 0.5 = 1.8 for numba,
+    numba[int8] 0.6, bnb[int8] 0.02 (int8 rows). vs best peer: 0.9 / 0.5 = 1.8 for numba,
     0.6 / 0.02 = 30 for numba[int8] (not 0.6 / 0.5 against an fp32 peer)."""
     df = add_derived(pd.DataFrame([
         _row("numba", "full", 10e-6, 9e-6, kind="backend"),
@@ -145,7 +145,7 @@ def _installed(*modules):
 
 @pytest.mark.parametrize("label, module, maps, extra", [
     ("bnb-adam8bit", "bitsandbytes", 2, 0),  # one pair of maps shared by every tensor
-    ("torchao-adamw8bit", "torchao", 4, 3 * 4),  # a pair per 8-bit tensor; a float32 step
+    ("torchao-adamw8bit", "torchao", 4, 3 * 4),  # a pair per int8 tensor; a float32 step
 ])                                                # count per tensor
 def test_int8_peer_state_bytes_are_read_from_its_tensors(label, module, maps, extra):
     """By hand: tensors of 8192 and 4096 elements keep uint8 m and v codes and a float32

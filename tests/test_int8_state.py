@@ -1,5 +1,5 @@
-"""8-bit blockwise state (state_dtype="int8"): the maps, bit identity of numpy and numba,
-agreement with the quantized float64 reference, the update bound, resume, bad input."""
+"""int8 state (state_dtype="int8"): the maps, bit identity of numpy and numba,
+agreement with the float64 int8 reference, the update bound, resume, bad input."""
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -141,7 +141,7 @@ def test_numba_one_and_two_threads_are_bit_identical():
 @pytest.mark.parametrize("backend", INT8_BACKENDS)
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(c) or "plain")
 def test_one_step_matches_the_int8_reference(backend, config):
-    """From one quantized state, a step gives the reference's scales (within float32
+    """From one int8 state, a step gives the reference's scales (within float32
     rounding) and codes, except where the reference's value / scale lies within float32
     rounding of a decision boundary (those are counted: few)."""
     cfg = AdamConfig(state_dtype="int8", **config)
@@ -210,7 +210,7 @@ def test_memory_is_about_a_quarter():
 @given(exponents=st.lists(st.floats(-30, 8), min_size=20, max_size=20),
        spread=st.floats(0, 15), sparsity=st.floats(0, 0.99), seed=st.integers(0, 2**16))
 def test_no_update_exceeds_a_small_multiple_of_lr(exponents, spread, sparsity, seed):
-    """Adam's step is about lr at most; a v that dequantizes to 0 under a nonzero m (the
+    """Adam's step is about lr at most; a v that decodes to 0 under a nonzero m (the
     zero-point failure) would make it lr * m / eps, orders of magnitude more."""
     rng = np.random.default_rng(seed)
     n, lr = 8192, 1e-3
@@ -331,7 +331,7 @@ def test_a_negative_scale_is_refused_by_load_state_dict_and_load(backend, scale,
     before = [p.copy() for p in params], opt.state_dict()["state"]
     bad = opt.state_dict()
     bad["state"][scale][0][3] = -bad["state"][scale][0][3] - 1.0
-    message = rf"{scale}\[0\] holds negative values; an 8-bit block's scale is never negative"
+    message = rf"{scale}\[0\] holds negative values; an int8 block's scale is never negative"
     with pytest.raises(ValueError, match=message):
         opt.load_state_dict(bad)
     from backends.checkpoint import write_checkpoint
@@ -346,7 +346,7 @@ def test_a_negative_scale_is_refused_by_load_state_dict_and_load(backend, scale,
 
 
 def _nonfinite_run(backend, steps):
-    """L2 steps of one quantized tensor: an inf gradient in block 0 and a NaN in block 2
+    """L2 steps of one int8 tensor: an inf gradient in block 0 and a NaN in block 2
     at the first step, so block 0 holds inf moments, then NaN ones; block 2 NaN ones."""
     rng = np.random.default_rng(14)
     p = rng.standard_normal(4 * codec.BLOCK + 4096).astype(np.float32)

@@ -6,10 +6,15 @@ test says which import breaks the order. Two kinds of import are held apart from
 order: a private module (a name part starting with "_") is imported only inside its own
 package, and cupy and numba.cuda only inside backends/cuda; ``KERNEL_READERS`` are the
 declared exceptions to both (the roofline and the machine-code checks read kernels).
+
+One word per concept: the state of uint8 codes and per-block scales is "int8" in every
+name and text of ours (``state_dtype="int8"``); ``RETIRED`` are the words it replaced, and
+``PEER_NAMES`` the third-party names that keep them.
 """
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -47,6 +52,16 @@ RESERVED: set[str] = set()
 KERNEL_READERS = {"harness.bench.roofline", "harness.gpu.machine_code"}
 GPU_LIBRARIES = ("cupy", "numba.cuda")
 GPU_PACKAGE = "backends.cuda"
+#: Words retired for "int8" (any case, inside identifiers too).
+RETIRED = re.compile(r"quantiz|8-bit|8bit|blockwise", re.IGNORECASE)
+#: Third-party names that keep a retired word: bitsandbytes' and torchao's Adam8bit and
+#: AdamW8bit (and the peers named after them), min_8bit_size, dequantize_blockwise,
+#: torchao's OptimState8bit and its dequantize().
+PEER_NAMES = re.compile(r"[\w-]*adamw?8bit[\w-]*|min_8bit_size|dequantize_blockwise|"
+                        r"OptimState8bit|\.dequantize\(\)|\"dequantize\"", re.IGNORECASE)
+#: Where our own .py and .md files live (results/local/ is a run's output, not ours).
+OWN_FILES = ("*.md", "backends/**/*.py", "harness/**/*.py", "tests/**/*.py",
+             "examples/**/*.py", "examples/**/*.md", "docs/**/*.md", "results/**/*.md")
 
 
 def module_files() -> dict[str, Path]:
@@ -157,6 +172,22 @@ def boundary_violations() -> list[str]:
     return problems
 
 
+def retired_words(text: str) -> list[str]:
+    """The retired words in ``text`` outside third-party names."""
+    return RETIRED.findall(PEER_NAMES.sub("", text))
+
+
+def retired_word_uses() -> list[str]:
+    """"path:line: words" for every line of our files that uses a retired word (this
+    file, which names them, apart)."""
+    paths = sorted({path for pattern in OWN_FILES for path in ROOT.glob(pattern)
+                    if "local" not in path.relative_to(ROOT).parts[:2]
+                    and path != Path(__file__).resolve()})
+    return [f"{path.relative_to(ROOT)}:{n}: {', '.join(words)}"
+            for path in paths for n, line in enumerate(path.read_text().splitlines(), 1)
+            if (words := retired_words(line))]
+
+
 def test_every_import_goes_down_the_layers():
     assert layer_violations(graph()) == []
 
@@ -190,3 +221,18 @@ def test_an_upward_import_is_reported():
     assert layer_violations(edges) == [
         "backends.config (layer 0) imports backends.optimizer (layer 5): imports go down "
         "the table"]
+
+
+def test_int8_is_the_one_word_for_int8_state():
+    assert retired_word_uses() == []
+
+
+@pytest.mark.parametrize("text, words", [
+    ("the quantized step of 8-bit state", ["quantiz", "8-bit"]),
+    ("from .blockwise import dequantize_m", ["blockwise", "quantiz"]),
+    ("class Bnb8bitStepper", ["8bit"]),
+    ("bitsandbytes' Adam8bit and AdamW8bit, bnb-adam8bit, torchao_adamw8bit", []),
+    ("min_8bit_size; dequantize_blockwise(codes); value.dequantize(); OptimState8bit", []),
+])
+def test_the_word_scan_finds_retired_words_and_passes_peer_names(text, words):
+    assert retired_words(text) == words

@@ -188,7 +188,7 @@ def test_sass_reader_counts_only_the_kernels_own_code():
     assert ops["MUFU.RSQ"] > 0 and not any(op.startswith("RET") for op in ops)
 
 
-# --- 8-bit state kernels ------------------------------------------------------------------
+# --- int8 state kernels ------------------------------------------------------------------
 
 INT8_CASES = list(itertools.product(mc.KERNELS, (False, True), mc.ARCHS))
 INT8_IDS = [f"{b}-int8-{'amsgrad' if a else 'adam'}-sm{arch}" for b, a, arch in INT8_CASES]

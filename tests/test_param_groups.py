@@ -8,7 +8,7 @@ import pytest
 
 from backends import Adam, AdamConfig, get_backend
 
-SHAPES = [(6, 4), (5,), (4100,), (3,)]  # 4100: quantized with 8-bit state
+SHAPES = [(6, 4), (5,), (4100,), (3,)]  # 4100: int8 codes under state_dtype='int8'
 GROUPS = [{"weight_decay": 0.1}, {"lr": 3e-2, "amsgrad": True}]
 DEFAULTS = {"lr": 1e-2, "weight_decay": 0.0, "decoupled": True}
 CPU = ["python", "numpy", "numba"]

@@ -66,9 +66,9 @@ def test_full_precision_peer_agrees_with_the_reference_or_refuses(peer, options,
 
 @pytest.mark.parametrize("peer", EIGHT_BIT, ids=[p.label for p in EIGHT_BIT])
 def test_int8_peer_steps_near_the_reference(peer):
-    """No full-precision verdict, but a step is an Adam step: with 8-bit moments every
+    """No full-precision verdict, but a step is an Adam step: with int8 moments every
     parameter lands within a tenth of lr of the float64 reference after one step (each
-    element moves about lr), including the 8192-element tensor whose moments are 8-bit."""
+    element moves about lr), including the 8192-element tensor whose moments are int8."""
     subject = _loaded(peer)
     cfg = AdamConfig()
     problem = random_problem(SMALL_SHAPES + [(8192,)], "float32", steps=1, seed=3)
@@ -231,9 +231,9 @@ def test_cli_check_shows_chosen_peers_and_the_int8_block(tmp_path, capsys):
                    "--out", str(tmp_path / "check")])
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "## 8-bit peers against the float64 reference" in out
-    assert "  8-bit peers (apart, no verdict): bnb-adam8bit: " in out  # the terse line too
-    int8_peers = pd.read_csv(tmp_path / "check-8bit.csv")
+    assert "## int8 peers against the float64 reference" in out
+    assert "  int8 peers (apart, no verdict): bnb-adam8bit: " in out  # the terse line too
+    int8_peers = pd.read_csv(tmp_path / "check-int8-peers.csv")
     assert set(int8_peers.subject) == {"bnb-adam8bit"} and "within_tolerance" not in int8_peers
     assert set(pd.read_csv(tmp_path / "check.csv").subject) == {"numpy", "optax"}
 

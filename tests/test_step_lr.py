@@ -11,7 +11,7 @@ from backends.cpu.numpy import NumpyBackend
 from backends.scalars import StepScalars
 from harness.check.bad_input import snapshot, unchanged
 
-SHAPES = [(4100,), (3, 5), (1,)]  # 4100: quantized with 8-bit state; the others are not
+SHAPES = [(4100,), (3, 5), (1,)]  # 4100: int8 codes under int8 state; the others keep float32
 LRS = [1e-3, 4e-3, 0.0, 2.5e-2, 2.5e-2]
 OPTIONS = {"adamw": {"weight_decay": 0.1, "decoupled": True},
            "amsgrad-l2": {"weight_decay": 0.05, "amsgrad": True}}
@@ -49,7 +49,7 @@ def test_step_lr_is_a_config_with_that_lr(cpu_backend, options, state_dtype):
     """lr=x gives the bits of a config whose lr is x (decoupled decay uses it too), and
     differs from ignoring it."""
     if state_dtype and not cpu_backend.supports_int8_state:
-        pytest.skip(f"{cpu_backend.name} has no 8-bit state")
+        pytest.skip(f"{cpu_backend.name} has no int8 state")
     fixed = AdamConfig(**OPTIONS[options], state_dtype=state_dtype)
     scheduled = run(cpu_backend, lambda t: fixed, lambda t: LRS[t], state_dtype)
     fresh = run(cpu_backend, lambda t: AdamConfig(lr=LRS[t], **OPTIONS[options],
@@ -90,7 +90,7 @@ def test_a_plugin_without_the_lr_parameter_is_given_the_step_lr():
 def test_a_bad_lr_is_refused_before_anything_changes(cpu_backend, lr, error, match,
                                                      state_dtype):
     if state_dtype and not cpu_backend.supports_int8_state:
-        pytest.skip(f"{cpu_backend.name} has no 8-bit state")
+        pytest.skip(f"{cpu_backend.name} has no int8 state")
     cfg = AdamConfig(amsgrad=True, state_dtype=state_dtype)
     host, grads = problem()
     state = cpu_backend.init_state(host, AdamConfig(state_dtype=state_dtype))

@@ -1,4 +1,4 @@
-"""Numba CPU kernels for 8-bit state (``backends.int8_codec``): the Adam step and its
+"""Numba CPU kernels for int8 state (``backends.int8_codec``): the Adam step and its
 roofline.
 
 Threads take chunks of CHUNK_BLOCKS blocks. Per block, one vectorized loop decodes the
@@ -7,7 +7,7 @@ moments in a block-sized scratch and takes their absmax as the maximum of their 
 bits (a NaN's exceed every number's, as in NumPy's max over the bits); a second loop per
 moment encodes the scratch. Every operation is the one ``int8_codec.step_blocks_numpy``
 makes, so the bits agree. Measured here at 2^24 float32 (2 threads): fusing the absmax
-into the first loop took the step from 0.64 to 0.79 of the 8-bit roofline; per-block
+into the first loop took the step from 0.64 to 0.79 of the int8 roofline; per-block
 carrays instead of slices (no reference counting per 256 elements) from 0.45 to 0.64.
 The step is compute-bound (about 55 vector instructions per 16 elements against the fp32
 step's 20); in cache on one thread, 16-bit lanes for the codes and a loop without the
@@ -141,7 +141,7 @@ def _inverse(absmax_bits):
 
 
 def _adam_int8(p, g, mc, ms, vc, vs, xc, xs, hyper, t):
-    """One quantized tensor (1-D views; ``xc``, ``xs`` the amsgrad maximum's codes and
+    """One int8 tensor (1-D views; ``xc``, ``xs`` the amsgrad maximum's codes and
     scales, only written with amsgrad)."""
     constants, use_l2, amsgrad = _constants(hyper, t, p)
     f32, u8 = constants[9], np.uint8(0)
@@ -192,7 +192,7 @@ def _without_sign_and_decay(constants):
 @njit(inline="always", cache=True)
 def _block_update(p, g, mc, m_scale, vc, v_scale, xc, x_scale, m_new, v_new, x_new,
                   constants, use_l2, amsgrad):
-    """Dequantize, the float32 Adam body, p written and the new moments kept, with
+    """Decode, the float32 Adam body, p written and the new moments kept, with
     the bits of their absmax (two loops, so the common one does no amsgrad work)."""
     m_max = v_max = x_max = np.uint32(0)
     if amsgrad:
@@ -238,7 +238,7 @@ adam_int8_serial = njit(**KERNEL_OPTIONS)(_serial_twin(_adam_int8))
 
 @njit(parallel=True, **KERNEL_OPTIONS)
 def roofline_int8(p, g, mc, vc, ms, vs):
-    """The ceiling of the 8-bit step: its streams (read p, g, m and v codes and scales;
+    """The ceiling of the int8 step: its streams (read p, g, m and v codes and scales;
     write p, codes and scales), trivial arithmetic."""
     for b in prange(ms.size):
         ms[b] = ms[b] + np.float32(1)
@@ -251,7 +251,7 @@ def roofline_int8(p, g, mc, vc, ms, vs):
 
 
 def compile_all() -> float:
-    """Compile (or load from cache) the 8-bit kernels for float32; returns seconds."""
+    """Compile (or load from cache) the int8 kernels for float32; returns seconds."""
     import time
 
     start = time.perf_counter()

@@ -95,7 +95,7 @@ class NumpyBackend(Backend):
             future.result()
 
     def _update_int8(self, p, g, moments, cfg, t, lr=None) -> None:
-        """8-bit state, on the calling thread, in chunks of whole blocks of about
+        """int8 state, on the calling thread, in chunks of whole blocks of about
         ``chunk_bytes`` of params (``int8_codec.step_blocks_numpy`` on each)."""
         c = _cast(StepScalars.for_step(cfg, t, lr), p.dtype)
         chunk = max(BLOCK, self.chunk_bytes // p.itemsize // BLOCK * BLOCK)

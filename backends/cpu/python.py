@@ -78,7 +78,7 @@ class PythonBackend(Backend):
 
 
 def _int8_block(p, g, moments, start, stop, b, s) -> None:
-    """One block of ``int8_codec``'s step: dequantize, the double-precision body of
+    """One block of ``int8_codec``'s step: decode, the double-precision body of
     ``_adam_loop``, then absmax and nearest codes of each new moment (rounded to float32
     first, as the kernels hold them)."""
     (mc, ms), (vc, vs), vmax = moments

@@ -20,11 +20,11 @@ __all__ = ["NVRTC_OPTIONS", "INT8_NVRTC_OPTIONS", "INT8_THREADS", "kernel_name",
 #: (as in every CUDA compiler's default), which the emulated GPU subjects model.
 NVRTC_OPTIONS = ("-ftz=false", "-prec-div=true", "-prec-sqrt=true", "-fmad=true")
 
-#: The 8-bit kernel's options: contraction off too, so every multiply and add rounds on
+#: The int8 kernel's options: contraction off too, so every multiply and add rounds on
 #: its own as on the CPU (the source also spells them __fmul_rn/__fadd_rn, which no
 #: compiler fuses): its codes are decisions on the NumPy backend's exact float32 values.
 INT8_NVRTC_OPTIONS = ("-ftz=false", "-prec-div=true", "-prec-sqrt=true", "-fmad=false")
-#: Threads per block of the 8-bit kernel: one warp per 256-element state block.
+#: Threads per block of the int8 kernel: one warp per 256-element state block.
 INT8_THREADS = 32
 
 _TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
@@ -180,8 +180,8 @@ def int8_kernel_name(amsgrad: bool) -> str:
 
 
 def int8_kernel_source(amsgrad: bool) -> str:
-    """The CUDA C of the 8-bit state kernel (see backends.int8_codec; one warp per
-    256-element block, the same steps as backends.cuda._numba_cuda_kernels' 8-bit kernel);
+    """The CUDA C of the int8 state kernel (see backends.int8_codec; one warp per
+    256-element block, the same steps as backends.cuda._numba_cuda_kernels' int8 kernel);
     arguments: p, g, m codes, m scales, v codes, v scales, [max codes, max scales,] the
     ten float32 scalars of ``StepScalars.floats()``, use_l2, n. The maps' constants come
     from ``backends.int8_codec``."""
@@ -199,7 +199,7 @@ def int8_kernel_source(amsgrad: bool) -> str:
 
 def compile_int8_kernel(amsgrad: bool, arch: str, target: str = "cubin",
                         options=INT8_NVRTC_OPTIONS, source: str | None = None) -> bytes:
-    """``compile_kernel`` for the 8-bit state kernel."""
+    """``compile_kernel`` for the int8 state kernel."""
     source = int8_kernel_source(amsgrad) if source is None else source
     return _nvrtc(source, int8_kernel_name(amsgrad), arch, target, options)
 

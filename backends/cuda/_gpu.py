@@ -19,7 +19,7 @@ from ..validation import FLOAT_DTYPES
 
 __all__ = ["GpuBackend", "MAX_INT8_GRID"]
 
-#: Most thread blocks of an 8-bit state launch (one warp each, looping over the state
+#: Most thread blocks of an int8 state launch (one warp each, looping over the state
 #: blocks beyond): 32 resident per SM on an H100's 132 SMs is 4224.
 MAX_INT8_GRID = 8192
 
@@ -42,7 +42,7 @@ class GpuBackend(Backend):
         raise NotImplementedError
 
     def _launch_int8(self, p, g, moments, scalars) -> None:
-        """One launch of the 8-bit kernel over one quantized float32 tensor (1-D ``p``,
+        """One launch of the int8 kernel over one float32 tensor with int8 state (1-D ``p``,
         ``g``; ``moments`` as in ``Backend._update_int8``)."""
         raise NotImplementedError
 
@@ -53,7 +53,7 @@ class GpuBackend(Backend):
         raise NotImplementedError
 
     def _timed_warm_up(self) -> float:
-        """Compile every kernel variant (8-bit state's too) with one tiny launch each;
+        """Compile every kernel variant (int8 state's too) with one tiny launch each;
         returns seconds."""
         from ..config import AdamConfig
 

@@ -1,14 +1,14 @@
 """Numba CUDA kernels: the element-wise Adam body in a grid-stride loop (``adam``,
-``adam_amsgrad``) and the step of 8-bit state (``adam_int8``, ``adam_int8_amsgrad``).
+``adam_amsgrad``) and the step of int8 state (``adam_int8``, ``adam_int8_amsgrad``).
 
 One element body (``element_with``) serves both, spelled with explicit multiply, add and
 subtract so it compiles two ways: with plain operators NVVM contracts multiply-adds into
 FMAs (the float32/float64 kernels; ``harness.subjects.emulated_gpu`` models exactly that), with
 IEEE round-to-nearest intrinsics (``mul.rn``/``add.rn``/``sub.rn``, which no compiler
-fuses) every operation rounds on its own, as on the CPU, so the 8-bit kernel gives the
+fuses) every operation rounds on its own, as on the CPU, so the int8 kernel gives the
 NumPy and Numba CPU backends' bits: its codes are decisions on exact float32 values.
 
-The 8-bit kernel runs one warp (INT8_THREADS) per 256-element state block, in a
+The int8 kernel runs one warp (INT8_THREADS) per 256-element state block, in a
 grid-stride loop over blocks. Each lane takes every 32nd element (coalesced): decodes its
 codes, runs the body, writes p and keeps the new moments in shared memory. The warp takes
 each moment's absmax as the maximum of the magnitude bits (a NaN's exceed every number's,
@@ -34,10 +34,10 @@ from ..scalars import moments_with
 __all__ = ["adam", "adam_amsgrad", "adam_int8", "adam_int8_amsgrad", "element_with",
            "INT8_THREADS", "INT8_LAUNCH_BOUNDS"]
 
-#: Threads per block of the 8-bit kernel: one warp per state block, each lane taking every
+#: Threads per block of the int8 kernel: one warp per state block, each lane taking every
 #: 32nd element (coalesced), so the block's reductions never wait on other warps.
 INT8_THREADS = 32
-#: (threads per block, blocks per SM) the 8-bit kernels promise ptxas: 32 resident blocks
+#: (threads per block, blocks per SM) the int8 kernels promise ptxas: 32 resident blocks
 #: of one warp (1024 threads per SM) cap registers at 64 (harness.gpu.machine_code's ceiling).
 INT8_LAUNCH_BOUNDS = (INT8_THREADS, 32)
 _SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
@@ -137,7 +137,7 @@ def adam_amsgrad(p, g, m, v, vmax, sign, l2, decay, beta1, one_minus_beta1, beta
         p[i] = _fused_update(pi, mi, vm, step_size, inv_sqrt_bc2, eps)
 
 
-# --- 8-bit state: int8_codec.encode_m / encode_v / dequantize_* on one value -----------
+# --- int8 state: int8_codec.encode_m / encode_v / decode_* on one value ---------------
 
 @_device
 def _decode_m(code):
@@ -174,7 +174,7 @@ def _magnitude_bits(x):
 @_device
 def _int8_step(p, g, mc, ms, vc, vs, xc, xs, sign, l2, decay, beta1, one_minus_beta1,
                beta2, one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, amsgrad):
-    """The 8-bit step over 1-D arrays (module docstring), launched with INT8_THREADS (one
+    """The int8 step over 1-D arrays (module docstring), launched with INT8_THREADS (one
     warp) threads per block. ``xc``/``xs`` (amsgrad's maximum) are touched only with
     amsgrad."""
     lane = cuda.threadIdx.x

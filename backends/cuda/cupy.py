@@ -4,7 +4,7 @@ The kernel (backends.cuda._cupy_kernels) is the C spelling of the element-wise u
 backend shares (backends.scalars), compiled by NVRTC without flush-to-zero (CuPy's own
 kernel classes always add ``-ftz=true``) for this GPU's architecture; the step's scalars
 are passed as arguments, so nothing is recompiled between steps and no device memory is
-allocated. 8-bit state (``state_dtype="int8"``) has a kernel of its own in the same module.
+allocated. int8 state (``state_dtype="int8"``) has a kernel of its own in the same module.
 """
 from __future__ import annotations
 

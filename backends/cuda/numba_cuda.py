@@ -1,7 +1,7 @@
 """Backend "numba-cuda": a grid-stride CUDA kernel written with Numba.
 
 The kernel body is the same element-wise update as every other backend (backends.scalars);
-8-bit state (``state_dtype="int8"``) has a kernel of its own (backends.cuda._numba_cuda_kernels).
+int8 state (``state_dtype="int8"``) has a kernel of its own (backends.cuda._numba_cuda_kernels).
 With NUMBA_ENABLE_CUDASIM=1 set before numba is imported it runs under Numba's CUDA
 simulator, which is how CI checks its logic on machines without a GPU.
 """

@@ -29,7 +29,7 @@ from ..validation import FLOAT_DTYPES, as_list
 __all__ = ["ShardedAdam", "save_adam", "load_adam", "read_manifest", "MANIFEST"]
 
 MANIFEST = "manifest.json"
-_NOT_RESHARDED = ("8-bit state (state_dtype='int8') is quantized per 256-element block of "
+_NOT_RESHARDED = ("int8 state (state_dtype='int8') is encoded per 256-element block of "
                   "each rank's shard and cannot be re-sharded")
 _FORMAT = "adam-backends-sharded/1"
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
@@ -101,7 +101,7 @@ class ShardedAdam:
     @property
     def state_bytes(self) -> int:
         """Bytes of optimizer state this rank holds: its arrays of m, v and amsgrad's max
-        (with 8-bit state their codes and scales)."""
+        (with int8 state their codes and scales)."""
         arrays = [getattr(self.state, name) or () for name in _MOMENTS + SCALE_NAMES]
         return sum(int(a.nbytes) for column in arrays for a in column if a is not None)
 
@@ -310,8 +310,8 @@ def _read_range(directory: Path, manifest: dict, lo: int, hi: int, length: int) 
 
 
 def _read_own_int8_shard(directory: Path, manifest: dict, comm) -> dict:
-    """This rank's 8-bit state, codes and scales as saved (a state dict): they are
-    quantized per block of the shard, so only the world size that saved them can use
+    """This rank's int8 state, codes and scales as saved (a state dict): they are
+    encoded per block of the shard, so only the world size that saved them can use
     them."""
     if manifest["world_size"] != comm.size:
         raise ValueError(f"{directory}: {_NOT_RESHARDED}: this checkpoint was saved by "

@@ -4,7 +4,7 @@ Read p, g, m, v and write p, m, v (``p += g; m += g; v += g``): the same bytes a
 step (docs/design.md, "The bytes model": 28 B per float32 element), so no Adam kernel can beat it by more than
 noise, and ``gb_per_s / roofline_gb_per_s`` says how close to the memory limit a kernel is.
 CPU: a Numba parallel kernel. GPU: a CuPy elementwise kernel (or Numba CUDA without CuPy).
-With 8-bit state (state "int8", CPU only) the streams are those of ``backends.int8_codec``:
+With int8 state (state "int8", CPU only) the streams are those of ``backends.int8_codec``:
 read and write p, uint8 m and v codes and their per-block float32 scales; read g.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _cpu_int8(n):
 
 
 def _int8_arrays(n):
-    """Host (p, g, m codes, v codes, m scales, v scales) of the 8-bit roofline."""
+    """Host (p, g, m codes, v codes, m scales, v scales) of the int8 roofline."""
     from backends.int8_codec import n_blocks
 
     p, g, _, _ = roofline_arrays(n, np.float32)
@@ -93,7 +93,7 @@ def _int8_arrays(n):
 
 
 def _gpu_int8(n):
-    """The 8-bit streams on a GPU (read p, g, codes and scales; write p, codes, scales),
+    """The int8 streams on a GPU (read p, g, codes and scales; write p, codes, scales),
     CuPy's elementwise kernels, or Numba CUDA's where CuPy is missing."""
     try:
         import cupy
@@ -137,11 +137,11 @@ def _numba_cuda_int8(n):
 
 def roofline_step(n: int, dtype, device: str = "cpu", state: str = "full"):
     """(step, sync) running the roofline kernel over ``n`` elements of ``dtype``; on a GPU
-    (step, sync, timer) with a CUDA-event timer. With state "int8": the 8-bit streams,
+    (step, sync, timer) with a CUDA-event timer. With state "int8": the int8 streams,
     float32 only."""
     if state == "int8":
         if np.dtype(dtype) != np.float32:
-            raise ValueError("the 8-bit roofline runs for float32 only")
+            raise ValueError("the int8 roofline runs for float32 only")
         return _cpu_int8(n) if device == "cpu" else _gpu_int8(n)
     return (_cpu if device == "cpu" else _gpu)(n, np.dtype(dtype))
 

@@ -76,10 +76,10 @@ class Cell:
 
 
 def plan_cells(cfg: SweepConfig, subjects: list[Subject]) -> list[Cell]:
-    """Roofline first at each element count and device, then every subject; with 8-bit
+    """Roofline first at each element count and device, then every subject; with int8
     state (float32 only) its roofline and the subjects measured in it follow: the
     backends that implement it (with ``bench --state int8``) and the peers whose state is
-    always 8-bit (in every run: they have no fp32 rows)."""
+    always int8 (in every run: they have no fp32 rows)."""
     devices = sorted({s.device for s in subjects if s.make is not None} or {"cpu"})
     states = cfg.states + sorted({s.state for s in subjects} - set(cfg.states))
     cells = []
@@ -101,14 +101,14 @@ def plan_cells(cfg: SweepConfig, subjects: list[Subject]) -> list[Cell]:
 
 def _measured_states(subject: Subject, states: list[str]) -> list[str]:
     """The state formats ``subject`` is measured in: a peer's own when it always keeps
-    one; every format of ``states`` for a backend with 8-bit state; else "full"."""
+    one; every format of ``states`` for a backend with int8 state; else "full"."""
     if subject.state != "full":
         return [subject.state]
     return states if _has_int8_state(subject) else ["full"]
 
 
 def _has_int8_state(subject: Subject) -> bool:
-    """Whether ``subject`` is one of our backends (CPU or GPU) with 8-bit state."""
+    """Whether ``subject`` is one of our backends (CPU or GPU) with int8 state."""
     from backends import get_backend
 
     return (subject.kind == "backend" and subject.make is not None

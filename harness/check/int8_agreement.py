@@ -1,4 +1,4 @@
-"""8-bit state agreement: every backend's quantized step against the float64 quantized
+"""int8 state agreement: every backend's int8 step against the float64 int8
 reference (``backends.reference.reference_step_int8``), step by step from the backend's
 own state, so errors never compound.
 
@@ -31,7 +31,7 @@ PARAM_LR_EPS = 64
 #: option set would be most of the check's time; 5 still carry every block's state
 #: through four updates from its own codes).
 PYTHON_STEPS = 5
-#: One quantized tensor: 32 full blocks and a partial one.
+#: One tensor with int8 state: 32 full blocks and a partial one.
 INT8_SIZE = 32 * 256 + 100
 _MOMENTS = (("exp_avg", True), ("exp_avg_sq", False), ("max_exp_avg_sq", False))
 
@@ -86,7 +86,7 @@ def _run(backend, options: dict, steps: int, seed: int) -> dict:
     return out
 
 
-#: GPU backends whose 8-bit kernel also runs under Numba's CUDA simulator on the CPU.
+#: GPU backends whose int8 kernel also runs under Numba's CUDA simulator on the CPU.
 SIMULATED = ("numba-cuda",)
 #: Steps of a simulated subject: the simulator runs one Python thread per GPU thread,
 #: about 0.1 s per 256-element block and step (INT8_SIZE has 33 blocks).
@@ -122,7 +122,7 @@ def simulated_int8_agreement(backend: str = "numba-cuda", steps: int = SIMULATED
 
 
 def int8_agreement(backend_names: list[str], steps: int = 20, seed: int = 0) -> pd.DataFrame:
-    """One row per backend and option set; backends without 8-bit state get a row that
+    """One row per backend and option set; backends without int8 state get a row that
     says why (``within_tolerance`` NaN: not judged)."""
     rows = []
     for name in backend_names:

@@ -1,8 +1,8 @@
 """``adam-bench check``: agreement of every subject with the reference, pairwise, on edge
 cases, and (CPU backends) refusal of bad input. Our backends (plugins included) and the
 emulated GPU kernels decide the verdict; the peers' rows are shown beside them, and the
-8-bit peers' errors in a block of their own (full-precision tolerances do not apply to
-quantized moments). An option or dtype a peer does not offer is a row that says so
+int8 peers' errors in a block of their own (full-precision tolerances do not apply to
+int8 moments). An option or dtype a peer does not offer is a row that says so
 (``note``), never a run of something else under its name. ``harness.testing`` runs the
 same code for one backend inside a pytest test."""
 from __future__ import annotations
@@ -28,7 +28,7 @@ __all__ = ["CheckReport", "run_check", "OURS", "EIGHT_BIT_EXTRA_SHAPES"]
 
 #: Subject kinds that decide the verdict.
 OURS = ("backend", "emulated")
-#: Added to the 8-bit peers' problems: a tensor that both keep 8-bit moments for
+#: Added to the int8 peers' problems: a tensor that both keep int8 moments for
 #: (bitsandbytes from 4096 elements, torchao from 4096 in multiples of 256).
 EIGHT_BIT_EXTRA_SHAPES = [(64, 128)]
 
@@ -41,7 +41,7 @@ class CheckReport:
     skipped: pd.DataFrame
     bad_input: pd.DataFrame
     int8_peers: pd.DataFrame = field(default_factory=pd.DataFrame)
-    int8: pd.DataFrame | None = None  # 8-bit state vs the quantized reference
+    int8: pd.DataFrame | None = None  # int8 state vs the int8 reference
 
     @property
     def ok(self) -> bool:
@@ -157,7 +157,7 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
 
 
 def _problems(runnable, shapes, dtype, steps, seed, cfg) -> tuple[dict, dict]:
-    """By "full state or not" (the 8-bit peers' problem adds a tensor they quantize): the
+    """By "full state or not" (the int8 peers' problem adds a tensor they encode): the
     problem of the subjects of that kind, and its reference steps computed once where
     several subjects share them (None: each run computes its own, as they come)."""
     users = Counter(s.state == "full" for s in runnable)

@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
                         "own roofline (fp32, bf16, bf16-sr, bf16-kahan, bf16-master, "
                         "fp16-master; see docs/low-precision.md)")
     p.add_argument("--state", choices=["int8"],
-                   help="also measure 8-bit state (float32; rows labelled NAME[int8])")
+                   help="also measure int8 state (float32; rows labelled NAME[int8])")
     p.add_argument("--resume", action="store_true", help="skip cells already in OUT.csv")
     p.add_argument("--allow-large-memory", action="store_true",
                    help="run a sweep whose largest cell needs more memory than is available")
@@ -133,7 +133,7 @@ def bench_and_print(args) -> pd.DataFrame:
 
 def _write_versus_numba(df: pd.DataFrame, args) -> None:
     """Each state format's table of step times over numba's in that format (numba[int8]
-    for the 8-bit rows), written to OUT-versus-numba and OUT-versus-numba-int8, where
+    for the int8 rows), written to OUT-versus-numba and OUT-versus-numba-int8, where
     numba was measured in it."""
     from ..core.results_io import write_tables
     from ..core.tables import state_label, versus

@@ -1,5 +1,5 @@
 """``adam-bench check``: agreement with the float64 reference, pairs, edge cases, bad
-input and 8-bit state; exit status 1 when one of our backends is out of tolerance."""
+input and int8 state; exit status 1 when one of our backends is out of tolerance."""
 from __future__ import annotations
 
 import argparse
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
                    help="comma-separated peer labels (default: all; see docs/peers.md)")
     p.add_argument("--gpu-emulation", action="store_true", default=argparse.SUPPRESS,
                    help="also judge the GPU kernels' arithmetic emulated on the CPU and "
-                        "numba-cuda's 8-bit kernel under the CUDA simulator (a few minutes)")
+                        "numba-cuda's int8 kernel under the CUDA simulator (a few minutes)")
     p.add_argument("--out", default="results/local/check",
                    help="table path stem (default results/local/check)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -68,15 +68,15 @@ def check_and_print(args):
     write_tables(report.edges, out.with_name(out.name + "-edge-cases"))
     write_tables(report.bad_input, out.with_name(out.name + "-bad-input"))
     if not report.int8_peers.empty:
-        write_tables(report.int8_peers, out.with_name(out.name + "-8bit"))
+        write_tables(report.int8_peers, out.with_name(out.name + "-int8-peers"))
     if report.int8 is not None:
         write_tables(report.int8, out.with_name(out.name + "-int8"))
     if args.verbose:
         _print_check_tables(report, args.steps)
     print("\n".join(check_lines(report)))
     if not report.int8_peers.empty:
-        print(fit(f"  8-bit peers (apart, no verdict): "
-                  f"{', '.join(report.int8_peers['subject'].unique())}: {out}-8bit.md"))
+        print(fit(f"  int8 peers (apart, no verdict): "
+                  f"{', '.join(report.int8_peers['subject'].unique())}: {out}-int8-peers.md"))
     if report.int8 is not None:
         from .summary import int8_lines
 
@@ -92,8 +92,8 @@ def _print_check_tables(report, steps: int) -> None:
                  "steps; tolerance_ratio <= 1 passes; see harness/check/tolerances.py)")
     if not report.int8_peers.empty:
         print_table(report.int8_peers[[c for c in shown if c in report.int8_peers]],
-                     "8-bit peers against the float64 reference (no verdict: their moments are "
-                     "quantized; tensors under 4096 elements keep float32 moments)")
+                     "int8 peers against the float64 reference (no verdict: their moments are "
+                     "int8 codes; tensors under 4096 elements keep float32 moments)")
     pairs = report.pairs
     if not pairs.empty:  # none with one subject
         failed_pairs = pairs[~pairs["within_tolerance"] & (pairs["kind"] == "backend")]
@@ -112,7 +112,7 @@ def _print_check_tables(report, steps: int) -> None:
     if not bad.empty:
         print_table(bad, "Bad input not refused properly")
     if report.int8 is not None:
-        print_table(report.int8, "8-bit state (state_dtype='int8') against the quantized "
+        print_table(report.int8, "int8 state (state_dtype='int8') against the int8 "
                      "float64 reference, step by step (codes may differ only at a boundary)")
     if not report.skipped.empty:
         print_table(report.skipped, "Not run here")

@@ -1,5 +1,5 @@
 """``adam-bench demo``: the digits MLP trained with every CPU backend (or float32 beside
-8-bit state, ``--state int8``; on MPI ranks, ``--ranks``)."""
+int8 state, ``--state int8``; on MPI ranks, ``--ranks``)."""
 from __future__ import annotations
 
 from . import options
@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--format", type=options.format_names,
                    help="instead: the MLP and a least-squares problem trained in these "
                         "formats and fp32 (default out results/demo-formats)")
-    p.add_argument("--state", choices=["int8"], help="instead: float32 state beside 8-bit "
+    p.add_argument("--state", choices=["int8"], help="instead: float32 state beside int8 "
                    "state (default out results/local/demo-digits-int8)")
     p.add_argument("--torch", action="store_true", help="instead: the MLP as a torch model "
                    "trained with backends.torch.Adam and torch.optim.Adam (default out "
@@ -71,7 +71,7 @@ def _demo_int8(args) -> int:
     out = (args.out if args.out != "results/local/demo-digits"
            else "results/local/demo-digits-int8")
     summary, _ = run_int8_demo(steps=args.steps, out_stem=out)
-    print_table(summary, f"Digits MLP, numba backend, float32 state and 8-bit state "
+    print_table(summary, f"Digits MLP, numba backend, float32 state and int8 state "
                           f"({args.steps} full-batch steps, same seed)")
     print(f"\nplot: {out}.png\ntables: {out}.csv/.json/.md")
     return 0

@@ -140,7 +140,7 @@ def verdict_lines(report: CheckReport | None, df: pd.DataFrame | None) -> list[s
     """A verdict per subject: agreement (worst error over tolerance), the fraction of the
     roofline at up to three flat sizes of the first dtype, and the best peer's step time
     over the subject's at those sizes, among the peers of the subject's state format
-    (numba[int8] against the 8-bit peers; paired fractions: above 1, the subject is
+    (numba[int8] against the int8 peers; paired fractions: above 1, the subject is
     faster)."""
     subjects = list(report.agreement["subject"].unique()) if report is not None else []
     flat = pd.DataFrame()

@@ -30,7 +30,7 @@ def plot_throughput(df: pd.DataFrame, path: str | Path, title: str = "") -> Path
         roof8 = panel[panel["label"] == "roofline[int8]"].sort_values("elements")
         if not roof8.empty:
             ax.plot(roof8["elements"], roof8["gb_per_s"], "k:", lw=2.5,
-                    label="roofline[int8] (8-bit state streams)")
+                    label="roofline[int8] (int8 state streams)")
         rows = panel[~panel["label"].astype(str).str.startswith("roofline")
                      & (panel["amsgrad"] == amsgrad)]
         ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # a dozen subjects, apart

@@ -53,7 +53,7 @@ class Stepper:
         raise NotImplementedError
 
     def state_nbytes(self) -> int | None:
-        """Bytes the optimizer state holds now (moments, 8-bit codes, scales, maps), read
+        """Bytes the optimizer state holds now (moments, int8 codes, scales, maps), read
         from the arrays themselves; None when this stepper cannot tell (the tables then use
         the bytes model, ``harness.core.tables.state_bytes_per_parameter``)."""
         return None
@@ -104,7 +104,7 @@ class BackendStepper(Stepper):
         return {k: d[k] for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")}
 
     def state_nbytes(self) -> int:
-        """Bytes of the state's array lists: moments and 8-bit scales (views of one flat
+        """Bytes of the state's array lists: moments and int8 scales (views of one flat
         buffer add up to the buffer; the derived cache is not state)."""
         return sum(a.nbytes for arrays in vars(self.state).values()
                    if isinstance(arrays, list) for a in arrays if a is not None)

@@ -10,7 +10,7 @@ __all__ = ["STREAMS", "bytes_per_element", "state_bytes_per_parameter", "state_l
 #: Arrays read or written once per element and step: read p, g, m, v; write p, m, v
 #: (amsgrad adds read and write of max_exp_avg_sq).
 STREAMS = {False: 7, True: 9}
-#: 8-bit state (backends.int8_codec): bytes per element of one moment, a uint8 code plus
+#: int8 state (backends.int8_codec): bytes per element of one moment, a uint8 code plus
 #: its share of a float32 scale per 256-element block.
 INT8_MOMENT_BYTES = 1 + 4 / 256
 
@@ -115,7 +115,7 @@ def versus(df: pd.DataFrame, baseline: str = "numba", state: str = "full") -> pd
     other label's step time over the baseline's, each first divided by the roofline timed
     beside it (so the machine's bandwidth drift between cells cancels; above 1: slower
     than the baseline). With state "int8" the baseline is ``baseline[int8]`` and the
-    roofline the 8-bit one. ``df`` has derived columns."""
+    roofline the int8 one. ``df`` has derived columns."""
     key = ["workload", "elements", "dtype", "amsgrad"]
     baseline = state_label(baseline, state)
     measured = df[df["seconds_median"].notna() & (df["state"] == state)

@@ -1,11 +1,11 @@
-"""The digits demo with 8-bit state (``adam-bench demo --state int8``): the same training
+"""The digits demo with int8 state (``adam-bench demo --state int8``): the same training
 with float32 state and with state_dtype="int8", side by side.
 
 Reported per run: test accuracy, final loss, the largest parameter change of any step
-in units of lr (Adam keeps it about 1; the zero-point failure of 8-bit state makes it
-orders of magnitude larger), and the optimizer state's bytes. A shadow 8-bit optimizer
-fed the float32 run's gradients gives the relative error of its dequantized m and v
-after ``compare_at`` steps (same gradients, so it is the quantization's own error).
+in units of lr (Adam keeps it about 1; the zero-point failure of int8 state makes it
+orders of magnitude larger), and the optimizer state's bytes. A shadow int8 optimizer
+fed the float32 run's gradients gives the relative error of its decoded m and v
+after ``compare_at`` steps (same gradients, so it is the encoding's own error).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class StepWatcher:
 
 
 def decoded_moments(state, i: int) -> tuple[np.ndarray, np.ndarray]:
-    """(m, v) of tensor ``i`` of an 8-bit state as float32 values."""
+    """(m, v) of tensor ``i`` of an int8 state as float32 values."""
     def values(codes, scales, decode):
         flat = decode(np.asarray(codes).reshape(-1))
         return flat * np.repeat(np.asarray(scales), BLOCK)[:flat.size]
@@ -62,7 +62,7 @@ def run_int8_demo(steps: int = 200, lr: float = 1e-2, seed: int = 0, backend: st
     shadow = {}
 
     class WithShadow(StepWatcher):
-        """The float32 run, stepping an 8-bit shadow with the same gradients."""
+        """The float32 run, stepping an int8 shadow with the same gradients."""
 
         def __init__(self, params, **config):
             super().__init__(params, **config)
@@ -100,13 +100,13 @@ def run_int8_demo(steps: int = 200, lr: float = 1e-2, seed: int = 0, backend: st
         write_tables(summary, out_stem)
         write_tables(losses_df, Path(f"{out_stem}-losses"))
         plot_losses(losses_df, Path(out_stem).with_suffix(".png"),
-              title="Digits MLP: float32 state and 8-bit state")
+              title="Digits MLP: float32 state and int8 state")
     return summary, losses_df
 
 
 def _moment_errors(full_state, int8_state) -> tuple[float, float]:
-    """Relative error (norm of difference over norm) of the 8-bit state's dequantized m
-    and v against float32 state, over the quantized tensors."""
+    """Relative error (norm of difference over norm) of the int8 state's decoded m
+    and v against float32 state, over the tensors with int8 state."""
     errors = {"m": [0.0, 0.0], "v": [0.0, 0.0]}
     for i, m in enumerate(full_state.exp_avg):
         if not has_int8_state(m):

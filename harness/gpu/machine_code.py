@@ -5,7 +5,7 @@ kernel with the argument types the backend launches with; CuPy: the backend's ow
 call), turns PTX into SASS with nvJitLink (registers, spills) and nvdisasm, and reads
 what the tests assert: float64 instructions, global loads and stores per element, IEEE
 square root and division, flush-to-zero, and the floating-point operations of one
-element, with the multiply-adds the assembler fuses counted as FMAs; for the 8-bit state
+element, with the multiply-adds the assembler fuses counted as FMAs; for the int8 state
 kernels, global accesses by width (``ptx_accesses``, ``Sass.accesses``).
 
 Needs the ``[gpu-compile]`` extra (NVVM, NVRTC, nvJitLink, nvdisasm as wheels); no driver.
@@ -92,7 +92,7 @@ def kernel_ptx(backend: str, dtype, amsgrad: bool, arch: str) -> str:
 
 
 def numba_int8_ptx(kernel, amsgrad: bool, arch: str, fastmath: bool = False) -> str:
-    """PTX of a Numba CUDA 8-bit state kernel (a ``cuda.jit`` dispatcher, compiled with
+    """PTX of a Numba CUDA int8 state kernel (a ``cuda.jit`` dispatcher, compiled with
     its launch bounds) for the argument types NumbaCudaBackend._launch_int8 passes:
     float32 p and g, uint8 codes and float32 scales per moment, ten float32 scalars and a
     bool."""
@@ -108,7 +108,7 @@ def numba_int8_ptx(kernel, amsgrad: bool, arch: str, fastmath: bool = False) -> 
 
 
 def int8_kernel_ptx(backend: str, amsgrad: bool, arch: str) -> str:
-    """PTX of the 8-bit state kernel ``backend`` launches."""
+    """PTX of the int8 state kernel ``backend`` launches."""
     if backend == "numba-cuda":
         from backends.cuda import _numba_cuda_kernels as kernels
 

@@ -2,9 +2,9 @@
 
 Runs the GPU tests (machine code, the CuPy tests and the Numba CUDA kernel tests on the
 real device), the agreement check with the GPU backends beside the CPU ones and the
-emulated GPU subjects (and the 8-bit state agreement of the GPU kernels), and the GPU
+emulated GPU subjects (and the int8 state agreement of the GPU kernels), and the GPU
 sweep (2^12..2^28 elements, float32 and float64, with and without amsgrad, and float32
-with 8-bit state beside its own roofline; the GPU roofline timed beside every cell), writing
+with int8 state beside its own roofline; the GPU roofline timed beside every cell), writing
 ``results/local/check-<gpu>.*`` and ``results/local/bench-<gpu>.*``. Without a GPU it refuses
 at once.
 """

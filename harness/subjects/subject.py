@@ -16,8 +16,8 @@ __all__ = ["Subject", "backend_subject"]
 class Subject:
     """A named way to make Steppers; ``make`` is None when it can't run (``reason`` says why).
 
-    ``state`` is "int8" for peers whose moments are always 8-bit (judged apart, without a
-    verdict, and benchmarked in the 8-bit state rows), "full" for every other subject
+    ``state`` is "int8" for peers whose moments are always int8 (judged apart, without a
+    verdict, and benchmarked in the int8 state rows), "full" for every other subject
     (ours keep the state format ``AdamConfig.state_dtype`` asks for); ``build_seconds`` is a one-time native build done when the subject was made.
     """
 

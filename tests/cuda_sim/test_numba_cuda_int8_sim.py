@@ -1,4 +1,4 @@
-"""The Numba CUDA 8-bit state kernel under the CUDA simulator: the same bits as the NumPy
+"""The Numba CUDA int8 state kernel under the CUDA simulator: the same bits as the NumPy
 backend (codes, scales, params) step after step, for every option set, a partial last
 block, blocks of NaN and of zeros, sizes around the 4096-element threshold, several
 tensors per step, and resume from the NumPy backend's state.
@@ -73,7 +73,7 @@ def test_steps_give_numpys_bits(cuda_backend, options):
 
 
 def test_many_tensors_around_the_threshold_in_one_step(cuda_backend):
-    """4095 elements keep float32 state (the fp32 kernel), 4097 is quantized."""
+    """4095 elements keep float32 state (the fp32 kernel), 4097 has int8 state."""
     sizes = (4095, 4097, 5)
     rng = np.random.default_rng(3)
     params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
@@ -123,7 +123,7 @@ def test_resume_from_numpys_state_dict_is_bit_exact(cuda_backend):
 
 def test_codes_of_every_value_class_match_the_numpy_maps():
     """The kernel's encoders and decoders on map values, midpoints, ulps beside them,
-    denormals, NaN and infinity, against ``int8_codec``'s NumPy quantizers."""
+    denormals, NaN and infinity, against ``int8_codec``'s NumPy encoders."""
     from backends.cuda import _numba_cuda_kernels as kernels
 
     if not kernels._SIMULATED:

@@ -93,7 +93,7 @@ def test_state_round_trips_through_the_host(backend):
 
 def test_step_lr_gives_the_bits_of_a_config_with_that_lr(backend):
     """A schedule through ``lr=`` under one config: the bits of a new config per step
-    (tests/test_step_lr.py checks the 8-bit launches' scalars without the simulator)."""
+    (tests/test_step_lr.py checks the int8 launches' scalars without the simulator)."""
     lrs = [1e-3, 4e-3, 0.0, 2.5e-2]
     rng = np.random.default_rng(3)
     host = [rng.standard_normal(s).astype(np.float32) for s in [(7,), (3, 5)]]

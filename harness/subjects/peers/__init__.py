@@ -27,8 +27,8 @@ class Peer:
     them.
 
     ``state`` is the state format the peer always keeps: "full" (moments in the params'
-    dtype), or "int8" for 8-bit blockwise moments. An "int8" peer is shown against the
-    reference apart from the verdict and benchmarked in the 8-bit state rows."""
+    dtype), or "int8" for int8 moments. An "int8" peer is shown against the
+    reference apart from the verdict and benchmarked in the int8 state rows."""
 
     label: str
     module: str

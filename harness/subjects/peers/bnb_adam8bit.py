@@ -1,9 +1,9 @@
-"""bitsandbytes' 8-bit Adam on the CPU as a peer (its CPU path is eager PyTorch).
+"""bitsandbytes' Adam8bit on the CPU as a peer (its CPU path is eager PyTorch).
 
 Tensors of at least ``min_8bit_size`` (4096) elements keep m and v as uint8 codes with one
-float32 absmax per block of 256; smaller ones keep float32 state. ``moments`` dequantizes
+float32 absmax per block of 256; smaller ones keep float32 state. ``moments`` decodes
 the codes, so the check can show how far they are from the float64 reference.
-Its 8-bit step applies weight decay decoupled (``p *= 1 - lr * wd``) in Adam8bit and
+Its step applies weight decay decoupled (``p *= 1 - lr * wd``) in Adam8bit and
 AdamW8bit alike, so torch's L2 option is not offered; neither are amsgrad and maximize.
 It steps in float32 (float64 params are rounded every step).
 """
@@ -30,9 +30,9 @@ class BnbAdam8bitStepper(TorchStepper):
     def __init__(self, params: list[np.ndarray], cfg: AdamConfig):
         for option in ("amsgrad", "maximize"):
             if getattr(cfg, option):
-                raise UnsupportedOption(f"{option}: bitsandbytes' 8-bit Adam has no such option")
+                raise UnsupportedOption(f"{option}: bitsandbytes' Adam8bit has no such option")
         if cfg.weight_decay and not cfg.decoupled:
-            raise UnsupportedOption("L2 weight decay: bitsandbytes' 8-bit step decays "
+            raise UnsupportedOption("L2 weight decay: bitsandbytes' step decays "
                                     "decoupled (AdamW) in Adam8bit too")
         self._hold(params, "bnb-adam8bit")
         cls = AdamW8bit if cfg.decoupled else Adam8bit

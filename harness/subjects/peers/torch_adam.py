@@ -71,10 +71,10 @@ class TorchStepper(Stepper):
         return out
 
     def state_nbytes(self) -> int:
-        """Bytes of the storage behind every tensor in the optimizer's state: a quantized
+        """Bytes of the storage behind every tensor in the optimizer's state: an int8
         moment (a tensor subclass such as torchao's OptimState8bit) counts its inner
         codes, scales and map; a storage shared by several entries (bitsandbytes' and
-        torchao's quantization maps) counts once."""
+        torchao's code maps) counts once."""
         storages = {}
 
         def visit(value):

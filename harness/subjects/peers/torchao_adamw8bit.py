@@ -1,12 +1,12 @@
-"""torchao's 8-bit AdamW (Adam8bit for torch's L2 option) on the CPU as a peer.
+"""torchao's AdamW8bit (Adam8bit for torch's L2 option) on the CPU as a peer.
 
 Only tensors of at least 4096 elements whose size is a multiple of the block (256) get
-8-bit state (one float32 scale per block of 256); the others keep float32 m and v. Each
+int8 state (one float32 scale per block of 256); the others keep float32 m and v. Each
 tensor's step is a ``torch.compile``d function specialized to its shape: a throwaway
 optimizer over zero tensors of the same shapes compiles them when the stepper is made
 (``compile_seconds``), so no timed step compiles (``compile_count``). The step computes
 in float32, so float64 params are rounded every step; maximize is not offered, nor
-amsgrad (its compiled step fails on 8-bit state).
+amsgrad (its compiled step fails on int8 state).
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ class TorchaoStepper(TorchStepper):
 
     def __init__(self, params: list[np.ndarray], cfg: AdamConfig):
         if cfg.maximize:
-            raise UnsupportedOption("maximize: torchao's 8-bit Adam has no such option")
+            raise UnsupportedOption("maximize: torchao's AdamW8bit has no such option")
         if cfg.amsgrad:
-            raise UnsupportedOption("amsgrad: torchao 0.18's step fails to compile on 8-bit "
+            raise UnsupportedOption("amsgrad: torchao 0.18's step fails to compile on int8 "
                                     "state (torch.maximum of an OptimState8bit)")
         allow_one_entry_per_optimizer()
         self._hold(params, "torchao-adamw8bit")
