@@ -1,28 +1,27 @@
 """The Backend contract: one validated ``step`` in front of each backend's fused update.
 
 A backend implements ``_update`` (and ``_update_int8`` for int8 state); everything
-else is here. Every check (``backends.validation``) happens before any array is touched,
-so a failed call leaves parameters and state exactly as they were.
+else is here, with the helpers in modules of their own: the checks (``validation``,
+before any array is touched, so a failed call leaves parameters and state exactly as they
+were), the state's buffers (``memory``), the calls into ``_update`` (``update_calls``),
+and the int8 and low-precision steps (``int8_step``, ``low_precision_step``).
 """
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import operator
 
 import numpy as np
 
-from . import validation
-from .int8_codec import init_int8_state
+from . import memory, validation
 from .config import AdamConfig, checked_lr
 from .formats import uses_low_precision
-from .int8_step import (apply_int8, check_int8, prepare_int8,
-                             require_int8_support)
-from .state import AdamState, to_host
-from .validation import (FLOAT_DTYPES, as_list, check_across_groups, check_tensors,
-                         group_by_dtype)
+from .int8_codec import init_int8_state
+from .int8_step import apply_int8, check_int8, prepare_int8, require_int8_support
+from .state import ARRAY_FIELDS, AdamState, to_host
+from .update_calls import apply_full_precision, takes_lr
+from .validation import as_list, check_across_groups, check_tensors
 
-__all__ = ["Backend", "BackendUnavailable", "FLOAT_DTYPES", "first_of_contiguous"]
+__all__ = ["Backend", "BackendUnavailable"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -82,14 +81,7 @@ class Backend:
         Params that are such views (and grads that are views of a second flat buffer) are
         stepped as one contiguous tensor: one kernel call whatever the number of tensors.
         """
-        arrays = [np.asarray(a) for a in arrays]
-        dtypes = {a.dtype for a in arrays}
-        if len(dtypes) > 1:
-            raise TypeError(f"flatten needs arrays of one dtype, got {sorted(map(str, dtypes))}")
-        if not arrays:
-            return self.asarray(np.zeros(0, dtype=np.float32)), []
-        flat = self.asarray(np.concatenate([a.reshape(-1) for a in arrays]))
-        return flat, _views(flat, [a.shape for a in arrays])
+        return memory.flatten(self, arrays)
 
     def init_state(self, params, cfg: AdamConfig | None = None) -> AdamState:
         """Zero moments for ``params``; ``max_exp_avg_sq`` too when ``cfg.amsgrad``. Each
@@ -112,29 +104,14 @@ class Backend:
         )
 
     def _zeros_views(self, params) -> list:
-        views = [None] * len(params)
-        for dtype, idx in group_by_dtype(params).items():
-            flat = self.empty(sum(int(params[i].size) for i in idx), dtype)
-            flat[:] = 0
-            for i, view in zip(idx, _views(flat, [params[i].shape for i in idx])):
-                views[i] = view
-        return views
+        """Zero moments for ``params``: views of one buffer per dtype."""
+        return memory.zero_views(self, params)
 
     def state_from_dict(self, d: dict) -> AdamState:
         """An AdamState of this backend's arrays from ``AdamState.to_dict`` output."""
         host = AdamState.from_dict(d)
-
-        def convert(arrays):
-            if arrays is None:
-                return None
-            if any(a is None for a in arrays) or len({a.dtype for a in arrays}) > 1:
-                return [None if a is None else self.asarray(a) for a in arrays]
-            return self.flatten(arrays)[1]
-
-        return AdamState(host.step, convert(host.exp_avg), convert(host.exp_avg_sq),
-                         convert(host.max_exp_avg_sq), convert(host.exp_avg_scale),
-                         convert(host.exp_avg_sq_scale), convert(host.max_exp_avg_sq_scale),
-                         convert(host.master_params), convert(host.compensation))
+        return AdamState(host.step, **{name: memory.to_backend(self, getattr(host, name))
+                                       for name in ARRAY_FIELDS})
 
     # --- the step -----------------------------------------------------------------------
     def step(self, params, grads, state: AdamState, cfg: AdamConfig, lr=None) -> None:
@@ -180,54 +157,17 @@ class Backend:
             return apply_int8, (self, *prepare_int8(self, params, grads, state, cfg),
                                      state, cfg, lr)
         params, grads, groups, step = self._validate(params, grads, state, cfg)
-        return self._apply_update, (params, grads, groups, step, state, cfg, lr)
+        return apply_full_precision, (self, params, grads, groups, step, state, cfg, lr)
 
-    def _apply_update(self, params, grads, groups, step, state, cfg, lr) -> None:
-        t = step + 1
-        amax = state.max_exp_avg_sq if cfg.amsgrad else None
-        if len(groups) == 1:
-            for dtype in groups:
-                self._call_update(params, grads, state.exp_avg, state.exp_avg_sq, amax, cfg,
-                                  t, dtype, state.cache, lr)
-        else:
-            columns = (params, grads, state.exp_avg, state.exp_avg_sq, amax)
-            for dtype, idx in groups.items():
-                pick = [None if c is None else [c[i] for i in idx] for c in columns]
-                self._call_update(*pick, cfg, t, dtype, state.cache, lr)
-        state.step = t
-
-    #: Whether ``_update`` / ``_update_int8`` take the step's ``lr`` (set per class
-    #: from their signatures): a subclass written without it gets a config whose lr is
-    #: the step's instead (one per learning rate, kept while it repeats).
+    #: Whether ``_update`` / ``_update_int8`` take the step's ``lr`` (set per class from
+    #: their signatures; ``backends.update_calls`` gives the others a config with it).
     _update_takes_lr = True
     _update_int8_takes_lr = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls._update_takes_lr = _takes_lr(cls._update)
-        cls._update_int8_takes_lr = _takes_lr(cls._update_int8)
-
-    def _call_update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t,
-                     dtype, cache, lr) -> None:
-        """``_update`` at learning rate ``lr`` (None: cfg.lr)."""
-        if lr is None:
-            self._update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
-                         cache)
-        elif self._update_takes_lr:
-            self._update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, t, dtype,
-                         cache, lr=lr)
-        else:
-            self._update(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq,
-                         _config_with_lr(cfg, lr, cache), t, dtype, cache)
-
-    def _call_update_int8(self, p, g, moments, cfg, t, cache, lr) -> None:
-        """``_update_int8`` at learning rate ``lr`` (None: cfg.lr)."""
-        if lr is None:
-            self._update_int8(p, g, moments, cfg, t)
-        elif self._update_int8_takes_lr:
-            self._update_int8(p, g, moments, cfg, t, lr=lr)
-        else:
-            self._update_int8(p, g, moments, _config_with_lr(cfg, lr, cache), t)
+        cls._update_takes_lr = takes_lr(cls._update)
+        cls._update_int8_takes_lr = takes_lr(cls._update_int8)
 
     def _update(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq,
                 cfg: AdamConfig, t: int, dtype: np.dtype, cache: dict, lr=None) -> None:
@@ -284,43 +224,5 @@ class Backend:
             validation.check_state(self, params, state, cfg)
 
 
-def _takes_lr(method) -> bool:
-    parameters = inspect.signature(method).parameters.values()
-    return any(p.name == "lr" or p.kind is p.VAR_KEYWORD for p in parameters)
-
-
-def _config_with_lr(cfg: AdamConfig, lr: float, cache: dict) -> AdamConfig:
-    """``cfg`` with this ``lr``, for an ``_update`` that reads lr from its config; the
-    last one is kept in ``cache``, so a repeated lr makes no new config."""
-    last = cache.get("config_with_lr")
-    if last is None or last[0] is not cfg or last[1] != lr:
-        last = cache["config_with_lr"] = (cfg, lr, dataclasses.replace(cfg, lr=lr))
-    return last[2]
-
-
 def _remake(cls, options):
     return cls(**options)
-
-
-def first_of_contiguous(starts, sizes, itemsize: int) -> int | None:
-    """Index of the first non-empty tensor when the non-empty tensors (first-element
-    addresses ``starts``, element counts ``sizes``) lie back to back in memory, else None.
-    Empty tensors are skipped: their address can be anything."""
-    starts = np.asarray(starts, dtype=np.int64)
-    sizes = np.asarray(sizes, dtype=np.int64)
-    nonempty = np.flatnonzero(sizes)
-    if nonempty.size == 0:
-        return None
-    starts, sizes = starts[nonempty], sizes[nonempty]
-    if np.any(starts[1:] != starts[:-1] + sizes[:-1] * itemsize):
-        return None
-    return int(nonempty[0])
-
-
-def _views(flat, shapes) -> list:
-    views, start = [], 0
-    for shape in shapes:
-        n = int(np.prod(shape, dtype=np.int64))
-        views.append(flat[start:start + n].reshape(shape))
-        start += n
-    return views

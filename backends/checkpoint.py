@@ -9,10 +9,10 @@ import zipfile
 
 import numpy as np
 
-from .int8_codec import SCALE_NAMES, has_int8_state, n_blocks
 from .config import AdamConfig
 from .files import atomic_write
 from .formats import BFLOAT16, LOW_PRECISION_DTYPES, bits_view, uses_low_precision
+from .int8_codec import SCALE_NAMES, has_int8_state, n_blocks
 from .state import checked_step
 from .validation import FLOAT_DTYPES
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .int8_codec import (INT8_MOMENTS, SCALE_NAMES, init_int8_state, has_int8_state,
-                        n_blocks)
+from .int8_codec import INT8_MOMENTS, SCALE_NAMES, has_int8_state, init_int8_state, n_blocks
+from .memory import data_address, first_overlap, weak_references
 from .state import AdamState, checked_step
-from .validation import (as_list, check_config, check_tensors, data_address, first_overlap,
-                         headers, remembered, weak_references)
+from .update_calls import call_update, call_update_int8
+from .validation import as_list, check_array, check_config, check_tensors, headers, remembered
 
 __all__ = ["prepare_int8", "apply_int8", "check_int8", "require_int8_support"]
 
@@ -80,27 +80,14 @@ def _check_moment(backend, params, arrays, scales, name) -> None:
                              "without state_dtype='int8')")
     for i, p in enumerate(params):
         if has_int8_state(p):
-            _check_array(backend, arrays[i], f"state.{name}[{i}]", np.uint8, p.shape)
-            _check_array(backend, scales[i], f"state.{name}_scale[{i}]", np.float32,
+            check_array(backend, arrays[i], f"state.{name}[{i}]", np.uint8, p.shape)
+            check_array(backend, scales[i], f"state.{name}_scale[{i}]", np.float32,
                          (n_blocks(p.size),))
         else:
             if scales[i] is not None:
                 raise ValueError(f"state.{name}_scale[{i}] must be None: params[{i}] has "
                                  "full-precision state (fewer than 4096 elements)")
-            _check_array(backend, arrays[i], f"state.{name}[{i}]", np.float32, p.shape)
-
-
-def _check_array(backend, a, what, dtype, shape) -> None:
-    if not isinstance(a, backend.array_type):
-        raise TypeError(f"{what} is {type(a).__name__}; the {backend.name} backend needs "
-                        f"{backend.array_type.__name__}")
-    if np.dtype(a.dtype) != np.dtype(dtype) or tuple(a.shape) != tuple(shape):
-        raise ValueError(f"{what} is {a.dtype} {tuple(a.shape)}; expected "
-                         f"{np.dtype(dtype)} {tuple(shape)}")
-    if not backend._is_contiguous(a):
-        raise ValueError(f"{what} is not C-contiguous")
-    if not backend._is_writeable(a):
-        raise ValueError(f"{what} is read-only; it must be writeable")
+            check_array(backend, arrays[i], f"state.{name}[{i}]", np.float32, p.shape)
 
 
 def prepare_int8(backend, params, grads, state, cfg) -> tuple:
@@ -129,11 +116,11 @@ def apply_int8(backend, plan, step, state, cfg, lr) -> None:
     small, sub, int8_tensors = plan
     if sub is not None:
         small_params, small_grads = small
-        backend._call_update(small_params, small_grads, sub.exp_avg, sub.exp_avg_sq,
-                             sub.max_exp_avg_sq if cfg.amsgrad else None, cfg, t, _FLOAT32,
-                             sub.cache, lr)
+        call_update(backend, small_params, small_grads, sub.exp_avg, sub.exp_avg_sq,
+                    sub.max_exp_avg_sq if cfg.amsgrad else None, cfg, t, _FLOAT32,
+                    sub.cache, lr)
     for p, g, moments in int8_tensors:
-        backend._call_update_int8(p, g, moments, cfg, t, state.cache, lr)
+        call_update_int8(backend, p, g, moments, cfg, t, state.cache, lr)
     state.step = t
 
 

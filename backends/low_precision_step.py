@@ -15,10 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from .formats import BFLOAT16, FLOAT32, LOW_PRECISION_DTYPES, moment_dtype, stream_key, widen
-from .int8_step import _check_array
+from .memory import data_address, first_overlap, weak_references
 from .state import AdamState, checked_step
-from .validation import (as_list, check_config, data_address, first_overlap, headers,
-                         remembered, weak_references)
+from .validation import as_list, check_array, check_config, headers, remembered
 
 __all__ = ["init_low_precision_state", "check_low_precision", "prepare_low_precision",
            "apply_low_precision",
@@ -65,7 +64,7 @@ def _check_params(backend, params, cfg) -> list:
             raise TypeError(f"rounding='stochastic' is implemented for bfloat16 params; "
                             f"params[{i}] is {p.dtype} (use rounding='kahan' or "
                             "master_weights=True)")
-        _check_array(backend, p, f"params[{i}]", p.dtype, p.shape)
+        check_array(backend, p, f"params[{i}]", p.dtype, p.shape)
     return params
 
 
@@ -129,7 +128,7 @@ def check_low_precision(backend, params, grads, state, cfg) -> tuple[list, list 
             raise ValueError(f"state.{name} holds {n} tensors but params has {len(params)}: "
                              "the state was made for other tensors or options")
         for i, (a, p, layout) in enumerate(zip(column, params, layouts)):
-            _check_array(backend, a, f"state.{name}[{i}]", layout[name], p.shape)
+            check_array(backend, a, f"state.{name}[{i}]", layout[name], p.shape)
         written += list(column)
     check_config({FLOAT32: list(range(len(params)))}, cfg)
     arrays = written + list(grads or ())

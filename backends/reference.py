@@ -37,9 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .int8_codec import BLOCK, M_FLUSH, M_NONFINITE_CODE, M_VALUES, V_VALUES
 from .config import AdamConfig
 from .formats import BFLOAT16, FLOAT16, FLOAT32
+from .int8_codec import BLOCK, M_FLUSH, M_NONFINITE_CODE, M_VALUES, V_VALUES
 
 __all__ = ["ReferenceState", "reference_step", "reference_run", "Int8Moment",
            "reference_step_int8", "nearest_code", "decode", "LowPrecisionState",

@@ -9,12 +9,14 @@ import numpy as np
 
 from .formats import BFLOAT16
 
-__all__ = ["AdamState", "DerivedCache", "to_host", "checked_step", "MAX_STEP"]
+__all__ = ["AdamState", "DerivedCache", "to_host", "checked_step", "MAX_STEP", "ARRAY_FIELDS"]
 
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 _SCALES = tuple(f"{name}_scale" for name in _MOMENTS)
 #: Per-tensor buffers of low-precision params (None lists unless used).
 _LOW_PRECISION = ("master_params", "compensation")
+#: Every array-list field of AdamState, in field order.
+ARRAY_FIELDS = _MOMENTS + _SCALES + _LOW_PRECISION
 #: The largest step count a state may hold: the next step, MAX_STEP + 1, still fits the
 #: kernels' int64.
 MAX_STEP = 2**63 - 2
@@ -101,7 +103,7 @@ class AdamState:
         with int8 state their "*_scale" lists (None entries for full-precision tensors),
         with low-precision params "master_params" or "compensation" when used."""
         out = {"step": checked_step(self.step)}
-        for name in _MOMENTS + _SCALES + _LOW_PRECISION:
+        for name in ARRAY_FIELDS:
             arrays = getattr(self, name)
             if arrays is None and name not in _MOMENTS:
                 continue
@@ -121,7 +123,7 @@ class AdamState:
             raise ValueError(f"state dict lacks {missing}")
         step = checked_step(d["step"], "state dict step")
         moments = {}
-        for name in _MOMENTS + _SCALES + _LOW_PRECISION:
+        for name in ARRAY_FIELDS:
             arrays = d.get(name)
             moments[name] = None if arrays is None else [
                 None if a is None and name in _SCALES else np.array(a, copy=True)

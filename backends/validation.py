@@ -2,14 +2,13 @@
 array is touched, so a refused call leaves parameters and state exactly as they were.
 
 Functions of the backend they check (its ``array_type``, ``name``, ``_is_contiguous``,
-``_is_writeable``, ``empty``), not methods: the int8 step (``int8_step``) runs the
-same checks without depending on ``base``, and ``base`` stays the contract a backend
-author reads.
+``_is_writeable``, ``empty``), not methods: the int8 and low-precision steps
+(``int8_step``, ``low_precision_step``) run the same checks without depending on
+``base``, and ``base`` stays the contract a backend author reads.
 """
 from __future__ import annotations
 
 import operator
-import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,11 +16,12 @@ import numpy as np
 from ._array_headers import headers_match, read_headers, unchanged_check
 from .config import AdamConfig
 from .formats import LOW_PRECISION_DTYPES
+from .memory import data_address, first_overlap, group_by_dtype, weak_references
 from .state import MAX_STEP, AdamState, checked_step
 
 __all__ = ["FLOAT_DTYPES", "COLUMN_NAMES", "validate", "check_state", "check_config",
-           "check_tensors", "check_aliasing", "check_across_groups", "headers", "as_list",
-           "group_by_dtype", "data_address", "first_overlap", "weak_references"]
+           "check_tensors", "check_array", "check_aliasing", "check_across_groups",
+           "remembered", "headers", "as_list"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: The step's columns, in the order the checks and their messages use.
@@ -272,6 +272,21 @@ def check_tensors(backend, arrays, what, like=None):
     return arrays
 
 
+def check_array(backend, a, what, dtype, shape) -> None:
+    """TypeError or ValueError unless ``a`` (named ``what``) is a writeable C-contiguous
+    array of ``backend``'s type with this dtype and shape (a state buffer)."""
+    if not isinstance(a, backend.array_type):
+        raise TypeError(f"{what} is {type(a).__name__}; the {backend.name} backend needs "
+                        f"{backend.array_type.__name__}")
+    if np.dtype(a.dtype) != np.dtype(dtype) or tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{what} is {a.dtype} {tuple(a.shape)}; expected "
+                         f"{np.dtype(dtype)} {tuple(shape)}")
+    if not backend._is_contiguous(a):
+        raise ValueError(f"{what} is not C-contiguous")
+    if not backend._is_writeable(a):
+        raise ValueError(f"{what} is read-only; it must be writeable")
+
+
 def _trusted() -> bool:
     return True
 
@@ -291,35 +306,6 @@ def _changed_in_place(seen, arrays, c) -> bool:
     return not headers_match(seen["objects"][rows], seen["headers"][rows], arrays)
 
 
-def weak_references(arrays) -> list:
-    """Weak references to NumPy arrays: NumPy refuses to resize an array that has one,
-    even with ``refcheck=False``, so a remembered address cannot be freed under us."""
-    return [weakref.ref(a) for a in arrays if isinstance(a, np.ndarray)]
-
-
-def data_address(a) -> int:
-    interface = getattr(a, "__cuda_array_interface__", None) or a.__array_interface__
-    return int(interface["data"][0])
-
-
-def first_overlap(starts, stops, written):
-    """Indices (i, j) of two byte ranges [start, stop) that overlap, at least one of them
-    written, or None. Ranges sorted by start: a range overlaps an earlier one exactly when
-    it starts before the largest stop so far (of the written ones, for a read-only one)."""
-    nonempty = np.flatnonzero(stops > starts)
-    order = nonempty[np.argsort(starts[nonempty], kind="stable")]
-    s, e, w = starts[order], stops[order], written[order]
-    lowest = np.iinfo(np.int64).min
-    before_all = np.maximum.accumulate(np.concatenate(([lowest], e[:-1])))
-    before_written = np.maximum.accumulate(np.concatenate(([lowest], np.where(w, e, lowest)[:-1])))
-    clash = np.flatnonzero(s < np.where(w, before_all, before_written))
-    if clash.size == 0:
-        return None
-    k = clash[0]
-    earlier = np.flatnonzero((e[:k] > s[k]) & (w[:k] | w[k]))
-    return int(order[earlier[0]]), int(order[k])
-
-
 def as_list(arrays, what) -> list:
     """A single array as [array]; a list as it is (it is only read); other sequences copied."""
     if type(arrays) is list:
@@ -332,13 +318,6 @@ def as_list(arrays, what) -> list:
         raise TypeError(f"{what} must be an array or a sequence of arrays, "
                         f"got {type(arrays).__name__}")
     return list(arrays)
-
-
-def group_by_dtype(params) -> dict:
-    groups: dict = {}
-    for i, p in enumerate(params):
-        groups.setdefault(p.dtype, []).append(i)
-    return groups
 
 
 def _type_name_of(cls: type) -> str:

@@ -326,7 +326,7 @@ def test_in_place_changes_are_seen_without_the_compiled_header_reader(monkeypatc
 @given(ranges=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 8), st.booleans()),
                        max_size=12))
 def test_the_overlap_sweep_agrees_with_comparing_every_pair(ranges):
-    from backends.validation import first_overlap
+    from backends.memory import first_overlap
 
     starts = np.array([s for s, _, _ in ranges], dtype=np.int64)
     stops = starts + np.array([n for _, n, _ in ranges], dtype=np.int64)

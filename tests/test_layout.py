@@ -26,10 +26,10 @@ PACKAGES = ("backends", "harness")
 #: top packages ``backends`` and ``harness`` name their ``__init__`` only.
 LAYERS = (
     ("backends.config", "backends.state", "backends.files", "backends.scalars",
-     "backends.int8_codec", "backends._array_fields",
-     "backends.formats"),
+     "backends.int8_codec", "backends._array_fields", "backends.formats",
+     "backends.memory"),
     ("backends.reference", "backends.validation", "backends._array_headers",
-     "backends._header_kernels", "backends.int8_step",
+     "backends._header_kernels", "backends.update_calls", "backends.int8_step",
      "backends.low_precision_step"),
     ("backends.base",),
     ("backends.cpu", "backends.cuda"),

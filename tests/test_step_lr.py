@@ -79,6 +79,23 @@ def test_a_plugin_without_the_lr_parameter_is_given_the_step_lr():
     assert not ReadsLrFromConfig._update_takes_lr and NumpyBackend._update_takes_lr
 
 
+class Int8ReadsLrFromConfig(NumpyBackend):
+    """A plugin whose int8 step reads cfg.lr (no lr parameter)."""
+
+    name = "int8-reads-lr-from-config"
+
+    def _update_int8(self, p, g, moments, cfg, t):
+        super()._update_int8(p, g, moments, cfg, t)
+
+
+def test_an_int8_plugin_without_the_lr_parameter_is_given_the_step_lr():
+    cfg = AdamConfig(state_dtype="int8", **OPTIONS["adamw"])
+    plugin = run(Int8ReadsLrFromConfig(), lambda t: cfg, lambda t: LRS[t], "int8")
+    numpy = run(NumpyBackend(), lambda t: cfg, lambda t: LRS[t], "int8")
+    assert same_bits(plugin, numpy)
+    assert not Int8ReadsLrFromConfig._update_int8_takes_lr
+
+
 @pytest.mark.parametrize("lr, error, match", [
     (-1e-3, ValueError, r"Invalid lr: -0\.001 \(expected lr >= 0\)"),
     (float("nan"), ValueError, r"lr must be finite, got nan"),

@@ -24,7 +24,7 @@ from numba import carray, njit, prange, types
 from numba.extending import intrinsic
 
 from ..int8_codec import (BLOCK, M_BIAS, M_HALF, M_NONFINITE_CODE, M_SHIFT, V_BIAS, V_HALF,
-                         V_SHIFT)
+                          V_SHIFT)
 from ._numba_kernels import (KERNEL_OPTIONS, _adam_element, _constants, _pointer,
                              _serial_twin)
 

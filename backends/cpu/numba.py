@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..base import Backend, first_of_contiguous
+from ..base import Backend
+from ..memory import first_of_contiguous
 
 __all__ = ["NumbaBackend", "SERIAL_MAX", "INT8_SERIAL_MAX"]
 

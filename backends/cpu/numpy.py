@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..base import Backend
-from ..int8_codec import BLOCK, n_blocks, step_blocks_numpy
 from ..formats import FLOAT32, random16, round_nearest, round_stochastic, widen
+from ..int8_codec import BLOCK, n_blocks, step_blocks_numpy
 from ..scalars import StepScalars
 
 __all__ = ["NumpyBackend"]

@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from ..base import Backend, first_of_contiguous
+from ..base import Backend
+from ..memory import first_of_contiguous
 from ..scalars import StepScalars
 from ..validation import FLOAT_DTYPES
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..base import Backend, _views, first_of_contiguous
-from ..int8_codec import SCALE_NAMES
+from ..base import Backend
 from ..config import AdamConfig, checked_lr
 from ..files import atomic_write
+from ..int8_codec import SCALE_NAMES
+from ..memory import first_of_contiguous, split_views
 from ..optimizer import Adam
 from ..registry import get_backend
 from ..state import AdamState, to_host
@@ -80,8 +81,8 @@ class ShardedAdam:
         self.flat_params = span if self.zero_copy else comm.alloc(padded, self.dtype)
         self.flat_grads = comm.alloc(padded, self.dtype)
         self.params = params
-        self.grads = _views(self.flat_grads, self.shapes)
-        self._flat_views = _views(self.flat_params, self.shapes)
+        self.grads = split_views(self.flat_grads, self.shapes)
+        self._flat_views = split_views(self.flat_params, self.shapes)
         if not self.zero_copy:
             for view, p in zip(self._flat_views, params):
                 view[...] = p
@@ -238,7 +239,7 @@ def load_adam(directory, params, backend: str | Backend | None = None) -> Adam:
     moments = _read_range(Path(directory), manifest, 0, total, total)
     shapes = [tuple(s) for s in manifest["shapes"]]
     state = {"step": manifest["step"], **{
-        name: [v.reshape(s) for v, s in zip(_views(moments[name], shapes), shapes)]
+        name: [v.reshape(s) for v, s in zip(split_views(moments[name], shapes), shapes)]
         if name in moments else None for name in _MOMENTS}}
     opt = Adam(params, backend=backend or manifest["backend"], **manifest["config"])
     opt.load_state_dict({"config": manifest["config"], "state": state})
