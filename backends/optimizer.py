@@ -2,7 +2,6 @@
 .npz files."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 
@@ -11,8 +10,9 @@ import numpy as np
 from .auto import Choice, choose_backend
 from .base import Backend
 from .checkpoint import read_checkpoint, write_checkpoint
-from .config import AdamConfig, checked_lr
-from .param_groups import GroupConfig, check_group, group_config, make_groups
+from .config import AdamConfig
+from .param_groups import (GroupConfig, OneGroupAttributes, check_distinct, check_group,
+                           describe_groups, group_config, make_groups, step_rates)
 from .registry import get_backend
 from .state import AdamState
 from .validation import as_list
@@ -20,7 +20,7 @@ from .validation import as_list
 __all__ = ["Adam", "AutoFallbackWarning"]
 
 
-class Adam:
+class Adam(OneGroupAttributes):
     """``Adam(params, backend="auto", table=None, **config)``; ``step(grads)`` updates
     params in place.
 
@@ -65,12 +65,7 @@ class Adam:
 
     def _add(self, group: dict) -> None:
         i = len(self.param_groups)
-        seen = {id(p) for p in self.params}
-        for j, p in enumerate(group["params"]):
-            if id(p) in seen:
-                raise ValueError(f"param_groups[{i}]['params'][{j}] is already in a param "
-                                 "group; a tensor belongs to one group, once")
-            seen.add(id(p))
+        check_distinct(group["params"], i, {id(p) for p in self.params})
         configs = GroupConfig()
         state = self.backend.init_state(group["params"], configs.of(group, i))
         self.param_groups.append(group)
@@ -85,7 +80,7 @@ class Adam:
         ``lr`` (a number, or one per group) is this step's learning rate and becomes the
         groups' ``"lr"``, as a schedule would set it; everything is checked before any
         group (or its dict) changes."""
-        rates = None if lr is None else self._rates(lr)
+        rates = None if lr is None else step_rates(lr, len(self.param_groups))
         calls = self._calls(as_list(grads, "grads"), rates)
         if len(calls) == 1:
             self.backend.step(*calls[0])
@@ -111,68 +106,16 @@ class Adam:
             start += n
         return calls
 
-    def _rates(self, lr) -> list[float]:
-        """One checked learning rate per group from ``step``'s ``lr``."""
-        rates = list(lr) if isinstance(lr, (list, tuple)) else [lr] * len(self.param_groups)
-        if len(rates) != len(self.param_groups):
-            raise ValueError(f"lr holds {len(rates)} values but there are "
-                             f"{len(self.param_groups)} param groups")
-        for i, rate in enumerate(rates):
-            try:
-                rates[i] = checked_lr(rate)
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"param_groups[{i}]['lr']: {exc}") from None
-        return rates
-
-    # --- one group: the interface from before groups -----------------------------------
-    @property
-    def config(self) -> AdamConfig:
-        """The AdamConfig of the only param group, at its current lr."""
-        group = self.param_groups[self._only("config")]
-        config = self._configs[0].of(group, 0)
-        return config if config.lr == group["lr"] else dataclasses.replace(config,
-                                                                         lr=group["lr"])
-
-    @config.setter
-    def config(self, config: AdamConfig) -> None:
-        if not isinstance(config, AdamConfig):
-            raise TypeError(f"config must be an AdamConfig, got {type(config).__name__}")
-        self.param_groups[self._only("config")].update(config.to_dict())
-
-    @property
-    def state(self) -> AdamState:
-        """The AdamState of the only param group (``states`` holds one per group)."""
-        return self.states[self._only("state")]
-
-    @state.setter
-    def state(self, state: AdamState) -> None:
-        self.states[self._only("state")] = state
-
-    def _only(self, what: str) -> int:
-        if len(self.param_groups) != 1:
-            raise AttributeError(f"Adam.{what} belongs to an Adam of one param group; this "
-                                 f"one has {len(self.param_groups)}: use param_groups[i] and "
-                                 "states[i]")
-        return 0
-
     # --- state dicts and files -----------------------------------------------------------
     def state_dict(self) -> dict:
         """Backend name, the groups (``param_groups``: hyperparameters, current lr and the
         indices of their tensors in ``params``) and host copies of each group's state
         (see AdamState.to_dict). One group keeps the format from before groups: its
         ``config`` and ``state``; several have the defaults and a list of states."""
-        groups, start = [], 0
-        for group in self.param_groups:
-            n = len(group["params"])
-            groups.append({**group_config(group, len(groups)).to_dict(),
-                           "params": list(range(start, start + n))})
-            start += n
-        one = len(groups) == 1
+        config, groups = describe_groups(self.param_groups, self.defaults)
         states = [s.to_dict() for s in self.states]
-        return {"config": {k: v for k, v in groups[0].items() if k != "params"} if one
-                else self.defaults.to_dict(),
-                "backend": self.backend.name, "param_groups": groups,
-                "state": states[0] if one else states}
+        return {"config": config, "backend": self.backend.name, "param_groups": groups,
+                "state": states[0] if len(states) == 1 else states}
 
     def load_state_dict(self, d: dict) -> None:
         """Restore hyperparameters and state; checked against params (the same groups of

@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import operator
 
-from .config import AdamConfig
+from .config import AdamConfig, checked_lr
 from .validation import as_list
 
-__all__ = ["HYPERPARAMETERS", "is_group_list", "make_groups", "group_config", "GroupConfig"]
+__all__ = ["HYPERPARAMETERS", "is_group_list", "make_groups", "group_config", "GroupConfig",
+           "check_distinct", "step_rates", "describe_groups", "OneGroupAttributes"]
 
 #: The hyperparameters a group may set: every AdamConfig field.
 HYPERPARAMETERS = tuple(f.name for f in dataclasses.fields(AdamConfig))
@@ -65,6 +66,46 @@ def check_group(group, i: int, defaults: AdamConfig) -> dict:
     return out
 
 
+def check_distinct(params, i: int, seen: set) -> None:
+    """ValueError naming ``param_groups[i]['params'][j]`` when a tensor of group ``i`` is
+    in ``seen`` (the ids of the tensors of the groups before it) or twice in the group;
+    adds the group's ids to ``seen``."""
+    for j, p in enumerate(params):
+        if id(p) in seen:
+            raise ValueError(f"param_groups[{i}]['params'][{j}] is already in a param "
+                             "group; a tensor belongs to one group, once")
+        seen.add(id(p))
+
+
+def step_rates(lr, n: int) -> list[float]:
+    """One checked learning rate per group of ``n`` from a step's ``lr`` (a number for
+    every group, or a sequence of one per group); errors name ``param_groups[i]['lr']``."""
+    rates = list(lr) if isinstance(lr, (list, tuple)) else [lr] * n
+    if len(rates) != n:
+        raise ValueError(f"lr holds {len(rates)} values but there are {n} param groups")
+    for i, rate in enumerate(rates):
+        try:
+            rates[i] = checked_lr(rate)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"param_groups[{i}]['lr']: {exc}") from None
+    return rates
+
+
+def describe_groups(param_groups: list[dict], defaults: AdamConfig) -> tuple[dict, list[dict]]:
+    """(config, entries) as state dicts and checkpoints keep the groups: each entry is a
+    group's hyperparameters (its current lr) and the indices of its tensors in the list
+    of every tensor; ``config`` is the only group's hyperparameters, or the defaults when
+    there are several (the format from before groups stays readable)."""
+    entries, start = [], 0
+    for i, group in enumerate(param_groups):
+        n = len(group["params"])
+        entries.append({**group_config(group, i).to_dict(), "params": list(range(start, start + n))})
+        start += n
+    config = ({k: v for k, v in entries[0].items() if k != "params"} if len(entries) == 1
+              else defaults.to_dict())
+    return config, entries
+
+
 def group_config(group: dict, i: int) -> AdamConfig:
     """The AdamConfig of a group dict; an error names ``param_groups[i]`` and the key."""
     missing = [k for k in HYPERPARAMETERS if k not in group]
@@ -100,3 +141,46 @@ class GroupConfig:
             config = group_config(group, i)
             self.config, self._values = config, values
         return self.config
+
+
+class OneGroupAttributes:
+    """``config`` and ``state`` of an optimizer with one param group, the interface from
+    before groups; with several they raise AttributeError pointing at ``param_groups[i]``
+    and ``states[i]``. The optimizer holds ``param_groups``, ``states`` and ``_configs``
+    (one GroupConfig per group)."""
+
+    param_groups: list[dict]
+    states: list
+    _configs: list[GroupConfig]
+
+    @property
+    def config(self) -> AdamConfig:
+        """The AdamConfig of the only param group, at its current lr."""
+        group = self.param_groups[self._only("config")]
+        config = self._configs[0].of(group, 0)
+        return config if config.lr == group["lr"] else dataclasses.replace(config,
+                                                                         lr=group["lr"])
+
+    @config.setter
+    def config(self, config: AdamConfig) -> None:
+        if not isinstance(config, AdamConfig):
+            raise TypeError(f"config must be an AdamConfig, got {type(config).__name__}")
+        self.param_groups[self._only("config")].update(config.to_dict())
+
+    @property
+    def state(self):
+        """The AdamState of the only param group (``states`` holds one per group)."""
+        return self.states[self._only("state")]
+
+    @state.setter
+    def state(self, state) -> None:
+        self.states[self._only("state")] = state
+
+    def _only(self, what: str) -> int:
+        name = type(self).__name__
+        if len(self.param_groups) != 1:
+            article = "an" if name[0] in "AEIOU" else "a"
+            raise AttributeError(f"{name}.{what} belongs to {article} {name} of one param group; "
+                                 f"this one has {len(self.param_groups)}: use param_groups[i] "
+                                 "and states[i]")
+        return 0

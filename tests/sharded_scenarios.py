@@ -45,6 +45,67 @@ def same_bits(a, b) -> bool:
     return all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
 
 
+# --- param groups: boundaries at elements 15 and 23 of the 47, inside rank 0's shard on 2
+# ranks (shards of 24; the shard boundary cuts the (4, 2, 3) tensor) and inside ranks 0's
+# and 1's on 3 (shards of 16, cutting (7,) and (4, 2, 3)) -----------------------------
+GROUP_DEFAULTS = {"lr": 1e-2, "amsgrad": True}
+#: Group pieces each rank holds, by world size.
+PIECES = {1: [3], 2: [3, 1], 3: [2, 2, 1]}
+
+
+def grouped(params):
+    return [{"params": params[:2], "weight_decay": 0.1},
+            {"params": params[2:4], "beta1": 0.8, "eps": 1e-6, "amsgrad": False},
+            {"params": params[4:], "lr": 3e-2, "weight_decay": 0.05, "decoupled": True,
+             "maximize": True}]
+
+
+def scheduled_step(opt, g, t) -> None:
+    """A schedule both ways: ``step(grads, lr=[...])`` on even steps, a group's ``"lr"``
+    set on odd ones (the others keep theirs)."""
+    if t % 2:
+        opt.param_groups[2]["lr"] = 3e-2 / (t + 1)
+        opt.step(g)
+    else:
+        opt.step(g, lr=[1e-2, 2e-2, 3e-2 / (t + 1)])
+
+
+def grouped_reference(steps, ranks, dtype="float32", backend="numpy"):
+    """One plain Adam with the same groups on the gradient averaged over ``ranks``."""
+    params = initial_params(dtype)
+    opt = Adam(grouped(params), backend=backend, **GROUP_DEFAULTS)
+    for t in range(steps):
+        scheduled_step(opt, mean_of([grads(r, t, dtype) for r in range(ranks)]), t)
+    return params, opt
+
+
+def groups_agree(directory, comm):
+    """Param groups on ``comm.size`` ranks equal one process's Adam with the same groups,
+    bit for bit, on each of SCENARIO_BACKENDS; also resumed (on the last of them) from a
+    checkpoint saved after 3 steps."""
+    held = PIECES[comm.size][comm.rank]
+    backends = os.environ.get("SCENARIO_BACKENDS", "numpy,numba").split(",")
+    for backend in backends:
+        for dtype in ("float32", "float64"):
+            mine = initial_params(dtype)
+            opt = ShardedAdam(grouped(mine), backend=backend, comm=comm, **GROUP_DEFAULTS)
+            assert sum(s is not None for s in opt.states) == held, "not the layout meant"
+            for t in range(6):
+                scheduled_step(opt, grads(comm.rank, t, dtype), t)
+                if t == 2 and backend == backends[-1]:
+                    opt.save(os.path.join(directory, f"groups-{dtype}"))
+            expected, _ = grouped_reference(6, comm.size, dtype)
+            assert same_bits(mine, expected), f"groups {backend} {dtype}: params differ"
+    for dtype in ("float32", "float64"):
+        params, _ = grouped_reference(3, comm.size, dtype)
+        opt = ShardedAdam.load(os.path.join(directory, f"groups-{dtype}"), params, comm=comm)
+        assert [g["lr"] for g in opt.param_groups] == [1e-2, 2e-2, 3e-2 / 3], "lr not resumed"
+        for t in range(3, 6):
+            scheduled_step(opt, grads(comm.rank, t, dtype), t)
+        assert same_bits(params, grouped_reference(6, comm.size, dtype)[0]), (
+            f"groups {dtype}: params resumed after 3 steps differ")
+
+
 def agree(directory, comm):
     for backend in os.environ.get("SCENARIO_BACKENDS", "numpy,numba").split(","):
         for dtype in ("float32", "float64"):
@@ -59,6 +120,7 @@ def agree(directory, comm):
                 opt.step(g)
             expected, _ = single_process(6, dtype)
             assert same_bits(mine, expected), f"{backend} {dtype}: params differ"
+    groups_agree(directory, comm)
 
 
 def resume_start(directory, comm):
@@ -66,6 +128,10 @@ def resume_start(directory, comm):
     for t in range(4):
         opt.step(grads(comm.rank, t))
     opt.save(directory)
+    opt = ShardedAdam(grouped(initial_params()), backend="numba", comm=comm, **GROUP_DEFAULTS)
+    for t in range(4):
+        scheduled_step(opt, grads(comm.rank, t), t)
+    opt.save(os.path.join(directory, "groups"))
 
 
 def resume_middle(directory, comm):
@@ -76,6 +142,12 @@ def resume_middle(directory, comm):
     for t in range(4, 8):
         opt.step(mean_of([grads(r, t) for r in range(RANKS)]))
     save_adam(opt, os.path.join(directory, "b"))
+    params, _ = grouped_reference(4, RANKS)
+    opt = load_adam(os.path.join(directory, "a", "groups"), params, backend="numpy")
+    assert [g["lr"] for g in opt.param_groups] == [1e-2, 2e-2, 3e-2 / 4], "lr not resumed"
+    for t in range(4, 8):
+        scheduled_step(opt, mean_of([grads(r, t) for r in range(RANKS)]), t)
+    save_adam(opt, os.path.join(directory, "b", "groups"))
 
 
 def resume_end(directory, comm):
@@ -94,6 +166,13 @@ def resume_end(directory, comm):
         shard = np.pad(v, (0, opt.shard_len * comm.size - v.size))[
             opt.start:opt.start + opt.shard_len]
         assert np.array_equal(mine[k][0], shard), f"state {k} differs"
+    params, _ = grouped_reference(8, RANKS)
+    opt = ShardedAdam.load(os.path.join(directory, "b", "groups"), params, backend="numba",
+                           comm=comm)
+    for t in range(8, 12):
+        scheduled_step(opt, grads(comm.rank, t), t)
+    expected, _ = grouped_reference(12, RANKS)
+    assert same_bits(params, expected), "grouped params after 2 -> 1 -> 2 ranks differ"
 
 
 def int8_resume(directory, comm):
@@ -203,8 +282,63 @@ def kill_during_save(directory, comm):
 
 
 def torch_agree(directory, comm):
-    """The same agreement through a torch.distributed (gloo) process group."""
+    """The same agreement through a torch.distributed (gloo) process group, then torch
+    tensors stepped in place."""
     agree(directory, comm)
+    torch_tensors(directory, comm)
+
+
+TORCH_SHAPES = [(3, 5), (7,), (4, 2, 3), (2,)]  # 48 elements: equal shards, no padding
+
+
+def torch_tensors(directory, comm):
+    """CPU torch tensors in two param groups (no decay on the second), with torch
+    gradients: ShardedAdam steps the caller's tensors in place (zero-copy when they are
+    views of one flat tensor), bit for bit as one process's Adam on the averaged
+    gradients, and as torch.optim.Adam within float32 rounding."""
+    import torch
+
+    rng = np.random.default_rng(7)
+    start = [rng.standard_normal(s).astype(np.float32) for s in TORCH_SHAPES]
+    steps = [[[np.random.default_rng(100 * t + r).standard_normal(s).astype(np.float32)
+               for s in TORCH_SHAPES] for r in range(comm.size)] for t in range(4)]
+
+    def groups(tensors):
+        return [{"params": tensors[:1], "weight_decay": 0.1},
+                {"params": tensors[1:], "weight_decay": 0.0}]
+
+    reference = [p.copy() for p in start]
+    plain = Adam(groups(reference), backend="numpy", lr=1e-2)
+    torch_params = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in start]
+    torch_opt = torch.optim.Adam(groups(torch_params), lr=1e-2)
+    for t, by_rank in enumerate(steps):
+        mean = mean_of(by_rank)
+        plain.step(mean, lr=1e-2 / (t + 1))
+        for p, g in zip(torch_params, mean):
+            p.grad = torch.from_numpy(g)
+        for group in torch_opt.param_groups:
+            group["lr"] = 1e-2 / (t + 1)
+        torch_opt.step()
+    for layout in ("separate", "flat"):
+        if layout == "flat":
+            flat = torch.from_numpy(np.concatenate([p.reshape(-1) for p in start]))
+            tensors = [piece.view(shape) for piece, shape in
+                       zip(flat.split([int(np.prod(s)) for s in TORCH_SHAPES]), TORCH_SHAPES)]
+        else:  # a model's parameters: they require grad
+            tensors = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in start]
+        addresses = [t.data_ptr() for t in tensors]
+        opt = ShardedAdam(groups(tensors), backend="numpy", comm=comm, lr=1e-2)
+        assert opt.zero_copy == (layout == "flat"), f"{layout}: zero_copy {opt.zero_copy}"
+        if layout == "flat":
+            assert np.shares_memory(opt.flat_params, flat.numpy()), "flat: not the caller's"
+        for t, by_rank in enumerate(steps):
+            opt.step([torch.from_numpy(g) for g in by_rank[comm.rank]], lr=1e-2 / (t + 1))
+        assert all(a is b for a, b in zip(opt.params, tensors)), f"{layout}: other tensors"
+        assert [t.data_ptr() for t in tensors] == addresses, f"{layout}: tensors moved"
+        mine = [t.detach().numpy() for t in tensors]
+        assert same_bits(mine, reference), f"torch tensors {layout}: params differ from Adam"
+        assert all(np.allclose(a, b.detach().numpy(), rtol=1e-5, atol=1e-7) for a, b in
+                   zip(mine, torch_params)), f"{layout}: far from torch.optim.Adam"
 
 
 def _communicator(scenario: str):

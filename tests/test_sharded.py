@@ -1,7 +1,9 @@
-"""Sharded Adam (ZeRO-1) on MPI: agreement, checkpoints across world sizes, failures.
+"""Sharded Adam (ZeRO-1) on MPI: agreement, param groups, checkpoints across world sizes,
+failures, torch tensors through torch.distributed.
 
-Multi-rank cases run tests/sharded_scenarios.py under the mpiexec of the ``[mpi]`` extra;
-the rest run in this process on a one-rank communicator.
+Multi-rank cases run tests/sharded_scenarios.py under the mpiexec of the ``[mpi]`` extra
+(param groups on 2 ranks ride along in the agreement and resharding runs, the torch tensors
+in the torchrun one); the rest run in this process on a one-rank communicator.
 """
 from __future__ import annotations
 
@@ -62,6 +64,12 @@ def test_a_torch_distributed_group_gives_the_same_bits(tmp_path):
                             env={**os.environ, "OMP_WAIT_POLICY": "passive",
                                  "SCENARIO_BACKENDS": "numpy"})
     assert_ok(result)
+
+
+def test_param_groups_on_three_ranks_equal_one_process_bit_for_bit(tmp_path):
+    """Group boundaries inside two ranks' shards, shard boundaries cutting tensors; the
+    shared-memory sum runs in rank order, as the reference's mean does."""
+    assert_ok(run_scenario("groups_agree", tmp_path, ranks=3), ranks=3)
 
 
 def test_checkpoint_reshards_two_to_one_to_two_ranks_bit_for_bit(tmp_path):
@@ -360,6 +368,17 @@ def test_cpu_torch_tensors_are_updated_in_place(comm):
     assert all(np.array_equal(t.numpy(), r) for t, r in zip(tensors, reference))
 
 
+def test_params_it_cannot_update_in_place_are_refused(comm):
+    """A list or a bfloat16 tensor would be stepped as a copy the caller never sees."""
+    with pytest.raises(TypeError, match=r"params\[1\] is list; expected a NumPy array or "
+                                        "a CPU torch tensor"):
+        ShardedAdam([np.ones(2, np.float32), [1.0, 2.0]], comm=comm)
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    with pytest.raises(TypeError, match=r"params\[0\]: .*BFloat16.*; expected float32 or "
+                                        "float64"):
+        ShardedAdam([torch.ones(2, dtype=torch.bfloat16)], comm=comm)
+
+
 def test_read_only_params_and_a_bad_lr_are_refused(comm):
     p = _params()
     p[1].flags.writeable = False
@@ -379,3 +398,92 @@ def test_the_last_step_lr_is_saved_and_resumed(comm, tmp_path):
     opt.save(tmp_path)
     assert read_manifest(tmp_path)["config"]["lr"] == 4e-3
     assert ShardedAdam.load(tmp_path, _params(), comm=comm).config.lr == 4e-3
+
+
+# --- param groups on one rank ---------------------------------------------------------------
+def test_param_groups_on_one_rank_equal_adam_bit_for_bit(comm, tmp_path):
+    import sharded_scenarios
+
+    sharded_scenarios.groups_agree(tmp_path, comm)
+
+
+def _two_groups(params, **second):
+    return [{"params": params[:1], "weight_decay": 0.1}, {"params": params[1:], **second}]
+
+
+@pytest.mark.parametrize("groups, error, message", [
+    (lambda p: [{"params": p[:1]}, {"weight_decay": 0.0}], ValueError,
+     r"param_groups\[1\] lacks 'params'"),
+    (lambda p: _two_groups(p, betas=(0.9, 0.99)), ValueError,
+     r"param_groups\[1\] has unknown key 'betas'.*torch's betas are beta1 and beta2"),
+    (lambda p: [{"params": p[:1]}, {"params": p}], ValueError,
+     r"param_groups\[1\]\['params'\]\[0\] is already in a param group"),
+    (lambda p: _two_groups(p, lr=-1.0), ValueError,
+     r"param_groups\[1\]\['lr'\]: Invalid lr: -1.0"),
+    (lambda p: [{"params": p[:1]}, {"params": {"bias": p[1]}}], TypeError,
+     r"param_groups\[1\]\['params'\] must be a list of arrays, got dict"),
+])
+def test_bad_param_groups_get_adams_errors(comm, groups, error, message):
+    for make in (lambda g: Adam(g, backend="numpy"),
+                 lambda g: ShardedAdam(g, backend="numpy", comm=comm)):
+        with pytest.raises(error, match=message):
+            make(groups(_params()))
+
+
+def test_a_group_changed_to_a_bad_value_is_refused_before_anything_changes(comm):
+    mine = _params()
+    opt = ShardedAdam(_two_groups(mine), backend="numpy", comm=comm)
+    before = [a.copy() for a in mine]
+    g = [np.ones_like(a) for a in mine]
+    opt.param_groups[1]["eps"] = -1.0
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['eps'\]: Invalid eps"):
+        opt.step(g)
+    opt.param_groups[1]["eps"] = 1e-8
+    opt.param_groups[0]["lr"] = float("nan")
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['lr'\]"):
+        opt.step(g)
+    opt.param_groups[0]["lr"] = 1e-3
+    with pytest.raises(ValueError, match="lr holds 3 values but there are 2 param groups"):
+        opt.step(g, lr=[1e-3] * 3)
+    assert all(np.array_equal(a, b) for a, b in zip(mine, before))
+    assert all(s.step == 0 for s in opt.states)
+    assert [gr["lr"] for gr in opt.param_groups] == [1e-3, 1e-3]
+    with pytest.raises(AttributeError, match="ShardedAdam.config belongs to a ShardedAdam "
+                                             "of one param group; this one has 2"):
+        opt.config
+
+
+def test_mixed_int8_and_float32_groups_resume_bit_for_bit(comm, tmp_path):
+    """An 8-bit group beside a float32 one: each keeps its own state in the checkpoint."""
+    def groups(params):
+        return [{"params": params[:1], "state_dtype": "int8"}, {"params": params[1:]}]
+
+    straight = ShardedAdam(groups(_int8_params()), backend="numba", comm=comm, amsgrad=True)
+    first = ShardedAdam(groups(_int8_params()), backend="numba", comm=comm, amsgrad=True)
+    for t in range(4):
+        straight.step(_int8_grads(t))
+        if t < 2:
+            first.step(_int8_grads(t))
+    first.save(tmp_path)
+    resumed = ShardedAdam.load(tmp_path, [p.copy() for p in first.params], comm=comm)
+    assert [g["state_dtype"] for g in resumed.param_groups] == ["int8", None]
+    for t in range(2, 4):
+        resumed.step(_int8_grads(t))
+    assert all(np.array_equal(a.view(np.uint32), b.view(np.uint32))
+               for a, b in zip(straight.params, resumed.params))
+    for mine, theirs in zip(resumed.states, straight.states):
+        for name, arrays in theirs.to_dict().items():
+            if name != "step" and arrays is not None:
+                assert all(np.array_equal(a, b) for a, b in zip(arrays, mine.to_dict()[name]))
+    with pytest.raises(ValueError, match=r"param_groups\[0\] saved with state_dtype='int8'"):
+        ShardedAdam.load(tmp_path, _int8_params(), comm=comm, state_dtype=None)
+
+
+def test_save_adam_refuses_groups_at_different_steps(tmp_path):
+    params = _params()
+    adam = Adam(params[:1], backend="numpy")
+    adam.step([np.ones_like(params[0])])
+    adam.add_param_group({"params": params[1:]})
+    with pytest.raises(ValueError, match=r"every param group at one step: param_groups\[1\] "
+                                         r"is at step 0, param_groups\[0\] at 1"):
+        save_adam(adam, tmp_path)
