@@ -116,6 +116,8 @@ class ShardedAdam(OneGroupAttributes):
         self._staged = self.backend.device != "cpu"
         self._device_params = [self.backend.asarray(self._param_shard[a:b]) if self._staged
                                else self._param_shard[a:b] for _, a, b in self._group_pieces]
+        #: Made once: the backends keep their checks by the arrays' identity.
+        self._grad_pieces = [self._grad_shard[a:b] for _, a, b in self._group_pieces]
         self.states: list[AdamState | None] = [None] * len(groups)
         for (g, _, _), piece in zip(self._group_pieces, self._device_params):
             self.states[g] = self.backend.init_state([piece], configs[g])
@@ -152,9 +154,11 @@ class ShardedAdam(OneGroupAttributes):
         t0 = time.perf_counter()
         self.comm.reduce_scatter(self.flat_grads, self._grad_shard)
         t1 = time.perf_counter()
-        calls = [([piece], [self.backend.asarray(self._grad_shard[a:b]) if self._staged
-                            else self._grad_shard[a:b]], self.states[g], configs[g], rates[g])
-                 for piece, (g, a, b) in zip(self._device_params, self._group_pieces)]
+        # lr None where it is the config's: the backend's fast path, no per-step lr to check
+        calls = [([piece], [self.backend.asarray(grad) if self._staged else grad],
+                  self.states[g], configs[g], None if rates[g] == configs[g].lr else rates[g])
+                 for piece, grad, (g, _, _) in zip(self._device_params, self._grad_pieces,
+                                                   self._group_pieces)]
         if len(calls) == 1:
             self.backend.step(*calls[0])
         elif calls:
