@@ -454,7 +454,7 @@ def test_a_group_changed_to_a_bad_value_is_refused_before_anything_changes(comm)
 
 
 def test_mixed_int8_and_float32_groups_resume_bit_for_bit(comm, tmp_path):
-    """An 8-bit group beside a float32 one: each keeps its own state in the checkpoint."""
+    """An int8 group beside a float32 one: each keeps its own state in the checkpoint."""
     def groups(params):
         return [{"params": params[:1], "state_dtype": "int8"}, {"params": params[1:]}]
 
