@@ -309,3 +309,44 @@ def test_pickle_round_trip_keeps_stepping():
     _train(opt, params, 1, seed=1)
     for a, b in zip(params, clone_params):
         assert torch.equal(a, b)
+
+
+def test_step_hooks_run_as_in_torch():
+    """Our step skips torch's wrapper when nothing needs it: hooks registered on the
+    optimizer or globally still run, around the step, as torch runs them."""
+    from torch.optim.optimizer import (register_optimizer_step_post_hook,
+                                       register_optimizer_step_pre_hook)
+
+    params = _params()
+    opt = Adam(params, lr=1e-2)
+    calls = []
+    seen = lambda tag: lambda o, args, kwargs: calls.append((tag, o is opt, float(
+        opt.state[params[0]]["step"]) if params[0] in opt.state else 0.0))
+    handles = [opt.register_step_pre_hook(seen("pre")),
+               opt.register_step_post_hook(seen("post"))]
+    _train(opt, params, 1)
+    assert calls == [("pre", True, 0.0), ("post", True, 1.0)]
+    for h in handles:
+        h.remove()
+    calls.clear()
+    handles = [register_optimizer_step_pre_hook(seen("global pre")),
+               register_optimizer_step_post_hook(seen("global post"))]
+    try:
+        _train(opt, params, 1, seed=1)
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == [("global pre", True, 1.0), ("global post", True, 2.0)]
+    calls.clear()
+    _train(opt, params, 1, seed=2)
+    assert calls == []
+
+
+def test_the_profiler_sees_the_step_as_torch_names_it():
+    params = _params()
+    opt = Adam(params, lr=1e-2)
+    _train(opt, params, 1)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        _train(opt, params, 1, seed=1)
+    assert "Optimizer.step#Adam.step" in {e.name for e in prof.events()}
+    assert float(opt.state[params[0]]["step"]) == 2.0
