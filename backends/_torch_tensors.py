@@ -14,6 +14,8 @@ __all__ = ["FLOAT_DTYPES", "where", "check_param", "check_grad", "check_moment",
 
 #: torch dtype -> the NumPy dtype the backends step it as.
 FLOAT_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+#: Refused with a pointer to the NumPy level, which steps them (backends.formats).
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 def where(i: int, j: int) -> str:
@@ -42,7 +44,10 @@ def check_param(p, what: str, device: str | None = None) -> None:
                         "(view it as real with torch.view_as_real)")
     if p.dtype not in FLOAT_DTYPES:
         names = ", ".join(str(d).removeprefix("torch.") for d in FLOAT_DTYPES)
-        raise TypeError(f"{what} has dtype {p.dtype}; expected one of {names}")
+        hint = (" (bfloat16 and float16 params, with master weights and rounding, are "
+                "stepped by the NumPy-level backends.Adam, not by the torch adapter yet: "
+                "docs/low-precision.md)" if p.dtype in _LOW_PRECISION else "")
+        raise TypeError(f"{what} has dtype {p.dtype}; expected one of {names}{hint}")
     _dense(p, what, None)
     if device is not None and p.device.type != device:
         raise ValueError(f"{what} is on {p.device} but the backend steps {device} tensors "

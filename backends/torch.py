@@ -50,7 +50,10 @@ class Adam(torch.optim.Optimizer):
                 raise ValueError(f"{name}=True is not supported by backends.torch.Adam")
         if state_dtype is not None:
             raise ValueError(f"state_dtype={state_dtype!r} is not supported by the torch "
-                             "adapter yet (None keeps moments in the params' dtype)")
+                             "adapter yet (None keeps moments in the params' dtype); "
+                             "8-bit and bfloat16 state are stepped by the NumPy-level "
+                             "backends.Adam(params, state_dtype=...) (docs/int8.md, "
+                             "docs/low-precision.md)")
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
                     "amsgrad": amsgrad, "maximize": maximize, "foreach": foreach,
                     "capturable": capturable, "differentiable": differentiable,
