@@ -51,7 +51,7 @@ class Adam(torch.optim.Optimizer):
         if state_dtype is not None:
             raise ValueError(f"state_dtype={state_dtype!r} is not supported by the torch "
                              "adapter yet (None keeps moments in the params' dtype); "
-                             "8-bit and bfloat16 state are stepped by the NumPy-level "
+                             "int8 and bfloat16 state are stepped by the NumPy-level "
                              "backends.Adam(params, state_dtype=...) (docs/int8.md, "
                              "docs/low-precision.md)")
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
