@@ -3,6 +3,10 @@ backend (ids are the names), so a backend is tested the moment it is registered.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +27,36 @@ settings.register_profile("ci", max_examples=25, derandomize=True, deadline=None
 settings.register_profile("explore", settings.get_profile("ci"), max_examples=3000,
                           derandomize=False)
 settings.load_profile("ci")
+
+#: The simulator's run (tests/test_cuda_simulator.py), started when collection ends.
+SIMULATOR_RUN = pytest.StashKey[tuple]()
+SIMULATOR_TEST = "test_cuda_simulator.py::test_numba_cuda_kernels_under_the_simulator"
+
+
+def start_simulator_run() -> tuple:
+    """(process, output file) of ``pytest tests/cuda_sim`` under NUMBA_ENABLE_CUDASIM=1."""
+    root = Path(__file__).resolve().parent.parent
+    out = tempfile.TemporaryFile(mode="w+")
+    job = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            str(root / "tests" / "cuda_sim")], cwd=root, stdout=out,
+                           stderr=subprocess.STDOUT, text=True,
+                           env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"))
+    return job, out
+
+
+def pytest_collection_finish(session):
+    """The simulator's run takes a minute and a half on one core: it starts now, beside
+    the tests before it, and its test only waits for it."""
+    if any(item.nodeid.endswith(SIMULATOR_TEST) for item in session.items):
+        session.config.stash[SIMULATOR_RUN] = start_simulator_run()
+
+
+def pytest_unconfigure(config):
+    """A run stopped early (-x, ^C) ends the simulator's process too."""
+    job, _ = config.stash.get(SIMULATOR_RUN, (None, None))
+    if job is not None and job.poll() is None:
+        job.kill()
+
 
 CPU_BACKENDS = [r.name for r in list_backends() if r.device == "cpu"]
 DTYPES = ["float32", "float64"]

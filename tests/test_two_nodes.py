@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "tests" / "two_nodes"
 NODES = HERE / "nodes.sh"
 SCENARIOS = ROOT / "tests" / "sharded_scenarios.py"
-#: tests/test_sharded.py's tests that run scenarios on two ranks.
-MULTI_RANK = ("two_ranks_equal or reshards or int8_state_on_two or killed_rank or hung_rank"
-              " or killed_while_saving")
+#: tests/test_sharded.py's tests whose two ranks exchange data: their bits across hosts. Its
+#: fault tests (a killed, hung or saving rank) are left to the node-level faults below.
+MULTI_RANK = "two_ranks_equal or reshards or int8_state_on_two"
 #: The collectives' timeout in the fault runs (MPIComm's, as ADAM_COMM_TIMEOUT sets it).
 COMM_TIMEOUT = 5
 #: Seconds a faulted job may take past COMM_TIMEOUT to end (the abort, mpiexec's teardown).

@@ -11,11 +11,10 @@ from .subject import Subject, backend_subject
 __all__ = ["collect_subjects"]
 
 
-
 def collect_subjects(backends: list[str] | None = None, peers: bool | list[str] = True,
                      device: str | None = None, emulated: bool = False) -> list[Subject]:
-    """Subjects for these backend names (default: all registered), then the peers: all of
-    them with ``peers=True``, these labels with a list, none with False; with
+    """Subjects for these backend names (None: all registered; []: none), then the peers:
+    all of them with ``peers=True``, these labels with a list, none with False; with
     ``emulated``, also the GPU kernels' arithmetic emulated on the CPU
     (harness.subjects.emulated_gpu), judged like our backends.
 
@@ -23,7 +22,7 @@ def collect_subjects(backends: list[str] | None = None, peers: bool | list[str] 
     peer's adapter is imported (and its native op built) here too.
     """
     subjects = []
-    for name in backends or backend_names():
+    for name in backend_names() if backends is None else backends:
         try:
             backend = get_backend(name)
         except BackendUnavailable as exc:

@@ -30,8 +30,13 @@ _SUBJECTS = {}
 
 
 def _subject(label):
-    if not _SUBJECTS:
-        _SUBJECTS.update({s.label: s for s in collect_subjects()})
+    """The subject of ``label``, collected on first use: a run of a few ids imports (and
+    builds) only their subjects' libraries."""
+    if label not in _SUBJECTS:
+        if label in peer_labels():
+            (_SUBJECTS[label],) = collect_subjects([], peers=[label])
+        else:
+            (_SUBJECTS[label],) = collect_subjects([label], peers=False)
     return _SUBJECTS[label]
 
 

@@ -8,8 +8,13 @@ import pytest
 
 from backends import AdamConfig, get_backend, list_backends
 from harness.check.agreement import OPTION_SETS, run_with_reference
-from harness.core.problems import MIXED_SHAPES, random_problem
+from harness.core.problems import random_problem
 from harness.core.steppers import BackendStepper
+
+
+#: Empty, one-element, odd and 2-D tensors, 600 elements in all: three thread blocks, the
+#: last one partial (the simulator runs a Python thread per GPU thread).
+SHAPES = [(0,), (1,), (3,), (17, 5), (7, 73)]
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +28,7 @@ def backend():
 @pytest.mark.parametrize("options", list(OPTION_SETS), ids=list(OPTION_SETS))
 def test_kernel_matches_the_reference(backend, dtype, options):
     cfg = AdamConfig(**OPTION_SETS[options])
-    problem = random_problem(MIXED_SHAPES[:5], dtype, steps=4, seed=1)
+    problem = random_problem(SHAPES, dtype, steps=3, seed=1)
     errors = run_with_reference(lambda p, c: BackendStepper(backend, p, c), problem, cfg).errors
     assert errors.within_tolerance, errors
 
