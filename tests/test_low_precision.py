@@ -355,6 +355,7 @@ def test_bytes_model_of_every_format():
 
     expected = {"fp32": 4 * 4 + 3 * 4,            # read p g m v, write p m v
                 "bf16": 4 * 2 + 3 * 2, "bf16-sr": 4 * 2 + 3 * 2,
+                "bf16-fp32-state": (2 + 2 + 4 + 4) + (2 + 4 + 4),
                 "bf16-kahan": 5 * 2 + 4 * 2,      # and the compensation, read and written
                 "bf16-master": (4 + 2 + 4 + 4) + (4 + 4 + 4 + 2),  # master, no p read
                 "fp16-master": (4 + 2 + 4 + 4) + (4 + 4 + 4 + 2)}
@@ -367,11 +368,18 @@ def test_bench_format_cli(tmp_path):
     from harness.cli import main
 
     out = tmp_path / "fb"
-    assert main(["bench", "--format", "bf16-sr", "--sizes", "256", "--repeats", "1",
+    assert main(["bench", "--format", "bf16-sr,bf16-kahan", "--sizes", "256", "--repeats", "1",
                  "--max-seconds", "0.01", "--out", str(out)]) == 0
     table = pd.read_csv(out.with_suffix(".csv"))
-    assert list(table["format"]) == ["bf16-sr"] and table["bytes_per_element"][0] == 14
+    assert list(zip(table["backend"], table["format"], table["bytes_per_element"])) == [
+        ("numba", "bf16-sr", 14), ("torchao-adamw-sr", "bf16-sr", 14),
+        ("numba", "bf16-kahan", 18), ("optimi-kahan", "bf16-kahan", 18)]
     assert (table[["us_per_step", "fp32_us_per_step", "roofline_us"]] > 0).all(axis=None)
+    peers = table[table["kind"] == "peer"]
+    assert (peers["speedup_over_peer"] > 0).all() and peers["note"].isna().all()
+    assert main(["bench", "--format", "bf16", "--sizes", "256", "--repeats", "1", "--no-peers",
+                 "--max-seconds", "0.01", "--out", str(out)]) == 0
+    assert list(pd.read_csv(out.with_suffix(".csv"))["backend"]) == ["numba"]
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "--format", "bf8"])
     assert exit_.value.code == 2

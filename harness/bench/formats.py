@@ -1,9 +1,11 @@
-"""``adam-bench bench --format ...``: each training format's step against the fp32 step
-and against its own roofline, timed in turn in the same run (``harness.timing``).
+"""``adam-bench bench --format ...``: each training format's step against the fp32 step,
+against its own roofline and against the peers in that format, timed in turn in the same
+run (``harness.core.timing``).
 
-Per size and backend the fp32 step is timed interleaved with each format's step and that
-format's roofline (its streams, trivial arithmetic: ``roofline_streams``), so
-``speed_vs_fp32`` and ``fraction_of_roofline`` are same-run ratios.
+Per size and format, every backend's fp32 step is timed interleaved with its step in the
+format, that format's roofline (its streams, trivial arithmetic: ``roofline_streams``) and
+the peers' steps in the format (``harness.subjects.peers.low_precision``), so
+``speed_vs_fp32``, ``fraction_of_roofline`` and ``speedup_over_peer`` are same-run ratios.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from ..core.formats import FORMATS, Format
 from ..core.machine import machine_id, machine_info
 from ..core.results_io import write_tables
 from ..core.timing import time_interleaved
+from ..subjects.peers.low_precision import format_peers, peer_step
 from .roofline import format_roofline
 
 __all__ = ["run_format_bench", "format_step"]
@@ -35,33 +38,60 @@ def format_step(backend, fmt: Format, n: int, seed: int = 0):
 
 def run_format_bench(formats: list[str], sizes: list[int], backends: list[str],
                      out_stem: str | Path, repeats: int = 15, max_seconds: float = 1.0,
-                     show=print) -> pd.DataFrame:
-    """Measure every (size, backend, format) cell; write ``out_stem``.csv/.json/.md."""
+                     peers: bool = True, show=print) -> pd.DataFrame:
+    """Measure every (size, format) cell: each backend's fp32 and format steps, the
+    format's roofline and (``peers``) the peers in that format, all interleaved; write
+    ``out_stem``.csv/.json/.md. A peer row's ``speedup_over_peer`` is its step time over
+    the first backend's in the same format."""
     rows = []
     info = machine_info()
-    fp32 = FORMATS["fp32"]
+    threads, machine = info["numba_threads"], machine_id()
     for n in sizes:
-        for name in backends:
-            backend = get_backend(name)
-            base = format_step(backend, fp32, n)
-            for fmt_name in formats:
-                fmt = FORMATS[fmt_name]
-                steps = [base, format_step(backend, fmt, n), format_roofline(fmt, n)]
-                t_fp32, t_fmt, t_roof = (t.median for t in time_interleaved(
-                    steps, repeats=repeats, max_seconds=max_seconds))
-                nbytes = fmt.bytes_per_element()
-                rows.append({
-                    "elements": n, "backend": name, "format": fmt_name,
-                    "bytes_per_element": nbytes, "us_per_step": t_fmt * 1e6,
-                    "fp32_us_per_step": t_fp32 * 1e6, "roofline_us": t_roof * 1e6,
-                    "gb_per_s": nbytes * n / t_fmt / 1e9,
-                    "fraction_of_roofline": t_roof / t_fmt, "speed_vs_fp32": t_fp32 / t_fmt,
-                    "threads": info["numba_threads"], "machine": machine_id()})
-                r = rows[-1]
-                show(f"{name:6} {fmt_name:12} 2^{int(np.log2(n)):<3} {nbytes:3d} B/el "
-                     f"{r['us_per_step']:10.1f} us  {r['fraction_of_roofline']:.2f} of its "
-                     f"roofline  {r['speed_vs_fp32']:.2f}x fp32")
-            del base
+        chosen = [(name, get_backend(name)) for name in backends]
+        bases = [format_step(backend, FORMATS["fp32"], n) for _, backend in chosen]
+        for fmt_name in formats:
+            fmt = FORMATS[fmt_name]
+            nbytes = fmt.bytes_per_element()
+            ours = [format_step(backend, fmt, n) for _, backend in chosen]
+            rival = [(p.label, peer_step(p, n)) for p in (format_peers(fmt_name) if peers else [])]
+            runnable = [(label, step) for label, step in rival if not isinstance(step, str)]
+            timings = [t.median for t in time_interleaved(
+                [*bases, *ours, format_roofline(fmt, n), *(step for _, step in runnable)],
+                repeats=repeats, max_seconds=max_seconds)]
+            t_fp32, t_ours = timings[:len(chosen)], timings[len(chosen):2 * len(chosen)]
+            t_roof = timings[2 * len(chosen)]
+            t_peer = dict(zip((label for label, _ in runnable), timings[2 * len(chosen) + 1:]))
+
+            def row(subject, kind, t, fp32, note=""):
+                return {"elements": n, "backend": subject, "kind": kind, "format": fmt_name,
+                        "bytes_per_element": nbytes, "us_per_step": t * 1e6,
+                        "fp32_us_per_step": fp32 * 1e6, "roofline_us": t_roof * 1e6,
+                        "gb_per_s": nbytes * n / t / 1e9, "fraction_of_roofline": t_roof / t,
+                        "speed_vs_fp32": fp32 / t, "speedup_over_peer": t / t_ours[0],
+                        "note": note, "threads": threads, "machine": machine}
+
+            for (name, _), t, fp32 in zip(chosen, t_ours, t_fp32):
+                rows.append(row(name, "ours", t, fp32) | {"speedup_over_peer": np.nan})
+            for label, step in rival:
+                if isinstance(step, str):
+                    rows.append(row(label, "peer", np.nan, t_fp32[0], note=step))
+                else:
+                    rows.append(row(label, "peer", t_peer[label], t_fp32[0]))
+            for r in rows[-len(chosen) - len(rival):]:
+                show(_line(r))
+            del ours, rival, runnable
+        del bases
     df = pd.DataFrame(rows)
     write_tables(df, Path(out_stem), markdown=df.drop(columns=["machine"]).round(3))
     return df
+
+
+def _line(r: dict) -> str:
+    """One progress line of a row."""
+    head = f"{r['backend']:19} {r['format']:15} 2^{int(np.log2(r['elements'])):<3} " \
+           f"{r['bytes_per_element']:3d} B/el"
+    if r["note"]:
+        return f"{head}  {r['note']}"
+    tail = f"  {r['speedup_over_peer']:.2f}x ours" if r["kind"] == "peer" else ""
+    return (f"{head} {r['us_per_step']:10.1f} us  {r['fraction_of_roofline']:.2f} of its "
+            f"roofline  {r['speed_vs_fp32']:.2f}x fp32{tail}")

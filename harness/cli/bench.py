@@ -40,9 +40,10 @@ def add_parser(sub) -> None:
     p.add_argument("--peers", type=options.peer_names,
                    help="comma-separated peer labels (default: all; see README)")
     p.add_argument("--format", type=options.format_names,
-                   help="instead: training formats, each timed with the fp32 step and its "
-                        "own roofline (fp32, bf16, bf16-sr, bf16-kahan, bf16-master, "
-                        "fp16-master; see docs/low-precision.md)")
+                   help="instead: training formats, each timed with the fp32 step, its "
+                        "own roofline and the peers in it (fp32, bf16, bf16-fp32-state, "
+                        "bf16-sr, bf16-kahan, bf16-master, fp16-master; see "
+                        "docs/low-precision.md)")
     p.add_argument("--state", choices=["int8"],
                    help="also measure int8 state (float32; rows labelled NAME[int8])")
     p.add_argument("--resume", action="store_true", help="skip cells already in OUT.csv")
@@ -82,7 +83,7 @@ def cmd_bench(args) -> int:
 
         run_format_bench(args.format, args.sizes or [2**e for e in range(14, 27, 4)],
                          args.backends or ["numba"], args.out, repeats=args.repeats,
-                         max_seconds=args.max_seconds)
+                         max_seconds=args.max_seconds, peers=not args.no_peers)
         print(f"tables: {args.out}.csv/.json/.md")
         return 0
     if args.ranks:

@@ -3,8 +3,9 @@
 
 A step reads the grads, every state field and (without master weights) the params, and
 writes the params and every state field, so bytes per element follow from the dtypes
-(``backends.low_precision_step.tensor_layout``): fp32 28, pure bf16 14, bf16 with Kahan
-18, mixed bf16/fp16 (master weights, float32 state, 2-byte grads) 28.
+(``backends.low_precision_step.tensor_layout``): fp32 28, pure bf16 14, bf16 params with
+float32 state 22, bf16 with Kahan 18, mixed bf16/fp16 (master weights, float32 state,
+2-byte grads) 28.
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ FORMATS = {f.name: f for f in [
     Format("fp32", FLOAT32, {}, "float32 params, grads and state"),
     Format("bf16", BFLOAT16, {"state_dtype": "bfloat16"},
            "bfloat16 params, grads and state, rounded to nearest"),
+    Format("bf16-fp32-state", BFLOAT16, {"state_dtype": "float32"},
+           "bfloat16 params and grads, float32 state, params rounded to nearest"),
     Format("bf16-sr", BFLOAT16, {"state_dtype": "bfloat16", "rounding": "stochastic"},
            "bfloat16 everything, params rounded stochastically"),
     Format("bf16-kahan", BFLOAT16, {"state_dtype": "bfloat16", "rounding": "kahan"},
