@@ -263,23 +263,29 @@ def _int8_grads(t):
     return [rng.standard_normal(s).astype(np.float32) for s in [(50, 100), (300,)]]
 
 
-def test_an_int8_checkpoint_resumes_bit_for_bit_and_counts_its_real_bytes(comm, tmp_path):
-    """The codes' scales are saved and read back (they were dropped: the checkpoint could
-    never be loaded); state_bytes counts 1 byte per element and moment plus 4 per block."""
-    straight = ShardedAdam(_int8_params(), backend="numba", comm=comm, state_dtype="int8",
-                           amsgrad=True)
-    assert straight.state_bytes == 3 * (5300 + 4 * -(-5300 // 256))
-    first = ShardedAdam(_int8_params(), backend="numba", comm=comm, state_dtype="int8",
-                        amsgrad=True)
+def _straight_and_resumed(make, comm, tmp_path) -> tuple:
+    """(an optimizer from ``make`` stepped 4 times, one saved after 2 steps, loaded from
+    the checkpoint and stepped the other 2)."""
+    straight, first = make(), make()
     for t in range(4):
         straight.step(_int8_grads(t))
         if t < 2:
             first.step(_int8_grads(t))
     first.save(tmp_path)
     resumed = ShardedAdam.load(tmp_path, [p.copy() for p in first.params], comm=comm)
-    assert resumed.config.state_dtype == "int8" and resumed.state.step == 2
     for t in range(2, 4):
         resumed.step(_int8_grads(t))
+    return straight, resumed
+
+
+def test_an_int8_checkpoint_resumes_bit_for_bit_and_counts_its_real_bytes(comm, tmp_path):
+    """The codes' scales are saved and read back (they were dropped: the checkpoint could
+    never be loaded); state_bytes counts 1 byte per element and moment plus 4 per block."""
+    straight, resumed = _straight_and_resumed(
+        lambda: ShardedAdam(_int8_params(), backend="numba", comm=comm, state_dtype="int8",
+                            amsgrad=True), comm, tmp_path)
+    assert straight.state_bytes == 3 * (5300 + 4 * -(-5300 // 256))
+    assert resumed.config.state_dtype == "int8" and resumed.state.step == 4
     assert all(np.array_equal(a.view(np.uint32), b.view(np.uint32))
                for a, b in zip(straight.params, resumed.params))
     for name, arrays in straight.state.to_dict().items():
@@ -458,17 +464,10 @@ def test_mixed_int8_and_float32_groups_resume_bit_for_bit(comm, tmp_path):
     def groups(params):
         return [{"params": params[:1], "state_dtype": "int8"}, {"params": params[1:]}]
 
-    straight = ShardedAdam(groups(_int8_params()), backend="numba", comm=comm, amsgrad=True)
-    first = ShardedAdam(groups(_int8_params()), backend="numba", comm=comm, amsgrad=True)
-    for t in range(4):
-        straight.step(_int8_grads(t))
-        if t < 2:
-            first.step(_int8_grads(t))
-    first.save(tmp_path)
-    resumed = ShardedAdam.load(tmp_path, [p.copy() for p in first.params], comm=comm)
+    straight, resumed = _straight_and_resumed(
+        lambda: ShardedAdam(groups(_int8_params()), backend="numba", comm=comm, amsgrad=True),
+        comm, tmp_path)
     assert [g["state_dtype"] for g in resumed.param_groups] == ["int8", None]
-    for t in range(2, 4):
-        resumed.step(_int8_grads(t))
     assert all(np.array_equal(a.view(np.uint32), b.view(np.uint32))
                for a, b in zip(straight.params, resumed.params))
     for mine, theirs in zip(resumed.states, straight.states):
