@@ -394,3 +394,45 @@ def test_stochastic_and_kahan_train_least_squares_as_fp32_does():
             for name in ("fp32", "bf16-sr", "bf16-kahan")}
     assert all(np.isfinite(v) for v in loss.values())
     assert loss["bf16-sr"] <= 1.3 * loss["fp32"] and loss["bf16-kahan"] <= 1.3 * loss["fp32"]
+
+
+# --- adam-bench check ---------------------------------------------------------------------
+def _check(backends):
+    from harness.check import run_check
+    from harness.subjects.subject import backend_subject
+
+    return run_check([backend_subject(b) for b in backends], dtypes=["float32"], steps=2,
+                     options=("plain",), edge_cases=[], bad_input=[])
+
+
+def test_check_covers_every_format_and_stochastic_roundings_mean():
+    from harness.core.formats import FORMATS
+
+    report = _check([get_backend("numpy"), get_backend("numba")])
+    formats = report.formats
+    low = [name for name, f in FORMATS.items() if f.low_precision]
+    assert sorted(formats["format"].unique()) == sorted(low) and len(formats) == 2 * len(low)
+    assert formats["within_tolerance"].all() and formats["bits_equal_first"].all()
+    assert list(report.rounding_bias["unbiased"]) == [True, True] and report.ok
+
+
+def test_check_fails_a_backend_whose_bf16_params_are_one_spacing_low():
+    """A mutant: every other bfloat16 param written one spacing toward minus infinity
+    (positive values) after each step: off the reference, other bits than numpy's, and a
+    biased stochastic rounding."""
+    from backends.cpu.numpy import NumpyBackend
+
+    broken = NumpyBackend()
+    real = broken.step
+
+    def step(params, grads, state, cfg, **kw):
+        real(params, grads, state, cfg, **kw)
+        for p in params:
+            if p.dtype == BFLOAT16:
+                p.view(np.uint16).reshape(-1)[::2] -= 1
+    broken.step = step
+    report = _check([get_backend("numpy"), broken])
+    mine = report.formats[report.formats.index % 2 == 1]
+    assert not mine[mine["format"].str.startswith("bf16")]["within_tolerance"].any()
+    assert list(report.rounding_bias["unbiased"]) == [True, False]
+    assert any("format bf16-sr" in line for line in report.failures()) and not report.ok

@@ -1,5 +1,5 @@
 """``adam-bench check``: agreement of every subject with the reference, pairwise, on edge
-cases, and (CPU backends) refusal of bad input. Our backends (plugins included) and the
+cases, and (CPU backends) refusal of bad input and the low-precision formats. Our backends (plugins included) and the
 emulated GPU kernels decide the verdict; the peers' rows are shown beside them, and the
 int8 peers' errors in a block of their own (full-precision tolerances do not apply to
 int8 moments). An option or dtype a peer does not offer is a row that says so
@@ -22,6 +22,7 @@ from ..subjects.peers import describe_failure
 from .agreement import OPTION_SETS, Errors, pairwise, reference_steps, run_with_reference
 from .bad_input import BAD_INPUT_CASES, run_bad_input_case
 from .edge_cases import EDGE_CASES, run_edge_case
+from .format_agreement import format_agreement, stochastic_rounding_bias
 from .int8_agreement import SIMULATED, int8_agreement, simulated_int8_agreement
 
 __all__ = ["CheckReport", "run_check", "OURS", "EIGHT_BIT_EXTRA_SHAPES"]
@@ -42,6 +43,8 @@ class CheckReport:
     bad_input: pd.DataFrame
     int8_peers: pd.DataFrame = field(default_factory=pd.DataFrame)
     int8: pd.DataFrame | None = None  # int8 state vs the int8 reference
+    formats: pd.DataFrame | None = None  # bf16/fp16 formats vs the rounding reference
+    rounding_bias: pd.DataFrame | None = None  # stochastic rounding's mean
 
     @property
     def ok(self) -> bool:
@@ -71,6 +74,17 @@ class CheckReport:
             lines.append(f"{r.subject} int8 state {r.options}: {r.codes_off_boundary} codes off "
                          f"a decision boundary, scale error {r.max_scale_rel_err:.3g}, params "
                          f"{r.param_tolerance_ratio:.3g}x their tolerance")
+        judged = self.formats.dropna(subset=["within_tolerance"]) \
+            if self.formats is not None else None
+        for r in ([] if judged is None else failed(judged, "within_tolerance").itertuples()):
+            lines.append(f"{r.subject} format {r.format}: params {r.param_spacings:.3g} spacings "
+                         f"off the reference ({r.param_exact_fraction:.3f} exact), moments "
+                         f"{r.moment_spacings:.3g}, same bits as the first backend: "
+                         f"{r.bits_equal_first}")
+        bias = self.rounding_bias if self.rounding_bias is not None else pd.DataFrame()
+        for r in ([] if bias.empty else failed(bias, "unbiased").itertuples()):
+            lines.append(f"{r.subject} stochastic rounding biased: p = {r.min_p_value:.3g}, "
+                         f"{r.max_bias_spacings:.3g} spacings")
         return lines
 
 
@@ -150,10 +164,16 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
     if int8 is not None and simulated:
         int8 = pd.concat([int8, *(simulated_int8_agreement(name, seed=seed)
                                   for name in simulated)], ignore_index=True)
+    cpu_backends = [s.backend for s in subjects if s.kind == "backend"
+                    and s.backend is not None and s.device == "cpu"]
+    formats = format_agreement(cpu_backends, seed=seed) \
+        if "float32" in dtypes and cpu_backends else None
+    bias = stochastic_rounding_bias(cpu_backends) if formats is not None else None
     return CheckReport(agreement, pd.DataFrame(pair_rows, columns=_PAIR_COLUMNS),
                        pd.DataFrame(edge_rows, columns=_EDGE_COLUMNS), skipped,
                        pd.DataFrame(bad_rows, columns=["case", "subject", "passed", "detail"]),
-                       pd.DataFrame(int8_peer_rows, columns=_INT8_PEER_COLUMNS), int8)
+                       pd.DataFrame(int8_peer_rows, columns=_INT8_PEER_COLUMNS), int8,
+                       formats, bias)
 
 
 def _problems(runnable, shapes, dtype, steps, seed, cfg) -> tuple[dict, dict]:

@@ -71,6 +71,9 @@ def check_and_print(args):
         write_tables(report.int8_peers, out.with_name(out.name + "-int8-peers"))
     if report.int8 is not None:
         write_tables(report.int8, out.with_name(out.name + "-int8"))
+    if report.formats is not None:
+        write_tables(report.formats, out.with_name(out.name + "-formats"))
+        write_tables(report.rounding_bias, out.with_name(out.name + "-rounding-bias"))
     if args.verbose:
         _print_check_tables(report, args.steps)
     print("\n".join(check_lines(report)))
@@ -81,7 +84,12 @@ def check_and_print(args):
         from .summary import int8_lines
 
         print("\n".join(int8_lines(report.int8)))
-    print(f"tables: {out}.csv/.json/.md, -pairs, -edge-cases, -bad-input, -int8")
+    if report.formats is not None:
+        from .summary import format_lines
+
+        print("\n".join(format_lines(report.formats, report.rounding_bias)))
+    print(f"tables: {out}.csv/.json/.md and {out.name}-*: pairs, edge cases, bad input, "
+          "int8, formats")
     return report
 
 
@@ -114,5 +122,9 @@ def _print_check_tables(report, steps: int) -> None:
     if report.int8 is not None:
         print_table(report.int8, "int8 state (state_dtype='int8') against the int8 "
                      "float64 reference, step by step (codes may differ only at a boundary)")
+    if report.formats is not None:
+        print_table(report.formats, "Low-precision formats against the float64 reference "
+                    "that models each rounding, step by step (harness/check/format_agreement.py)")
+        print_table(report.rounding_bias, "Stochastic rounding's mean (t-test per update size)")
     if not report.skipped.empty:
         print_table(report.skipped, "Not run here")

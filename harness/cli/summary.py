@@ -212,6 +212,24 @@ def int8_lines(df: pd.DataFrame) -> list[str]:
     return lines
 
 
+def format_lines(formats: pd.DataFrame, bias: pd.DataFrame) -> list[str]:
+    """One line per backend of the low-precision formats' check, for check's terse output."""
+    lines = []
+    for subject, rows in formats.groupby("subject", sort=False):
+        judged = rows.dropna(subset=["within_tolerance"])
+        if judged.empty:
+            lines.append(fit(f"formats {subject}: {rows['note'].iloc[0]}"))
+            continue
+        mine = bias[bias["subject"] == subject]
+        rounding = "" if mine.empty else (
+            f"; stochastic rounding {'unbiased' if mine['unbiased'].all() else 'BIASED'} "
+            f"(p >= {mine['min_p_value'].min():.2g})")
+        lines.append(fit(f"formats {subject}: {int(judged['within_tolerance'].sum())}/"
+                         f"{len(judged)} agree, worst params "
+                         f"{judged['param_spacings'].max():.2g} spacings{rounding}"))
+    return lines
+
+
 def print_table(df: pd.DataFrame, title: str = "") -> None:
     """A Markdown table with a "## title" above it, for --verbose."""
     if title:
