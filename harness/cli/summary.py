@@ -197,37 +197,35 @@ def _best_peer_lines(peers: pd.DataFrame, sizes: list[int], benched: bool) -> li
     return lines
 
 
-def int8_lines(df: pd.DataFrame) -> list[str]:
-    """One line per backend of ``int8_agreement``'s table, for check's terse output."""
+def _judged_lines(df: pd.DataFrame, prefix: str, describe) -> list[str]:
+    """One line per subject of a judged table: its note where no row was judged, else
+    ``describe(subject, judged rows)``."""
     lines = []
     for subject, rows in df.groupby("subject", sort=False):
         judged = rows.dropna(subset=["within_tolerance"])
-        if judged.empty:
-            lines.append(fit(f"int8 state {subject}: {rows['note'].iloc[0]}"))
-            continue
-        lines.append(fit(f"int8 state {subject}: {int(judged['within_tolerance'].sum())}/"
-                         f"{len(judged)} option sets agree; codes differing: "
-                         f"{int(judged['codes_at_boundary'].sum())} at a boundary, "
-                         f"{int(judged['codes_off_boundary'].sum())} elsewhere"))
+        text = rows["note"].iloc[0] if judged.empty else describe(subject, judged)
+        lines.append(fit(f"{prefix} {subject}: {text}"))
     return lines
+
+
+def int8_lines(df: pd.DataFrame) -> list[str]:
+    """One line per backend of ``int8_agreement``'s table, for check's terse output."""
+    return _judged_lines(df, "int8 state", lambda subject, judged: (
+        f"{int(judged['within_tolerance'].sum())}/{len(judged)} option sets agree; codes "
+        f"differing: {int(judged['codes_at_boundary'].sum())} at a boundary, "
+        f"{int(judged['codes_off_boundary'].sum())} elsewhere"))
 
 
 def format_lines(formats: pd.DataFrame, bias: pd.DataFrame) -> list[str]:
     """One line per backend of the low-precision formats' check, for check's terse output."""
-    lines = []
-    for subject, rows in formats.groupby("subject", sort=False):
-        judged = rows.dropna(subset=["within_tolerance"])
-        if judged.empty:
-            lines.append(fit(f"formats {subject}: {rows['note'].iloc[0]}"))
-            continue
+    def describe(subject, judged):
         mine = bias[bias["subject"] == subject]
         rounding = "" if mine.empty else (
             f"; stochastic rounding {'unbiased' if mine['unbiased'].all() else 'BIASED'} "
             f"(p >= {mine['min_p_value'].min():.2g})")
-        lines.append(fit(f"formats {subject}: {int(judged['within_tolerance'].sum())}/"
-                         f"{len(judged)} agree, worst params "
-                         f"{judged['param_spacings'].max():.2g} spacings{rounding}"))
-    return lines
+        return (f"{int(judged['within_tolerance'].sum())}/{len(judged)} agree, worst params "
+                f"{judged['param_spacings'].max():.2g} spacings{rounding}")
+    return _judged_lines(formats, "formats", describe)
 
 
 def print_table(df: pd.DataFrame, title: str = "") -> None:
