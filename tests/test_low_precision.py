@@ -134,6 +134,37 @@ def test_random_bits_are_the_documented_hash():
     assert np.array_equal(random16(key, 3, 10), random16(key, 0, 10)[3:])  # chunk-free
 
 
+def test_numba_hash_by_blocks_is_the_documented_hash():
+    """The Numba kernel hashes ``lo32(i) ^ block_key(key, hi32(i))`` and stops before
+    lowbias32's last xorshift: the same 16 bits as the hash of the whole index, on both
+    sides of a block edge (a block_key without the high word fails this)."""
+    from numba import njit
+
+    from backends.cpu import _numba_low_precision_kernels as lp
+
+    kernel_bits = njit(lambda key, i: lp.random16(key, i))
+    key = stream_key(5, 3, 1)
+    for i in [0, 9, 2**32 - 1, 2**32, 2**32 + 7, 3 * 2**32 + 11]:
+        block, low = divmod(i, lp.BLOCK)
+        got = int(kernel_bits(np.uint32(lp.block_key(key, block)), np.int64(low)))
+        assert got == int(random16(key, i, i + 1)[0]) == _lowbias32(
+            (i & 0xFFFFFFFF) ^ key ^ ((i >> 32) * 0x9E3779B9 & 0xFFFFFFFF)) >> 16
+
+
+def test_numba_steps_a_tensor_block_by_block():
+    """A tensor longer than one hash block goes to the kernel in blocks of its elements,
+    each with its block number (the arrays themselves when one block holds them)."""
+    from backends.cpu.numba import _blocks
+
+    a, b = np.arange(10), np.arange(10, 20)
+    assert [(k, part) for k, part in _blocks((a, None, b), 10)] == [(0, (a, None, b))]
+    parts = list(_blocks((a, None, b), 4))
+    assert [k for k, _ in parts] == [0, 1, 2]
+    assert [p[1] for _, p in parts] == [None] * 3
+    assert np.array_equal(np.concatenate([p[0] for _, p in parts]), a)
+    assert np.array_equal(np.concatenate([p[2] for _, p in parts]), b)
+
+
 def test_stochastic_rounding_is_unbiased_over_seeds():
     """Mean of stochastically rounded values over 4000 keys is the value itself: a
     two-sided t-test per value at alpha = 1e-6 (false failure about 1e-5 for the 8 values),

@@ -146,3 +146,34 @@ def test_element_loops_are_vectorized(name):
     for signature in _numba_kernels.SIGNATURES[kernel]:
         fresh.compile(signature)
         assert re.search(r"\bv?sqrtp[sd]\b", fresh.inspect_asm(signature)), signature
+
+
+def _low_precision_arguments(kind):
+    n, f32 = 64, np.float32
+    bf16, f16 = (lambda: np.zeros(n, np.uint16)), (lambda: np.zeros(n, np.int16))
+    arrays = {"bf16": (bf16(), bf16(), bf16(), bf16(), None, None, None),
+              "bf16-sr": (bf16(), bf16(), bf16(), bf16(), None, None, None),
+              "bf16-kahan": (bf16(), bf16(), bf16(), bf16(), None, None, bf16()),
+              "bf16-master": (bf16(), bf16(), np.zeros(n, f32), np.zeros(n, f32), None,
+                              np.zeros(n, f32), None),
+              "fp16-master": (f16(), f16(), np.zeros(n, f32), np.zeros(n, f32), None,
+                              np.zeros(n, f32), None),
+              "fp32-bf16state": (np.zeros(n, f32), np.zeros(n, f32), bf16(), bf16(), bf16(),
+                                 None, None)}[kind]
+    return arrays + (np.zeros(8), 1, np.uint32(1) if kind == "bf16-sr" else None)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="looks for x86 packed square roots in the machine code")
+@pytest.mark.parametrize("kind", ["bf16", "bf16-sr", "bf16-kahan", "bf16-master",
+                                  "fp16-master", "fp32-bf16state"])
+def test_low_precision_element_loops_are_vectorized(kind):
+    """Each format's element loop is packed SIMD: the 2-byte conversions, the NaN select
+    and the hash must not leave it scalar (with VECTOR_WIDTH forced to 1 this fails)."""
+    from backends.cpu import _numba_kernels
+    from backends.cpu import _numba_low_precision_kernels as lp
+
+    options = {k: v for k, v in _numba_kernels.KERNEL_OPTIONS.items() if k != "cache"}
+    fresh = numba.njit(**options)(lp.adam_low_precision_serial.py_func)
+    lp.compiled_for(fresh, _low_precision_arguments(kind))
+    assert re.search(r"\bvsqrtps\b", fresh.inspect_asm(fresh.signatures[0])), kind

@@ -88,14 +88,14 @@ class NumbaBackend(Backend):
         kernel = lp.adam_low_precision if parallel else lp.adam_low_precision_serial
         p, g, m, v, vmax, compensation = (None if a is None else _typed(a)
                                           for a in (p, g, m, v, vmax, compensation))
-        key = None if key is None else np.uint32(key)
         arguments = (p, g, m, v, vmax, master, compensation)
         kind = (parallel, key is None) + tuple(None if a is None else a.dtype for a in arguments)
         if kind not in self._low_precision_compiled:  # once per combination of types
-            lp.compiled_for(kernel, arguments + (np.zeros(8), t, key))
+            lp.compiled_for(kernel, arguments + (np.zeros(8), t, _key(key, 0)))
             self._low_precision_compiled.add(kind)
-        self._run(lambda *args: kernel(*args, key),  # (..., hyper, t, key)
-                  arguments, t, cfg, parallel, lr)
+        for block, part in _blocks(arguments, lp.BLOCK):
+            self._run(lambda *args, k=_key(key, block): kernel(*args, k),  # (..., hyper, t, key)
+                      part, t, cfg, parallel, lr)
 
     def _run(self, kernel, arguments, t, cfg, parallel, lr) -> None:
         """``kernel(*arguments, hyper, t)`` at learning rate ``lr`` (None: cfg.lr)."""
@@ -148,6 +148,24 @@ class NumbaBackend(Backend):
         table.choose_kernel(self._kernels)
         table.key = seen["key"]
         return table
+
+
+def _blocks(arguments, size):
+    """(block number, the arrays' elements of that block) for blocks of ``size``
+    elements: the arguments themselves when they fit in one (as in practice)."""
+    n = arguments[0].size
+    if n <= size:
+        yield 0, arguments
+        return
+    for block, start in enumerate(range(0, n, size)):
+        yield block, tuple(None if a is None else a[start:start + size] for a in arguments)
+
+
+def _key(key, block):
+    """The kernel's uint32 stochastic-rounding key of a block of elements, or None."""
+    from ._numba_low_precision_kernels import block_key
+
+    return None if key is None else np.uint32(block_key(key, block))
 
 
 def _typed(a: np.ndarray) -> np.ndarray:
