@@ -187,6 +187,12 @@ class Backend:
         ``formats.stream_key`` with stochastic rounding, else None."""
         raise NotImplementedError
 
+    def _low_precision_arrays(self, tensors: tuple) -> tuple:
+        """The arrays a low-precision plan hands ``_update_low_precision`` for one tensor's
+        (p, g, m, v, vmax, master, compensation): these, unless a backend converts them
+        once per plan rather than every step."""
+        return tensors
+
     # --- copies -------------------------------------------------------------------------
     def _options(self) -> dict:
         """The constructor's keyword arguments that made this backend (for pickling)."""

@@ -199,10 +199,10 @@ def _checked_plan(backend, params, grads, state, cfg):
         if p.size == 0:
             continue
         column = lambda name, on: getattr(state, name)[i].reshape(-1) if on else None
-        plan.append((i, (p.reshape(-1), g.reshape(-1), column("exp_avg", True),
-                         column("exp_avg_sq", True), column("max_exp_avg_sq", cfg.amsgrad),
-                         column("master_params", cfg.master_weights),
-                         column("compensation", cfg.rounding == "kahan"))))
+        plan.append((i, backend._low_precision_arrays((
+            p.reshape(-1), g.reshape(-1), column("exp_avg", True), column("exp_avg_sq", True),
+            column("max_exp_avg_sq", cfg.amsgrad), column("master_params", cfg.master_weights),
+            column("compensation", cfg.rounding == "kahan")))))
     arrays = _all_arrays(params, grads, state)
     _, _, unchanged = headers(backend, arrays)
     state.cache["validated_low_precision"] = {

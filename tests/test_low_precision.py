@@ -212,6 +212,19 @@ def test_numba_threads_and_float32_grads(grad_dtype):
     assert np.isnan(one[0].view(BFLOAT16)[nans].astype(np.float32)).all()
 
 
+@pytest.mark.parametrize("name", ["bf16-sr", "bf16-kahan", "fp16-master"])
+def test_numpy_threads_give_one_threads_bits(name):
+    """Large low-precision steps are split over the numpy backend's threads in chunks of
+    another size than one thread's: the bits stay those of one thread."""
+    from backends.cpu.numpy import PARALLEL_MIN_ELEMENTS, NumpyBackend
+
+    _, dtype, options = FORMATS[IDS.index(name)]
+    n = PARALLEL_MIN_ELEMENTS + 5
+    one = _run(NumpyBackend(threads=1), dtype, options, n=n)[0]
+    two = _run(NumpyBackend(threads=2, chunk_bytes=4096), dtype, options, n=n)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(one, two))
+
+
 @pytest.mark.parametrize("name, dtype, options", FORMATS, ids=IDS)
 def test_numpy_agrees_with_the_float64_reference(name, dtype, options):
     """Every stored value within one spacing of its format of the reference's, and most

@@ -58,6 +58,7 @@ class NumbaBackend(Backend):
         self._lr_index = _numba_kernels.HYPER_FIELDS.index("lr")
         self._int8_kernels = _numba_int8_kernels
         self._low_precision_compiled: set = set()
+        self._lp = None
         self.compile_seconds = _numba_kernels.compile_all() + _numba_int8_kernels.compile_all()
 
     def _options(self) -> dict:
@@ -80,22 +81,31 @@ class NumbaBackend(Backend):
         self._run(kernel, (p, g, m_codes, m_scales, v_codes, v_scales, vmax_codes,
                            vmax_scales), t, cfg, parallel, lr)
 
+    def _low_precision_arrays(self, tensors: tuple) -> tuple:
+        """The kernels' views (``_typed``), made once per plan, not every step."""
+        return tuple(None if a is None else _typed(a) for a in tensors)
+
     def _update_low_precision(self, p, g, m, v, vmax, master, compensation, cfg, t,
                               key, lr=None) -> None:
-        from . import _numba_low_precision_kernels as lp
-
+        lp = self._low_precision_kernels()
         parallel = p.size > SERIAL_MAX
         kernel = lp.adam_low_precision if parallel else lp.adam_low_precision_serial
-        p, g, m, v, vmax, compensation = (None if a is None else _typed(a)
-                                          for a in (p, g, m, v, vmax, compensation))
-        arguments = (p, g, m, v, vmax, master, compensation)
+        arguments = (p, g, m, v, vmax, master, compensation)  # _low_precision_arrays'
         kind = (parallel, key is None) + tuple(None if a is None else a.dtype for a in arguments)
         if kind not in self._low_precision_compiled:  # once per combination of types
-            lp.compiled_for(kernel, arguments + (np.zeros(8), t, _key(key, 0)))
+            lp.compiled_for(kernel, arguments + (np.zeros(8), t, _key(lp, key, 0)))
             self._low_precision_compiled.add(kind)
         for block, part in _blocks(arguments, lp.BLOCK):
-            self._run(lambda *args, k=_key(key, block): kernel(*args, k),  # (..., hyper, t, key)
+            self._run(lambda *args, k=_key(lp, key, block): kernel(*args, k),  # (.., hyper, t, key)
                       part, t, cfg, parallel, lr)
+
+    def _low_precision_kernels(self):
+        """backends.cpu._numba_low_precision_kernels, imported on first use."""
+        if self._lp is None:
+            from . import _numba_low_precision_kernels
+
+            self._lp = _numba_low_precision_kernels
+        return self._lp
 
     def _run(self, kernel, arguments, t, cfg, parallel, lr) -> None:
         """``kernel(*arguments, hyper, t)`` at learning rate ``lr`` (None: cfg.lr)."""
@@ -161,17 +171,19 @@ def _blocks(arguments, size):
         yield block, tuple(None if a is None else a[start:start + size] for a in arguments)
 
 
-def _key(key, block):
+def _key(lp, key, block):
     """The kernel's uint32 stochastic-rounding key of a block of elements, or None."""
-    from ._numba_low_precision_kernels import block_key
+    return None if key is None else np.uint32(lp.block_key(key, block))
 
-    return None if key is None else np.uint32(block_key(key, block))
+
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.uint16), np.dtype(np.int16))
 
 
 def _typed(a: np.ndarray) -> np.ndarray:
     """The array the low-precision kernels take: bfloat16 as uint16 bits, float16 as
-    int16 bits (two types, so Numba compiles each format's conversions), float32 as is."""
-    if a.dtype == np.float32:
+    int16 bits (two types, so Numba compiles each format's conversions), float32 and
+    views already made as they are."""
+    if a.dtype in _KERNEL_DTYPES:
         return a
     return a.view(np.int16 if a.dtype == np.float16 else np.uint16)
 

@@ -4,7 +4,8 @@ Naive NumPy Adam makes one pass over memory per operation (about a dozen). Here 
 tensor is processed in chunks small enough that a chunk of p, g, m, v and two scratch
 buffers stay in cache, so the dozen operations hit cache and a step costs close to one
 pass over memory. Large steps are shared among worker threads. Scratch buffers are
-allocated once per dtype and thread (the caller's or a worker's), then reused: optimizers
+allocated once per dtype (and for low-precision steps) and thread (the caller's or a
+worker's), then reused: optimizers
 that share one backend instance from several threads never share scratch.
 """
 from __future__ import annotations
@@ -79,18 +80,23 @@ class NumpyBackend(Backend):
         chunk = self.chunk_bytes * (PARALLEL_CHUNK_FACTOR if parallel else 1) // dtype.itemsize
         blocks = [(i, s, min(s + chunk, flat[0].size))
                   for i, flat in enumerate(tensors) for s in range(0, flat[0].size, chunk)]
-        workers = min(self.threads, len(blocks)) if parallel else 1
-        shares = np.array_split(np.arange(len(blocks)), workers)
-        run = lambda w: self._run_blocks(tensors, [blocks[i] for i in shares[w]],
-                                         self._scratch_for(dtype), c)
-        if workers == 1:
-            run(0)
+        self._share(blocks, parallel, lambda share: self._run_blocks(
+            tensors, share, self._scratch_for(dtype), c))
+
+    def _share(self, work: list, parallel: bool, run) -> None:
+        """``run(share)`` for shares of ``work`` (a list), one per worker thread when
+        ``parallel`` (the calling thread takes the first), else all on the calling thread."""
+        workers = min(self.threads, len(work)) if parallel else 1
+        if workers <= 1:
+            run(work)
             return
+        shares = [[work[i] for i in idx] for idx in
+                  np.array_split(np.arange(len(work)), workers)]
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="adam-numpy")
-        futures = [self._pool.submit(run, w) for w in range(1, workers)]
-        run(0)
+        futures = [self._pool.submit(run, share) for share in shares[1:]]
+        run(shares[0])
         for future in futures:
             future.result()
 
@@ -108,37 +114,25 @@ class NumpyBackend(Backend):
 
     def _update_low_precision(self, p, g, m, v, vmax, master, compensation, cfg, t,
                               key, lr=None) -> None:
-        """Low-precision params or state, on the calling thread, in chunks of
-        ``chunk_bytes`` of float32: each chunk widened to float32 scratch, stepped by
-        ``_adam_block`` and written back with ``formats``' roundings."""
+        """Low-precision params or state in chunks of ``chunk_bytes`` of float32 (times
+        PARALLEL_CHUNK_FACTOR on several threads, as ``_update``): each chunk widened to
+        float32 scratch, stepped by ``_adam_block`` and written back with ``formats``'
+        roundings. Stochastic rounding's bits depend on the element index only, so any
+        split gives the same bits."""
         c = _cast(StepScalars.for_step(cfg, t, lr), FLOAT32)
-        chunk = max(1, self.chunk_bytes // 4)
+        parallel = self.threads > 1 and p.size >= PARALLEL_MIN_ELEMENTS
+        chunk = max(1, self.chunk_bytes * (PARALLEL_CHUNK_FACTOR if parallel else 1) // 4)
+        spans = [(s, min(s + chunk, p.size)) for s in range(0, p.size, chunk)]
+        arrays = (p, g, m, v, vmax, master, compensation)
+        self._share(spans, parallel, lambda share: _low_precision_spans(
+            arrays, share, self._low_precision_scratch(chunk), c, key))
+
+    def _low_precision_scratch(self, chunk: int) -> np.ndarray:
+        """Seven float32 rows of at least ``chunk`` elements owned by the calling thread."""
         buffers = self._thread_scratch.__dict__
-        if "low_precision" not in buffers:
+        if buffers.get("low_precision", np.empty((7, 0))).shape[1] < chunk:
             buffers["low_precision"] = np.empty((7, chunk), np.float32)
-        scratch = buffers["low_precision"]
-        with np.errstate(all="ignore"):
-            for s in range(0, p.size, chunk):
-                e = min(s + chunk, p.size)
-                n = e - s
-                w, gw, mw, vw, xw, a, b = (row[:n] for row in scratch)
-                w = master[s:e] if master is not None else widen(p[s:e], out=w)
-                gw = _widened(g[s:e], gw)
-                mw, vw = _widened(m[s:e], mw), _widened(v[s:e], vw)
-                xw = None if vmax is None else _widened(vmax[s:e], xw)
-                _adam_block(w, gw, mw, vw, xw, a, b, c)
-                for stored, value in ((m, mw), (v, vw), (vmax, xw)):
-                    if stored is not None and stored.dtype != FLOAT32:
-                        round_nearest(value, stored.dtype, out=stored[s:e])
-                if compensation is not None:
-                    x = np.add(w, widen(compensation[s:e], out=a), out=a)
-                    round_nearest(x, p.dtype, out=p[s:e])
-                    np.subtract(x, widen(p[s:e], out=b), out=b)
-                    round_nearest(b, p.dtype, out=compensation[s:e])
-                elif key is not None:
-                    round_stochastic(w, random16(key, s, e), out=p[s:e])
-                else:
-                    round_nearest(w, p.dtype, out=p[s:e])
+        return buffers["low_precision"]
 
     @staticmethod
     def _run_blocks(tensors, blocks, scratch, c) -> None:
@@ -157,6 +151,32 @@ def _cast(scalars, dtype) -> dict:
     c = {k: dtype.type(getattr(scalars, k)) for k in names}
     c["use_l2"] = scalars.use_l2
     return c
+
+
+def _low_precision_spans(arrays, spans, scratch, c, key) -> None:
+    """Step elements s:e of one low-precision tensor for each (s, e) of ``spans``:
+    ``arrays`` are (p, g, m, v, vmax, master, compensation), None where not used."""
+    p, g, m, v, vmax, master, compensation = arrays
+    with np.errstate(all="ignore"):
+        for s, e in spans:
+            w, gw, mw, vw, xw, a, b = (row[:e - s] for row in scratch)
+            w = master[s:e] if master is not None else widen(p[s:e], out=w)
+            gw = _widened(g[s:e], gw)
+            mw, vw = _widened(m[s:e], mw), _widened(v[s:e], vw)
+            xw = None if vmax is None else _widened(vmax[s:e], xw)
+            _adam_block(w, gw, mw, vw, xw, a, b, c)
+            for stored, value in ((m, mw), (v, vw), (vmax, xw)):
+                if stored is not None and stored.dtype != FLOAT32:
+                    round_nearest(value, stored.dtype, out=stored[s:e])
+            if compensation is not None:
+                x = np.add(w, widen(compensation[s:e], out=a), out=a)
+                round_nearest(x, p.dtype, out=p[s:e])
+                np.subtract(x, widen(p[s:e], out=b), out=b)
+                round_nearest(b, p.dtype, out=compensation[s:e])
+            elif key is not None:
+                round_stochastic(w, random16(key, s, e), out=p[s:e])
+            else:
+                round_nearest(w, p.dtype, out=p[s:e])
 
 
 def _widened(a, scratch):
