@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--ranks", type=options.ranks, help=options.RANKS_HELP)
     p.add_argument("--format", type=options.format_names,
                    help="instead: the MLP and a least-squares problem trained in these "
-                        "formats and fp32 (default out results/demo-formats)")
+                        "formats and fp32 (default out results/local/demo-formats)")
     p.add_argument("--state", choices=["int8"], help="instead: float32 state beside int8 "
                    "state (default out results/local/demo-digits-int8)")
     p.add_argument("--torch", action="store_true", help="instead: the MLP as a torch model "
@@ -40,7 +40,8 @@ def cmd_demo(args) -> int:
     if args.format:
         from ..demo.formats import run_format_demo
 
-        out = args.out if args.out != "results/demo-digits" else "results/demo-formats"
+        out = (args.out if args.out != "results/local/demo-digits"
+               else "results/local/demo-formats")
         run_format_demo(args.format, steps=args.steps, out_stem=out)
         print(f"tables: {out}.csv/.json/.md")
         return 0
