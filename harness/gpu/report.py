@@ -23,6 +23,7 @@ __all__ = ["GpuReportPlan", "gpu_unavailable_reason", "plan_report", "run_gpu_re
 #: The tests that need (or check code for) a GPU, run with ADAM_BENCH_CUDA_TESTS=1 so the
 #: Numba CUDA kernel tests run on the device instead of the simulator.
 GPU_TESTS = ("tests/test_machine_code.py", "tests/test_cupy.py", "tests/test_gpu_int8.py",
+             "tests/test_torch_adapter_cuda.py",
              "tests/cuda_sim")
 
 
