@@ -187,6 +187,7 @@ def _adam_low_precision(p, g, m, v, vmax, master, compensation, hyper, t, key):
         else:
             p[i] = nearest(w, p)
 
+
 adam_low_precision = njit(parallel=True, **KERNEL_OPTIONS)(_adam_low_precision)
 adam_low_precision_serial = njit(**KERNEL_OPTIONS)(_serial_twin(_adam_low_precision))
 

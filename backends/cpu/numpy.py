@@ -5,8 +5,8 @@ tensor is processed in chunks small enough that a chunk of p, g, m, v and two sc
 buffers stay in cache, so the dozen operations hit cache and a step costs close to one
 pass over memory. Large steps are shared among worker threads. Scratch buffers are
 allocated once per dtype (and for low-precision steps) and thread (the caller's or a
-worker's), then reused: optimizers
-that share one backend instance from several threads never share scratch.
+worker's), then reused: optimizers that share one backend instance from several threads
+never share scratch.
 """
 from __future__ import annotations
 
