@@ -28,8 +28,10 @@ from numba import njit
 
 from .config import AdamConfig, checked_lr
 from .state import AdamState
-from ._torch_tensors import (FLOAT_DTYPES, array_view, check_grad, check_moment,
-                             check_param, where)
+from .int8_codec import SCALE_NAMES
+from ._torch_tensors import (FLOAT_DTYPES, array_view, check_grad, check_options,
+                             check_param, check_tensor_of, has_options, new_state,
+                             state_layout, torch_dtype, where)
 
 __all__ = ["GroupStepper", "TableStepper", "ArrayStepper", "config_of"]
 
@@ -39,11 +41,17 @@ _DTYPE = operator.attrgetter("dtype")
 _DEVICE_INDEX = torch.Tensor.get_device  # an int: half the cost of a torch.device
 _DATA_PTR = torch.Tensor.data_ptr
 _IS_CONTIGUOUS = torch.Tensor.is_contiguous
-_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+#: State entries a checkpoint may lack (torch.optim.Adam's has neither): made afresh, as
+#: for a new param (the master copy from the param, zero compensation).
+_FRESH = ("master_params", "compensation")
+#: Dtypes the Numba address-table kernel steps (without state_dtype or rounding options).
+_TABLE_DTYPES = (torch.float32, torch.float64)
 
 
-def config_of(group: dict, i: int, lr: float | None = None) -> AdamConfig:
-    """The AdamConfig of param group ``i`` (its ``lr`` unless one is given); a bad value
+def config_of(group: dict, i: int, lr: float | None = None,
+              options: dict | None = None) -> AdamConfig:
+    """The AdamConfig of param group ``i`` (its ``lr`` unless one is given) with the
+    optimizer's ``options`` (state_dtype, master_weights, rounding, seed); a bad value
     raises naming the group."""
     try:
         beta1, beta2 = group["betas"]
@@ -51,7 +59,8 @@ def config_of(group: dict, i: int, lr: float | None = None) -> AdamConfig:
                           beta2=_real(beta2), eps=_real(group["eps"]),
                           weight_decay=_real(group["weight_decay"]),
                           decoupled=bool(group["decoupled_weight_decay"]),
-                          amsgrad=bool(group["amsgrad"]), maximize=bool(group["maximize"]))
+                          amsgrad=bool(group["amsgrad"]), maximize=bool(group["maximize"]),
+                          **(options or {}))
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"param_groups[{i}]: {exc}") from None
 
@@ -86,7 +95,7 @@ class _Plan:
     """A group as last checked in full (see the module docstring); ``pending`` holds the
     state entries to write when the step runs (new moments, step views)."""
 
-    def __init__(self, params, active, grads, moments, steps, pending, state):
+    def __init__(self, params, active, grads, fields, steps, pending, state):
         self.params = list(params)
         self.param_ptrs = list(map(_DATA_PTR, params))
         self.active = active                      # indices with a gradient; None: all
@@ -97,7 +106,7 @@ class _Plan:
         self.shapes = list(map(_SHAPE, stepped))
         self.dtypes = list(map(_DTYPE, stepped))
         self.devices = list(map(_DEVICE_INDEX, stepped))
-        self.moments = moments                    # per stepped param: (m, v, vmax or None)
+        self.fields = fields                      # per stepped param: {state key: tensor}
         self.steps = steps                        # float32, one counter per group param
         self.steps_np = steps.numpy()
         self.pending = pending
@@ -118,9 +127,9 @@ class _Plan:
 class GroupStepper:
     """Steps one param group; subclasses make and run the dispatches."""
 
-    def __init__(self, backend, state_dtype=None):
+    def __init__(self, backend, options: dict):
         self.backend = backend
-        self.state_dtype = state_dtype
+        self.options = options
         self.plan: _Plan | None = None
         self.lr = None
         self.settings = None
@@ -159,11 +168,33 @@ class GroupStepper:
         self._check_settings(group, i)
         self.plan = None
         for j, p in enumerate(group["params"]):
-            check_param(p, where(i, j), self.backend.device)
+            self._check_param(p, where(i, j))
             entry = state.get(p)
             if entry:
                 _step_count(entry, where(i, j))
-                _moments_of(entry, p, where(i, j), self.cfg.amsgrad)
+                self._fields_of(entry, p, where(i, j))
+
+    def _check_param(self, p, what: str) -> None:
+        """A param this stepper steps, with its options."""
+        check_param(p, what, self.backend.device)
+        check_options(p, what, self.cfg, self.backend)
+
+    def _fields_of(self, entry: dict, p, what: str) -> tuple[dict, dict]:
+        """(the state tensors of ``entry`` that ``p``'s layout names, each checked; the
+        layout of those missing that start afresh (``_FRESH``))."""
+        fields, fresh = {}, {}
+        for name, (dtype, shape) in state_layout(array_view(p, self.backend), self.cfg).items():
+            if name not in entry:
+                if name in _FRESH:
+                    fresh[name] = (dtype, shape)
+                    continue
+                hint = (": it was stepped with amsgrad=False" if name == "max_exp_avg_sq"
+                        else " (it was stepped with other state_dtype options)")
+                raise ValueError(f"{what}: its state has no {name!r}{hint}")
+            check_tensor_of(entry[name], p, f"{what} state[{name!r}]", torch_dtype(dtype),
+                            shape)
+            fields[name] = entry[name]
+        return fields, fresh
 
     def _check_settings(self, group, i) -> None:
         """lr (a float, or a tensor read each step) into the kernels' hyperparameters;
@@ -173,7 +204,7 @@ class GroupStepper:
             lr = float(_real(lr))
         settings = _settings(group)
         if settings != self.settings:
-            cfg = config_of(group, i, lr)
+            cfg = config_of(group, i, lr, self.options)
             if self.cfg is None or cfg.amsgrad != self.cfg.amsgrad:
                 self.plan = None  # the max_exp_avg_sq column comes or goes
             self.cfg, self.settings, self.lr = cfg, settings, lr
@@ -206,28 +237,28 @@ class GroupStepper:
         ``pending``); the named error if anything is wrong."""
         params = group["params"]
         for j, p in enumerate(params):
-            check_param(p, where(i, j), self.backend.device)
+            self._check_param(p, where(i, j))
         active = [j for j, g in enumerate(grads) if g is not None]
         for j in active:
             check_grad(grads[j], params[j], where(i, j))
-        amsgrad = self.cfg.amsgrad
         counts = np.zeros(len(params), dtype=np.float32)
-        moments, new = [], {}
+        fields, new = [], {}
         for j in active:
-            entry = state.get(params[j])
-            if entry:
-                moments.append(_moments_of(entry, params[j], where(i, j), amsgrad))
-            else:
-                new[j] = tuple(torch.zeros_like(params[j]) for _ in range(2 + amsgrad))
-                moments.append(new[j] + (None,) * (1 - amsgrad))
+            p = params[j]
+            entry = state.get(p)
+            kept, fresh = (self._fields_of(entry, p, where(i, j)) if entry else
+                           ({}, state_layout(array_view(p, self.backend), self.cfg)))
+            if fresh:
+                new[j] = new_state(p, fresh)
+            fields.append({**kept, **new.get(j, {})})
         kept = [j for j, p in enumerate(params) if state.get(p)]
         for j in kept:
             counts[j] = _step_count(state[params[j]], where(i, j))
         steps = torch.from_numpy(counts)
-        pending = [(params[j], {**dict(zip(_MOMENTS, new.get(j, ()))), "step": steps[j]})
+        pending = [(params[j], {**new.get(j, {}), "step": steps[j]})
                    for j in sorted(set(kept) | set(new))]
         chosen = None if len(active) == len(params) else active
-        self.plan = plan = _Plan(params, chosen, [grads[j] for j in active], moments, steps,
+        self.plan = plan = _Plan(params, chosen, [grads[j] for j in active], fields, steps,
                                  pending, state)
         self._dispatch(plan)
         return self._run
@@ -243,92 +274,109 @@ class GroupStepper:
         plan.bounds = np.cumsum([0] + [len(run) for run in rows], dtype=np.int64)
         plan.t = np.zeros(len(rows), dtype=np.int64)
         plan.dispatches = [self._make_dispatch(plan, np.array(run, dtype=np.int64),
-                                               FLOAT_DTYPES[plan.dtypes[run[0]]])
+                                               plan.dtypes[run[0]])
                            for run in rows]
 
     # --- per stepper ---------------------------------------------------------------------
     def _set_config(self, cfg: AdamConfig) -> None:
-        raise NotImplementedError
+        """A new config (hyperparameters other than lr changed)."""
 
     def _set_lr(self, lr: float) -> None:
-        raise NotImplementedError
+        """A new lr of the group (already checked)."""
 
-    def _make_dispatch(self, plan: _Plan, rows: np.ndarray, dtype: np.dtype):
+    def _make_dispatch(self, plan: _Plan, rows: np.ndarray, dtype: torch.dtype):
         """What steps the stepped params ``rows`` (positions in plan.stepped)."""
-        raise NotImplementedError
+        return _ArrayDispatch(self.backend, plan, rows, self.cfg)
 
     def _new_grads(self, plan: _Plan, grads: list, ptrs: list) -> None:
         """New gradient tensors (checked to fit) replace the planned ones."""
         plan.grads, plan.grad_ptrs = grads, ptrs
+        if len(plan.dispatches) == 1:
+            plan.dispatches[0].new_grads(plan, ptrs)
+            return
+        ptrs = np.array(ptrs, dtype=np.int64)
+        for dispatch in plan.dispatches:
+            dispatch.new_grads(plan, ptrs[dispatch.rows])
 
     def _step(self, plan: _Plan, dispatch, t: int) -> None:
-        raise NotImplementedError
+        dispatch.step(self, t)
+
+
+#: Any backend's ``step`` over zero-copy array views of the tensors.
+ArrayStepper = GroupStepper
 
 
 class TableStepper(GroupStepper):
-    """The Numba backend's address-table kernel, fed the tensors' data pointers."""
+    """The Numba backend's address-table kernel, fed the tensors' data pointers, for
+    float32 and float64 params without state or rounding options; the others as
+    ArrayStepper steps them."""
 
-    def __init__(self, backend, state_dtype=None):
-        super().__init__(backend, state_dtype)
-        from .cpu.numba import _AddressTable
-
-        self._table_type = _AddressTable
-        self._kernels = backend._kernels
-        self.hyper = np.zeros(len(self._kernels.HYPER_FIELDS), dtype=np.float64)
+    def __init__(self, backend, options: dict):
+        super().__init__(backend, options)
+        self.hyper = np.zeros(len(backend._kernels.HYPER_FIELDS), dtype=np.float64)
 
     def _set_config(self, cfg):
-        self.hyper[:] = [float(getattr(cfg, name)) for name in self._kernels.HYPER_FIELDS]
+        self.hyper[:] = [float(getattr(cfg, name)) for name in
+                         self.backend._kernels.HYPER_FIELDS]
 
     def _set_lr(self, lr):
         self.hyper[0] = lr
 
     def _make_dispatch(self, plan, rows, dtype):
-        table = self._table_type([plan.stepped[r].numel() for r in rows], dtype,
-                                 self._kernels)
+        if dtype in _TABLE_DTYPES and not has_options(self.cfg):
+            return _TableDispatch(self.backend, plan, rows, FLOAT_DTYPES[dtype], self.cfg)
+        return super()._make_dispatch(plan, rows, dtype)
+
+
+class _TableDispatch:
+    """Params of one dtype and step count as one call of the address-table kernel."""
+
+    def __init__(self, backend, plan, rows, dtype, cfg):
+        from .cpu.numba import _AddressTable
+
+        self.rows = rows
+        kernels = backend._kernels
+        table = self.table = _AddressTable([plan.stepped[r].numel() for r in rows], dtype,
+                                           kernels)
         table.addresses[:, 0] = [plan.param_ptrs[r if plan.active is None else
                                                  plan.active[r]] for r in rows]
         table.addresses[:, 1] = [plan.grad_ptrs[r] for r in rows]
-        for column, moment in ((2, 0), (3, 1), (4, 2 if self.cfg.amsgrad else 1)):
-            table.addresses[:, column] = [plan.moments[r][moment].data_ptr() for r in rows]
-        table.choose_kernel(self._kernels)
-        return rows, table
+        last = "max_exp_avg_sq" if cfg.amsgrad else "exp_avg_sq"
+        for column, name in ((2, "exp_avg"), (3, "exp_avg_sq"), (4, last)):
+            table.addresses[:, column] = [plan.fields[r][name].data_ptr() for r in rows]
+        table.choose_kernel(kernels)
 
-    def _new_grads(self, plan, grads, ptrs):
-        super()._new_grads(plan, grads, ptrs)
-        if len(plan.dispatches) == 1:
-            plan.dispatches[0][1].addresses[:, 1] = ptrs
-            return
-        ptrs = np.array(ptrs, dtype=np.int64)
-        for rows, table in plan.dispatches:
-            table.addresses[:, 1] = ptrs[rows]
+    def new_grads(self, plan, ptrs) -> None:
+        self.table.addresses[:, 1] = ptrs
 
-    def _step(self, plan, dispatch, t):
-        table = dispatch[1]
-        self.backend.launch(table.kernel, table.arguments, self.hyper, t, table.parallel)
+    def step(self, stepper, t: int) -> None:
+        table = self.table
+        stepper.backend.launch(table.kernel, table.arguments, stepper.hyper, t,
+                               table.parallel)
 
 
-class ArrayStepper(GroupStepper):
-    """Any backend's ``step`` over zero-copy array views of the tensors."""
+class _ArrayDispatch:
+    """Params of one dtype and step count through ``Backend.step`` on zero-copy array
+    views: of params and state made once per plan, of gradients when new ones come."""
 
-    def _set_config(self, cfg):
-        pass
+    def __init__(self, backend, plan, rows, cfg):
+        self.backend, self.rows = backend, rows
+        view = lambda t: None if t is None else array_view(t, backend)
+        self.params = [view(plan.stepped[r]) for r in rows]
+        fields = [plan.fields[r] for r in rows]
+        names = {name for f in fields for name in f}
+        if cfg.state_dtype == "int8":  # a column per moment, None for float32 state
+            names |= set(SCALE_NAMES[:2 + cfg.amsgrad])
+        self.state = AdamState(0, **{name: [view(f.get(name)) for f in fields]
+                                     for name in names})
+        self.new_grads(plan, None)
 
-    def _set_lr(self, lr):
-        pass
+    def new_grads(self, plan, ptrs) -> None:
+        self.grads = [array_view(plan.grads[r], self.backend) for r in self.rows]
 
-    def _make_dispatch(self, plan, rows, dtype):
-        view = lambda t: array_view(t, self.backend)
-        moments = [[view(plan.moments[r][k]) for r in rows] for k in range(3)
-                   if k < 2 or self.cfg.amsgrad]
-        state = AdamState(0, moments[0], moments[1], moments[2] if len(moments) == 3
-                          else None)
-        return rows, [view(plan.stepped[r]) for r in rows], state
-
-    def _step(self, plan, dispatch, t):
-        rows, params, state = dispatch
-        grads = [array_view(plan.grads[r], self.backend) for r in rows]
-        state.step = t - 1
-        self.backend.step(params, grads, state, self.cfg, lr=self.lr)
+    def step(self, stepper, t: int) -> None:
+        self.state.step = t - 1
+        self.backend.step(self.params, self.grads, self.state, stepper.cfg, lr=stepper.lr)
 
 
 def _pointers(tensors) -> list | None:
@@ -350,15 +398,3 @@ def _step_count(entry: dict, what: str) -> float:
     if not (count >= 0 and count == int(count)):
         raise ValueError(f"{what}: state['step'] must be a whole number >= 0, got {count}")
     return count
-
-
-def _moments_of(entry: dict, p, what: str, amsgrad: bool) -> tuple:
-    """(exp_avg, exp_avg_sq, max_exp_avg_sq or None) of a state entry, each checked."""
-    names = _MOMENTS if amsgrad else _MOMENTS[:2]
-    for name in names:
-        if name not in entry:
-            hint = (": it was stepped with amsgrad=False" if name == "max_exp_avg_sq"
-                    else "")
-            raise ValueError(f"{what}: its state has no {name!r}{hint}")
-        check_moment(entry[name], p, f"{what} state[{name!r}]")
-    return tuple(entry[name] for name in names) + ((None,) if not amsgrad else ())

@@ -9,13 +9,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["FLOAT_DTYPES", "where", "check_param", "check_grad", "check_moment",
-           "array_view"]
+from .formats import BFLOAT16
+from .int8_codec import INT8_MOMENTS, SCALE_NAMES, has_int8_state, n_blocks
+from .low_precision_step import dtype_refusal, tensor_layout
+
+__all__ = ["FLOAT_DTYPES", "where", "check_param", "check_grad", "check_options",
+           "check_tensor_of", "torch_dtype", "state_layout", "new_state", "array_view", "has_options"]
 
 #: torch dtype -> the NumPy dtype the backends step it as.
-FLOAT_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
-#: Refused with a pointer to the NumPy level, which steps them (backends.formats).
-_LOW_PRECISION = (torch.bfloat16, torch.float16)
+FLOAT_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
+                torch.bfloat16: BFLOAT16, torch.float16: np.dtype(np.float16)}
+#: NumPy dtype -> torch dtype of the state tensors (FLOAT_DTYPES reversed, and int8 codes).
+_TORCH_DTYPES = {**{v: k for k, v in FLOAT_DTYPES.items()}, np.dtype(np.uint8): torch.uint8}
 
 
 def where(i: int, j: int) -> str:
@@ -44,10 +49,7 @@ def check_param(p, what: str, device: str | None = None) -> None:
                         "(view it as real with torch.view_as_real)")
     if p.dtype not in FLOAT_DTYPES:
         names = ", ".join(str(d).removeprefix("torch.") for d in FLOAT_DTYPES)
-        hint = (" (bfloat16 and float16 params, with master weights and rounding, are "
-                "stepped by the NumPy-level backends.Adam, not by the torch adapter yet: "
-                "docs/low-precision.md)" if p.dtype in _LOW_PRECISION else "")
-        raise TypeError(f"{what} has dtype {p.dtype}; expected one of {names}{hint}")
+        raise TypeError(f"{what} has dtype {p.dtype}; expected one of {names}")
     _dense(p, what, None)
     if device is not None and p.device.type != device:
         raise ValueError(f"{what} is on {p.device} but the backend steps {device} tensors "
@@ -62,23 +64,75 @@ def check_grad(g, p, what: str) -> None:
     if g.is_sparse or g.layout is not torch.strided:
         raise RuntimeError(f"{what} is sparse ({g.layout}); Adam does not support sparse "
                            "gradients, please consider SparseAdam instead")
-    _same_kind(g, p, what)
+    check_tensor_of(g, p, what, p.dtype, p.shape)
 
 
-def check_moment(value, p, what: str) -> None:
-    """A state tensor (exp_avg, ...) the kernels can read and write for ``p``."""
+def has_options(cfg) -> bool:
+    """Whether ``cfg`` asks for a state or rounding the plain float step has not."""
+    return cfg.state_dtype is not None or cfg.master_weights or cfg.rounding != "nearest"
+
+
+def check_options(p, what: str, cfg, backend) -> None:
+    """``p`` can take ``cfg``'s state_dtype, master weights and rounding on ``backend``
+    (the NumPy-level rules, ``low_precision_step.dtype_refusal``)."""
+    low = has_options(cfg) or p.dtype in (torch.bfloat16, torch.float16)
+    if cfg.state_dtype == "int8":
+        if p.dtype != torch.float32:
+            raise TypeError(f"state_dtype='int8' needs float32 params; {what} has dtype "
+                            f"{p.dtype}")
+        if not backend.supports_int8_state:
+            raise ValueError(f"{what}: state_dtype='int8' is not implemented by the "
+                             f"{backend.name} backend")
+        return
+    if low and not backend.supports_low_precision:
+        raise ValueError(f"{what}: low-precision params and state are not implemented by "
+                         f"the {backend.name} backend (they are by python, numpy and numba)")
+    refusal = dtype_refusal(FLOAT_DTYPES[p.dtype], cfg, what) if has_options(cfg) else None
+    if refusal is not None:
+        raise TypeError(refusal)
+
+
+def state_layout(view, cfg) -> dict:
+    """{state key: (NumPy dtype, shape)} of a param whose array view is ``view`` under
+    ``cfg``, as the NumPy-level state holds it (int8 codes and scales, master copies,
+    Kahan compensation: ``low_precision_step.tensor_layout``)."""
+    shape = tuple(view.shape)
+    if cfg.state_dtype != "int8":
+        return {k: (d, shape) for k, d in tensor_layout(view.dtype, cfg).items()}
+    layout = {}
+    for name, scale in list(zip(INT8_MOMENTS, SCALE_NAMES))[:2 + cfg.amsgrad]:
+        if has_int8_state(view):
+            layout[name] = (np.dtype(np.uint8), shape)
+            layout[scale] = (np.dtype(np.float32), (n_blocks(view.size),))
+        else:
+            layout[name] = (np.dtype(np.float32), shape)
+    return layout
+
+
+def new_state(p, layout: dict) -> dict:
+    """A param's fresh state entries: zeros, and the master copy as ``p`` in float32."""
+    return {name: p.detach().float().clone() if name == "master_params" else
+            torch.zeros(shape, dtype=torch_dtype(dtype), device=p.device)
+            for name, (dtype, shape) in layout.items()}
+
+
+def torch_dtype(dtype) -> torch.dtype:
+    """The torch dtype of a state layout's NumPy dtype."""
+    return _TORCH_DTYPES[np.dtype(dtype)]
+
+
+def check_tensor_of(value, p, what: str, dtype: torch.dtype, shape: tuple) -> None:
+    """A tensor (gradient, state) the kernels can read and write for ``p``: ``dtype``,
+    ``shape``, dense on ``p``'s device."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{what} is {type(value).__name__}, not a torch.Tensor")
-    _same_kind(value, p, what)
-
-
-def _same_kind(t, p, what: str) -> None:
-    if t.dtype != p.dtype:
-        raise TypeError(f"{what} has dtype {t.dtype} but the param has {p.dtype}")
-    if t.shape != p.shape:
-        raise ValueError(f"{what} has shape {tuple(t.shape)} but the param has "
-                         f"{tuple(p.shape)}")
-    _dense(t, what, p.device)
+    if value.dtype != dtype:
+        raise TypeError(f"{what} has dtype {value.dtype}; expected {dtype} (the param "
+                        f"has {p.dtype})")
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{what} has shape {tuple(value.shape)}; expected {tuple(shape)} "
+                         f"(the param has {tuple(p.shape)})")
+    _dense(value, what, p.device)
 
 
 def array_view(t, backend):
@@ -86,6 +140,8 @@ def array_view(t, backend):
     CPU tensor, a CuPy or Numba device array over a CUDA tensor's
     ``__cuda_array_interface__``."""
     if backend.device == "cpu":
+        if t.dtype == torch.bfloat16:  # NumPy has no bfloat16: its bits, as ml_dtypes'
+            return t.detach().view(torch.int16).numpy().view(BFLOAT16)
         return t.detach().numpy()
     from .cuda.device import device_array_view
 

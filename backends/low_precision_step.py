@@ -21,7 +21,7 @@ from .validation import as_list, check_array, check_config, headers, remembered
 
 __all__ = ["init_low_precision_state", "check_low_precision", "prepare_low_precision",
            "apply_low_precision",
-           "tensor_layout", "PARAM_DTYPES"]
+           "tensor_layout", "dtype_refusal", "PARAM_DTYPES"]
 
 #: The params' dtypes a low-precision step takes.
 PARAM_DTYPES = (BFLOAT16, np.dtype(np.float16), FLOAT32)
@@ -47,25 +47,31 @@ def _check_params(backend, params, cfg) -> list:
         raise ValueError(f"low-precision params and state are not implemented by the "
                          f"{backend.name} backend (they are by python, numpy and numba)")
     params = as_list(params, "params")
-    needs_low = cfg.master_weights or cfg.rounding != "nearest"
-    option = "master_weights=True" if cfg.master_weights else f"rounding={cfg.rounding!r}"
     for i, p in enumerate(params):
         if not isinstance(p, backend.array_type):
             raise TypeError(f"params[{i}] is {type(p).__name__}; the {backend.name} backend "
                             f"needs {backend.array_type.__name__}")
-        if p.dtype not in PARAM_DTYPES:
-            raise TypeError(f"params[{i}] has dtype {p.dtype}; low-precision steps take "
-                            "bfloat16, float16 or float32 params (float64 takes no "
-                            "low-precision option or state)")
-        if needs_low and p.dtype not in LOW_PRECISION_DTYPES:
-            raise TypeError(f"{option} needs bfloat16 or float16 params; params[{i}] is "
-                            f"{p.dtype}, which has nothing to round")
-        if cfg.rounding == "stochastic" and p.dtype != BFLOAT16:
-            raise TypeError(f"rounding='stochastic' is implemented for bfloat16 params; "
-                            f"params[{i}] is {p.dtype} (use rounding='kahan' or "
-                            "master_weights=True)")
+        refusal = dtype_refusal(p.dtype, cfg, f"params[{i}]")
+        if refusal is not None:
+            raise TypeError(refusal)
         check_array(backend, p, f"params[{i}]", p.dtype, p.shape)
     return params
+
+
+def dtype_refusal(dtype, cfg, what: str) -> str | None:
+    """Why a param of ``dtype`` (named ``what``) cannot take ``cfg``'s low-precision
+    options and state, or None when it can: the one rule for every caller."""
+    if dtype not in PARAM_DTYPES:
+        return (f"{what} has dtype {dtype}; low-precision steps take bfloat16, float16 or "
+                "float32 params (float64 takes no low-precision option or state)")
+    if (cfg.master_weights or cfg.rounding != "nearest") and dtype not in LOW_PRECISION_DTYPES:
+        option = "master_weights=True" if cfg.master_weights else f"rounding={cfg.rounding!r}"
+        return (f"{option} needs bfloat16 or float16 params; {what} is {dtype}, which has "
+                "nothing to round")
+    if cfg.rounding == "stochastic" and dtype != BFLOAT16:
+        return (f"rounding='stochastic' is implemented for bfloat16 params; {what} is "
+                f"{dtype} (use rounding='kahan' or master_weights=True)")
+    return None
 
 
 def init_low_precision_state(backend, params, cfg) -> AdamState:

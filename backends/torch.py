@@ -23,9 +23,11 @@ from torch.optim import optimizer as _optim
 
 from .auto import choose_backend
 from .base import Backend
+from .config import AdamConfig
 from .registry import get_backend
 from ._torch_groups import ArrayStepper, TableStepper, config_of
-from ._torch_tensors import check_param, where
+from ._torch_tensors import (array_view, check_options, check_param, state_layout,
+                             torch_dtype, where)
 
 __all__ = ["Adam", "AdamW"]
 
@@ -38,30 +40,34 @@ class Adam(torch.optim.Optimizer):
 
     ``backend`` is a registered name, a Backend instance, or "auto" (the fastest measured
     for these tensors, see backends.auto; ``choice`` says why); ``table`` is auto's
-    measured table. ``state_dtype`` is AdamConfig's (None: moments in the params' dtype).
+    measured table. ``state_dtype``, ``master_weights``, ``rounding`` and ``seed`` are
+    AdamConfig's, for every group (docs/low-precision.md, docs/int8.md): bfloat16 and
+    float16 params step as the NumPy-level ``backends.Adam`` steps them.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
                  differentiable=False, fused=None, decoupled_weight_decay=False,
-                 backend: str | Backend = "auto", state_dtype=None, table=None):
+                 backend: str | Backend = "auto", state_dtype=None, master_weights=False,
+                 rounding="nearest", seed=0, table=None):
         for name, value in (("capturable", capturable), ("differentiable", differentiable)):
             if value:
                 raise ValueError(f"{name}=True is not supported by backends.torch.Adam")
-        if state_dtype is not None:
-            raise ValueError(f"state_dtype={state_dtype!r} is not supported by the torch "
-                             "adapter yet (None keeps moments in the params' dtype); "
-                             "int8 and bfloat16 state are stepped by the NumPy-level "
-                             "backends.Adam(params, state_dtype=...) (docs/int8.md, "
-                             "docs/low-precision.md)")
+        options = {"state_dtype": state_dtype, "master_weights": master_weights,
+                   "rounding": rounding, "seed": seed}
+        AdamConfig(**options)  # a bad option raises naming itself, before anything else
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
                     "amsgrad": amsgrad, "maximize": maximize, "foreach": foreach,
                     "capturable": capturable, "differentiable": differentiable,
                     "fused": fused, "decoupled_weight_decay": decoupled_weight_decay}
         self._steppers: dict = {}
-        self.state_dtype = state_dtype
+        self.options = options
         super().__init__(params, defaults)
         self.backend, self.choice = _pick_backend(backend, self._all_params(), table)
+        for i, group in enumerate(self.param_groups):
+            cfg = config_of(group, i, options=options)
+            for j, p in enumerate(group["params"]):
+                check_options(p, where(i, j), cfg, self.backend)
 
     def add_param_group(self, param_group: dict) -> None:
         """torch's add_param_group, after our checks of the group's hyperparameters and
@@ -69,7 +75,7 @@ class Adam(torch.optim.Optimizer):
         if isinstance(param_group, dict):
             i = len(self.param_groups)
             merged = {**self.defaults, **param_group}
-            config_of(merged, i)
+            cfg = config_of(merged, i, options=self.options)
             for key, value in _INERT.items():
                 if merged.get(key, value) != value:
                     raise ValueError(f"param_groups[{i}]: {key}=True is not supported")
@@ -78,9 +84,11 @@ class Adam(torch.optim.Optimizer):
                 params = [params]
             elif not isinstance(params, set):  # torch refuses sets; a generator is read once
                 params = param_group["params"] = list(params)
-            device = getattr(getattr(self, "backend", None), "device", None)
+            backend = getattr(self, "backend", None)  # None while __init__ adds groups
             for j, p in enumerate(params):
-                check_param(p, where(i, j), device)
+                check_param(p, where(i, j), getattr(backend, "device", None))
+                if backend is not None:
+                    check_options(p, where(i, j), cfg, backend)
         super().add_param_group(param_group)
 
     def step(self, closure=None):
@@ -114,21 +122,57 @@ class Adam(torch.optim.Optimizer):
 
     _hooked_step = torch.optim.Optimizer.profile_hook_step(_step)
 
+    def state_dict(self) -> dict:
+        """torch's state_dict; with stochastic rounding each param's entry also holds the
+        stream's seed (``rounding_seed``), so a loaded checkpoint continues the stream."""
+        saved = super().state_dict()
+        if self.options["rounding"] == "stochastic":
+            saved["state"] = {k: {**entry, "rounding_seed": self.options["seed"]}
+                              for k, entry in saved["state"].items()}
+        return saved
+
     def load_state_dict(self, state_dict: dict) -> None:
-        """torch's load_state_dict (a torch.optim.Adam checkpoint loads as it is); the
-        loaded state is checked against the params, and a bad one leaves the optimizer
-        as it was."""
+        """torch's load_state_dict (a torch.optim.Adam checkpoint loads as it is), with
+        each state tensor in the dtype this optimizer's state has (torch would cast all
+        to the param's: master copies, int8 codes); a saved ``rounding_seed`` becomes
+        the seed. The loaded state is checked against the params, and a bad one leaves
+        the optimizer as it was."""
         before = self.__getstate__()
         super().load_state_dict(state_dict)
         try:
+            self._restore_dtypes(state_dict)
             self._check_loaded()
         except (TypeError, ValueError):
             self.__setstate__(before)
             raise
 
+    def _restore_dtypes(self, state_dict: dict) -> None:
+        """The loaded state tensors copied from ``state_dict`` in their state's dtypes
+        (floating ones cast to the layout's, others kept), and the saved seed adopted."""
+        saved = state_dict["state"]
+        ids = [k for group in state_dict["param_groups"] for k in group["params"]]
+        pairs = [(i, group, p) for i, group in enumerate(self.param_groups)
+                 for p in group["params"]]
+        seeds = set()
+        for key, (i, group, p) in zip(ids, pairs):
+            if key not in saved:
+                continue
+            layout = state_layout(array_view(p, self.backend),
+                                  config_of(group, i, options=self.options))
+            for name, value in saved[key].items():
+                if name == "rounding_seed":  # kept in state_dict() only
+                    seeds.add(self.state[p].pop(name))
+                elif isinstance(value, torch.Tensor) and name != "step":
+                    self.state[p][name] = _as_layout(value, layout.get(name), p.device)
+        if len(seeds) > 1:
+            raise ValueError(f"the state dict's params hold different rounding_seed values "
+                             f"{sorted(seeds)}; one seed serves every param")
+        if seeds:
+            self.options = {**self.options, "seed": AdamConfig(seed=seeds.pop()).seed}
+
     def __getstate__(self) -> dict:
         return {**super().__getstate__(), "backend": self.backend,
-                "choice": self.choice, "state_dtype": self.state_dtype}
+                "choice": self.choice, "options": self.options}
 
     def __setstate__(self, state: dict) -> None:
         """Also for loaded state dicts: torch.optim.Adam's defaults for missing keys
@@ -152,7 +196,7 @@ class Adam(torch.optim.Optimizer):
         held = self._steppers.get(id(group))
         if held is None or held[0] is not group:
             kind = TableStepper if _is_numba(self.backend) else ArrayStepper
-            held = self._steppers[id(group)] = (group, kind(self.backend, self.state_dtype))
+            held = self._steppers[id(group)] = (group, kind(self.backend, self.options))
         return held[1]
 
     def _all_params(self) -> list:
@@ -166,18 +210,30 @@ class AdamW(Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, maximize=False, foreach=None, capturable=False,
                  differentiable=False, fused=None, backend: str | Backend = "auto",
-                 state_dtype=None, table=None):
+                 state_dtype=None, master_weights=False, rounding="nearest", seed=0,
+                 table=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
                          maximize=maximize, capturable=capturable,
                          differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True, backend=backend,
-                         state_dtype=state_dtype, table=table)
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed, table=table)
 
     def __setstate__(self, state: dict) -> None:
         """As torch.optim.AdamW: a loaded group is decoupled whatever it says."""
         super().__setstate__(state)
         for group in self.param_groups:
             group["decoupled_weight_decay"] = True
+
+
+def _as_layout(value, wanted, device):
+    """A copy of a saved state tensor on ``device``: a floating one in the floating dtype
+    of its layout entry ``wanted`` ((NumPy dtype, shape) or None), any other as saved."""
+    dtype = value.dtype
+    if wanted is not None and value.is_floating_point():
+        target = torch_dtype(wanted[0])
+        dtype = target if target.is_floating_point else dtype
+    return value.to(device=device, dtype=dtype, copy=True)
 
 
 def _is_numba(backend: Backend) -> bool:
