@@ -13,9 +13,17 @@ before anything changes. New gradient tensors of the planned shape, dtype and de
 Step counters stay in torch.optim.Adam's format (``state[p]["step"]``, a float32 0-d
 tensor) as views of one tensor per group, advanced in one compiled call.
 
-Two steppers: ``TableStepper`` hands every dispatch's addresses straight to the Numba
-address-table kernel (no array objects per step); ``ArrayStepper`` runs any backend's
-``step`` on zero-copy array views (NumPy for CPU tensors, CuPy or Numba for CUDA ones).
+The state tensors of a param are what the NumPy-level state holds for it under the
+group's AdamConfig (``_torch_tensors.state_layout``): moments in the params' dtype, or in
+``state_dtype``'s (int8 codes with their ``*_scale`` blocks), ``master_params`` and
+``compensation`` when the options ask for them.
+
+Two kinds of dispatch: ``_TableDispatch`` (``TableStepper``, float32 and float64 params
+without state or rounding options) hands the addresses straight to the Numba
+address-table kernel (no array objects per step); ``_ArrayDispatch`` (every other case,
+every backend) runs ``Backend.step`` on zero-copy array views (NumPy for CPU tensors,
+bfloat16 as ml_dtypes' bfloat16; CuPy or Numba for CUDA ones), so low-precision params
+and state step bit for bit as the NumPy-level ``backends.Adam`` steps them.
 """
 from __future__ import annotations
 
@@ -33,7 +41,7 @@ from ._torch_tensors import (FLOAT_DTYPES, array_view, check_grad, check_options
                              check_param, check_tensor_of, has_options, new_state,
                              state_layout, torch_dtype, where)
 
-__all__ = ["GroupStepper", "TableStepper", "ArrayStepper", "config_of"]
+__all__ = ["GroupStepper", "TableStepper", "config_of"]
 
 _GRAD = operator.attrgetter("grad")
 _SHAPE = operator.attrgetter("shape")
@@ -125,7 +133,8 @@ class _Plan:
 
 
 class GroupStepper:
-    """Steps one param group; subclasses make and run the dispatches."""
+    """Steps one param group: any backend's ``step`` over zero-copy array views of the
+    tensors (``_ArrayDispatch``); TableStepper feeds Numba's kernel pointers instead."""
 
     def __init__(self, backend, options: dict):
         self.backend = backend
@@ -302,14 +311,10 @@ class GroupStepper:
         dispatch.step(self, t)
 
 
-#: Any backend's ``step`` over zero-copy array views of the tensors.
-ArrayStepper = GroupStepper
-
-
 class TableStepper(GroupStepper):
     """The Numba backend's address-table kernel, fed the tensors' data pointers, for
     float32 and float64 params without state or rounding options; the others as
-    ArrayStepper steps them."""
+    GroupStepper steps them."""
 
     def __init__(self, backend, options: dict):
         super().__init__(backend, options)

@@ -25,7 +25,7 @@ from .auto import choose_backend
 from .base import Backend
 from .config import AdamConfig
 from .registry import get_backend
-from ._torch_groups import ArrayStepper, TableStepper, config_of
+from ._torch_groups import GroupStepper, TableStepper, config_of
 from ._torch_tensors import (array_view, check_options, check_param, state_layout,
                              torch_dtype, where)
 
@@ -195,7 +195,7 @@ class Adam(torch.optim.Optimizer):
         """The group's stepper (made at its first step, kept while the group is)."""
         held = self._steppers.get(id(group))
         if held is None or held[0] is not group:
-            kind = TableStepper if _is_numba(self.backend) else ArrayStepper
+            kind = TableStepper if _is_numba(self.backend) else GroupStepper
             held = self._steppers[id(group)] = (group, kind(self.backend, self.options))
         return held[1]
 
