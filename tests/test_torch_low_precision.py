@@ -265,3 +265,21 @@ def test_a_loaded_state_of_another_format_is_refused_and_changes_nothing():
         opt.load_state_dict(int8.state_dict())
     after = opt.state_dict()
     assert all(torch.equal(after["state"][0][k], v) for k, v in before["state"][0].items())
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_a_group_of_bf16_and_float32_params_steps_as_the_numpy_level(backend):
+    """One dispatch per dtype (the float32 one on Numba's table kernel): the bits of
+    backends.Adam's one low-precision step of the whole group."""
+    ours = _params(torch.bfloat16, shapes=[(5, 3), (7,)]) + _params(torch.float32, 1,
+                                                                     [(9,), (4000,)])
+    theirs = [_numpy(p.clone()) for p in ours]
+    opt = Adam(ours, lr=1e-2, backend=backend)
+    ref = NumpyLevelAdam(theirs, backend=backend, lr=1e-2)
+    for s in range(3):
+        grads = _grads(ours, s)
+        for p, g in zip(ours, grads):
+            p.grad = g
+        opt.step()
+        ref.step([_numpy(g) for g in grads])
+    assert [_bits(p) for p in ours] == [a.view(np.uint8).tobytes() for a in theirs]
