@@ -111,7 +111,7 @@ def state_layout(view, cfg) -> dict:
 
 def new_state(p, layout: dict) -> dict:
     """A param's fresh state entries: zeros, and the master copy as ``p`` in float32."""
-    return {name: p.detach().float().clone() if name == "master_params" else
+    return {name: p.detach().to(torch.float32, copy=True) if name == "master_params" else
             torch.zeros(shape, dtype=torch_dtype(dtype), device=p.device)
             for name, (dtype, shape) in layout.items()}
 

@@ -179,16 +179,25 @@ def test_bf16_checkpoints_move_both_ways_with_torch(ours_first):
     assert gap <= 2e-2 and share < 0.1
 
 
-def test_torch_loads_a_master_weights_checkpoint_as_its_own_format():
-    """Float32 moments and the extra master_params key: torch.optim.Adam casts the moments
-    to the params' bf16 and steps on."""
-    params = _params(torch.bfloat16)
-    opt = Adam(params, lr=1e-2, backend="numba", master_weights=True)
-    _train(opt, params, 2)
+@pytest.mark.parametrize("fmt", ["bf16 master", "bf16 stochastic", "bf16 kahan",
+                                 "bf16 + fp32 state", "fp16 master"])
+def test_torch_loads_our_checkpoint_of_a_format_it_has_not(fmt):
+    """Extra keys (master copy, compensation, the seed) ignored, float32 moments cast to
+    the params' dtype: torch.optim.Adam loads ours and steps on (each param moved by at
+    most 2 lr, Adam's bound being about lr)."""
+    dtype, options = FORMATS[fmt]
+    params = _params(dtype)
+    opt = Adam(params, lr=1e-2, backend="numba", **options)
+    _train(opt, params, 5)
+    saved = _saved(opt)
+    assert set(saved["state"][0]) - {"step", "exp_avg", "exp_avg_sq"} <= {
+        "master_params", "compensation", "rounding_seed"}
     theirs = torch.optim.Adam(params, lr=1e-2)
-    theirs.load_state_dict(_saved(opt))
-    _train(theirs, params, 1, seed=2)
-    assert all(torch.isfinite(p.float()).all() for p in params)
+    theirs.load_state_dict(saved)
+    assert theirs.state[params[0]]["exp_avg"].dtype == dtype
+    before = [p.float() for p in params]
+    _train(theirs, params, 1, seed=5)
+    assert max(float((a.float() - b).abs().max()) for a, b in zip(params, before)) <= 2e-2
 
 
 def test_a_torch_checkpoint_starts_master_copies_and_compensation_afresh():
