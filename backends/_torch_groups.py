@@ -192,13 +192,15 @@ class GroupStepper:
         """(the state tensors of ``entry`` that ``p``'s layout names, each checked; the
         layout of those missing that start afresh (``_FRESH``))."""
         fields, fresh = {}, {}
-        for name, (dtype, shape) in state_layout(array_view(p, self.backend), self.cfg).items():
+        layout = state_layout(array_view(p, self.backend), self.cfg)
+        for name, (dtype, shape) in layout.items():
             if name not in entry:
                 if name in _FRESH:
                     fresh[name] = (dtype, shape)
                     continue
                 hint = (": it was stepped with amsgrad=False" if name == "max_exp_avg_sq"
-                        else " (it was stepped with other state_dtype options)")
+                        else ": it was not stepped with state_dtype='int8'"
+                        if name in SCALE_NAMES else "")
                 raise ValueError(f"{what}: its state has no {name!r}{hint}")
             check_tensor_of(entry[name], p, f"{what} state[{name!r}]", torch_dtype(dtype),
                             shape)

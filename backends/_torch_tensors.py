@@ -14,7 +14,8 @@ from .int8_codec import INT8_MOMENTS, SCALE_NAMES, has_int8_state, n_blocks
 from .low_precision_step import dtype_refusal, tensor_layout
 
 __all__ = ["FLOAT_DTYPES", "where", "check_param", "check_grad", "check_options",
-           "check_tensor_of", "torch_dtype", "state_layout", "new_state", "array_view", "has_options"]
+           "check_tensor_of", "torch_dtype", "state_layout", "new_state", "array_view",
+           "has_options"]
 
 #: torch dtype -> the NumPy dtype the backends step it as.
 FLOAT_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),

@@ -2,14 +2,14 @@
 
 Drop-in for ``torch.optim.Adam`` / ``AdamW``: the same arguments and defaults (plus
 ``backend``, ``table`` and the NumPy level's ``state_dtype``, ``master_weights``,
-``rounding``, ``seed``: float32, float64, bfloat16 and float16 params), param groups with their own hyperparameters,
-``add_param_group``, LR schedulers (``group["lr"]`` a float or a 0-d tensor, read every
-step), ``step(closure)``, params without a gradient skipped (no state), and state dicts in
-torch.optim.Adam's format, so checkpoints move both ways. CPU tensors are stepped in place
-with no copy: on the Numba backend every float32 or float64 tensor of a group (of one
-dtype) in one kernel call fed the tensors' data pointers; low-precision params and state,
-and any other backend, through array views (``backends._torch_groups``), bit for bit as
-``backends.Adam``. Extra state (master copies, Kahan compensation, int8 codes' scales,
+``rounding``, ``seed``: float32, float64, bfloat16 and float16 params), param groups
+with their own hyperparameters, ``add_param_group``, LR schedulers (``group["lr"]`` a
+float or a 0-d tensor, read every step), ``step(closure)``, params without a gradient
+skipped (no state), and state dicts in torch.optim.Adam's format, so checkpoints move
+both ways. CPU tensors are stepped in place with no copy: on the Numba backend every
+float32 or float64 tensor of a group (of one dtype) in one kernel call fed the tensors'
+data pointers; low-precision params and state, and any other backend, through array
+views (``backends._torch_groups``), bit for bit as ``backends.Adam``. Extra state (master copies, Kahan compensation, int8 codes' scales,
 the stochastic-rounding seed) sits in per-param keys of the state dict (docs/torch.md).
 
 What differs from torch: ``capturable`` and ``differentiable`` are refused; ``foreach``
