@@ -9,8 +9,9 @@ skipped (no state), and state dicts in torch.optim.Adam's format, so checkpoints
 both ways. CPU tensors are stepped in place with no copy: on the Numba backend every
 float32 or float64 tensor of a group (of one dtype) in one kernel call fed the tensors'
 data pointers; low-precision params and state, and any other backend, through array
-views (``backends._torch_groups``), bit for bit as ``backends.Adam``. Extra state (master copies, Kahan compensation, int8 codes' scales,
-the stochastic-rounding seed) sits in per-param keys of the state dict (docs/torch.md).
+views (``backends._torch_groups``), bit for bit as ``backends.Adam``. Extra state
+(master copies, Kahan compensation, int8 scales, the stochastic-rounding seed) sits in
+per-param keys of the state dict (docs/torch.md).
 
 What differs from torch: ``capturable`` and ``differentiable`` are refused; ``foreach``
 and ``fused`` are accepted and kept in the groups (the state dict format) but choose
