@@ -91,13 +91,14 @@ class NumbaBackend(Backend):
         parallel = p.size > SERIAL_MAX
         kernel = lp.adam_low_precision if parallel else lp.adam_low_precision_serial
         arguments = (p, g, m, v, vmax, master, compensation)  # _low_precision_arrays'
-        kind = (parallel, key is None) + tuple(None if a is None else a.dtype for a in arguments)
+        # the argument types: master is float32 and compensation has p's dtype if present
+        kind = (parallel, key is None, p.dtype, g.dtype, m.dtype, vmax is None,
+                master is None, compensation is None)
         if kind not in self._low_precision_compiled:  # once per combination of types
             lp.compiled_for(kernel, arguments + (np.zeros(8), t, _key(lp, key, 0)))
             self._low_precision_compiled.add(kind)
         for block, part in _blocks(arguments, lp.BLOCK):
-            self._run(lambda *args, k=_key(lp, key, block): kernel(*args, k),  # (.., hyper, t, key)
-                      part, t, cfg, parallel, lr)
+            self._run(kernel, part, t, cfg, parallel, lr, _key(lp, key, block))
 
     def _low_precision_kernels(self):
         """backends.cpu._numba_low_precision_kernels, imported on first use."""
@@ -107,24 +108,25 @@ class NumbaBackend(Backend):
             self._lp = _numba_low_precision_kernels
         return self._lp
 
-    def _run(self, kernel, arguments, t, cfg, parallel, lr) -> None:
-        """``kernel(*arguments, hyper, t)`` at learning rate ``lr`` (None: cfg.lr)."""
+    def _run(self, kernel, arguments, t, cfg, parallel, lr, *after) -> None:
+        """``kernel(*arguments, hyper, t, *after)`` at learning rate ``lr`` (None:
+        cfg.lr)."""
         last_cfg, last_lr, hyper = self._last_hyper
         if last_cfg is not cfg or last_lr != lr:
             hyper = self._hyper(cfg, lr)
-        self.launch(kernel, arguments, hyper, t, parallel)
+        self.launch(kernel, arguments, hyper, t, parallel, *after)
 
-    def launch(self, kernel, arguments, hyper, t, parallel) -> None:
-        """``kernel(*arguments, hyper, t)`` on ``threads`` threads when ``parallel``;
-        ``hyper`` is the kernels' float64 array (``HYPER_FIELDS`` order). The torch.optim
-        adapter calls this with its own address tables (backends.torch)."""
+    def launch(self, kernel, arguments, hyper, t, parallel, *after) -> None:
+        """``kernel(*arguments, hyper, t, *after)`` on ``threads`` threads when
+        ``parallel``; ``hyper`` is the kernels' float64 array (``HYPER_FIELDS`` order).
+        The torch.optim adapter calls this with its own address tables (backends.torch)."""
         if self.threads == self._all_threads or not parallel:
-            kernel(*arguments, hyper, t)
+            kernel(*arguments, hyper, t, *after)
             return
         previous = self._numba.get_num_threads()
         self._numba.set_num_threads(self.threads)
         try:
-            kernel(*arguments, hyper, t)
+            kernel(*arguments, hyper, t, *after)
         finally:
             self._numba.set_num_threads(previous)
 
