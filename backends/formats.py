@@ -22,8 +22,8 @@ import numpy as np
 
 __all__ = ["BFLOAT16", "FLOAT16", "FLOAT32", "LOW_PRECISION_DTYPES", "uses_low_precision",
            "moment_dtype", "widen", "round_nearest", "round_stochastic", "bf16_nearest_bits",
-           "bf16_stochastic_bits", "stream_key", "random16", "splitmix64", "lowbias32",
-           "bits_view"]
+           "bf16_stochastic_bits", "stream_key", "step_stream", "tensor_key", "random16",
+           "splitmix64", "lowbias32", "bits_view"]
 
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 FLOAT16 = np.dtype(np.float16)
@@ -132,7 +132,17 @@ def splitmix64(z: int) -> int:
 
 def stream_key(seed: int, step: int, tensor: int) -> int:
     """The 32-bit key of (seed, step, tensor): splitmix64 chained over the three, folded."""
-    z = splitmix64(splitmix64(splitmix64(seed) ^ step) ^ tensor)
+    return tensor_key(step_stream(seed, step), tensor)
+
+
+def step_stream(seed: int, step: int) -> int:
+    """The part of ``stream_key`` that (seed, step) fixes: computed once per step."""
+    return splitmix64(splitmix64(seed) ^ step)
+
+
+def tensor_key(stream: int, tensor: int) -> int:
+    """``stream_key`` of tensor ``tensor`` from its step's ``step_stream``."""
+    z = splitmix64(stream ^ tensor)
     return (z >> 32) ^ (z & _MASK32)
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .formats import BFLOAT16, FLOAT32, LOW_PRECISION_DTYPES, moment_dtype, stream_key, widen
+from .formats import (BFLOAT16, FLOAT32, LOW_PRECISION_DTYPES, moment_dtype, step_stream,
+                      tensor_key, widen)
 from .memory import data_address, first_overlap, weak_references
 from .state import AdamState, checked_step
 from .validation import as_list, check_array, check_config, headers, remembered
@@ -176,9 +177,9 @@ def apply_low_precision(backend, plan, step, state, cfg, lr) -> None:
     """Run a plan of ``prepare_low_precision`` as step ``step + 1`` at learning rate
     ``lr`` (None: cfg.lr); ``state.step`` goes up by one."""
     t = step + 1
-    stochastic = cfg.rounding == "stochastic"
+    stream = step_stream(cfg.seed, t) if cfg.rounding == "stochastic" else None
     for index, tensors in plan:
-        key = stream_key(cfg.seed, t, index) if stochastic else None
+        key = None if stream is None else tensor_key(stream, index)
         backend._update_low_precision(*tensors, cfg, t, key, lr=lr)
     state.step = t
 
