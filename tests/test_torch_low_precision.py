@@ -72,7 +72,7 @@ def _groups(params):
 LRS = [(1e-2, 3e-3), (5e-3, 2e-3), (2e-2, 1e-3), (1e-2, 4e-3)]
 
 
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("backend", ["numba", "numpy", "python"])
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_bit_identical_to_the_numpy_level_adam(backend, fmt):
     """Two param groups, lr changed between steps (a schedule), four steps."""
