@@ -109,6 +109,7 @@ class _Plan:
         self.active = active                      # indices with a gradient; None: all
         self.grads = grads
         self.grad_ptrs = list(map(_DATA_PTR, grads))
+        self.grad_dtypes = list(map(_DTYPE, grads))
         stepped = params if active is None else [params[j] for j in active]
         self.stepped = stepped
         self.shapes = list(map(_SHAPE, stepped))
@@ -127,7 +128,7 @@ class _Plan:
         dtypes and device indices, contiguous (so also dense). The device's type needs
         no test: the ``.grad`` setter and ``.data =`` refuse a tensor of another."""
         return (list(map(_SHAPE, grads)) == self.shapes
-                and list(map(_DTYPE, grads)) == self.dtypes
+                and list(map(_DTYPE, grads)) == self.grad_dtypes
                 and all(map(_IS_CONTIGUOUS, grads))
                 and list(map(_DEVICE_INDEX, grads)) == self.devices)
 

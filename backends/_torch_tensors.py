@@ -65,7 +65,16 @@ def check_grad(g, p, what: str) -> None:
     if g.is_sparse or g.layout is not torch.strided:
         raise RuntimeError(f"{what} is sparse ({g.layout}); Adam does not support sparse "
                            "gradients, please consider SparseAdam instead")
-    check_tensor_of(g, p, what, p.dtype, p.shape)
+    check_tensor_of(g, p, what, grad_dtype(g, p), p.shape)
+
+
+def grad_dtype(g, p) -> torch.dtype:
+    """The dtype ``p``'s gradient may have: the param's, or float32 for a bfloat16 or
+    float16 param (as the NumPy level takes; torch allows it once ``p.grad_dtype`` is
+    set)."""
+    if g.dtype == torch.float32 and p.dtype in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return p.dtype
 
 
 def has_options(cfg) -> bool:

@@ -246,8 +246,9 @@ BAD = [
      torch.zeros(ps[j].shape[::-1]).t()), ValueError, "contiguous"),
     ("complex param", lambda ps, j: setattr(ps[j], "data",
      torch.zeros(ps[j].shape, dtype=torch.complex64)), TypeError, "complex"),
-    ("bfloat16 param with a float32 grad", lambda ps, j: setattr(ps[j], "data",
-     torch.zeros(ps[j].shape, dtype=torch.bfloat16)), TypeError, "grad has dtype"),
+    ("bfloat16 param with a float64 grad", lambda ps, j: (setattr(ps[j], "data", torch.zeros(
+        ps[j].shape, dtype=torch.bfloat16)), _rebind_grad(ps[j], torch.zeros(
+            ps[j].shape, dtype=torch.float64))), TypeError, "grad has dtype"),
     ("int16 param", lambda ps, j: setattr(ps[j], "data",
      torch.zeros(ps[j].shape, dtype=torch.int16)), TypeError, "dtype torch.int16"),
 ]

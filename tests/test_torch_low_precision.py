@@ -99,6 +99,27 @@ def test_bit_identical_to_the_numpy_level_adam(backend, fmt):
                 assert _bits(opt.state[p][name]) == column[k].view(np.uint8).tobytes()
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy", "python"])
+@pytest.mark.parametrize("fmt", ["bf16 nearest", "bf16 stochastic", "fp16 master"])
+def test_float32_grads_step_as_the_numpy_level(backend, fmt):
+    """Low-precision params whose ``grad_dtype`` is float32 take float32 gradients
+    unrounded, as backends.Adam does."""
+    dtype, options = FORMATS[fmt]
+    ours = _params(dtype)
+    theirs = [_numpy(p.clone()) for p in ours]
+    for p in ours:
+        p.grad_dtype = torch.float32
+    opt = Adam(_groups(ours), lr=1e-2, backend=backend, **options)
+    ref = NumpyLevelAdam(_groups(theirs), backend=backend, lr=1e-2, **options)
+    for s in range(3):
+        grads = _grads(_params(torch.float32), s)
+        for p, g in zip(ours, grads):
+            p.grad = g
+        opt.step()
+        ref.step([g.numpy() for g in grads])
+        assert [_bits(p) for p in ours] == [a.view(np.uint8).tobytes() for a in theirs], s
+
+
 def test_the_state_holds_what_the_format_needs():
     p = _params(torch.bfloat16, shapes=[(3,)])
     opt = Adam(p, backend="numpy", master_weights=True)
