@@ -9,47 +9,19 @@ tests/test_machine_code.py's and tests/test_gpu_int8.py's."""
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 from functools import lru_cache
 
 import numpy as np
 import pytest
 
+import cuda_c_on_cpu
 from backends import Adam, get_backend
 from backends.cuda import _cupy_kernels
 from backends import int8_codec as codec
 from backends.scalars import StepScalars
 from harness.check.agreement import OPTION_SETS
 
-_CXX = shutil.which("g++") or shutil.which("c++")
-pytestmark = pytest.mark.skipif(_CXX is None, reason="no host C++ compiler (g++ or c++)")
-
-_SHIM = r"""
-#include <algorithm>
-#include <barrier>
-#include <cmath>
-#include <cstring>
-#include <thread>
-#include <vector>
-struct Dim { unsigned x = 0, y = 0, z = 0; };
-static thread_local Dim threadIdx;
-static Dim blockIdx, blockDim, gridDim;
-static std::barrier<>* block_barrier;
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __shared__ static
-static inline void __syncthreads() { block_barrier->arrive_and_wait(); }
-static inline float __fmul_rn(float a, float b) { return a * b; }
-static inline float __fadd_rn(float a, float b) { return a + b; }
-static inline float __fsub_rn(float a, float b) { return a - b; }
-static inline float __fdiv_rn(float a, float b) { return a / b; }
-static inline float __fsqrt_rn(float a) { return std::sqrt(a); }
-static inline unsigned __float_as_uint(float x) { unsigned u; std::memcpy(&u, &x, 4); return u; }
-static inline float __uint_as_float(unsigned u) { float x; std::memcpy(&x, &u, 4); return x; }
-using std::max;
-"""
+pytestmark = cuda_c_on_cpu.needs_compiler
 
 _DRIVER = r"""
 template <class... Args>
@@ -82,13 +54,8 @@ def _compiled(amsgrad: bool, tmp_dir: str):
     name = _cupy_kernels.int8_kernel_name(amsgrad)
     driver = (_DRIVER.replace("KERNEL", name)
               .replace("XARGS", "xc, xs, " if amsgrad else ""))
-    source = Path(tmp_dir) / f"{name}.cpp"
-    source.write_text(_SHIM + _cupy_kernels.int8_kernel_source(amsgrad) + driver)
-    library = source.with_suffix(".so")
-    subprocess.run([_CXX, "-std=c++20", "-O1", "-ffp-contract=off", "-shared", "-fPIC",
-                    "-pthread", str(source), "-o", str(library)], check=True,
-                   capture_output=True, text=True)
-    run = ctypes.CDLL(str(library)).run
+    run = cuda_c_on_cpu.load(_cupy_kernels.int8_kernel_source(amsgrad) + driver,
+                             Path(tmp_dir) / name).run
     run.restype = None
     return run
 

@@ -14,7 +14,7 @@ import numpy as np
 
 __all__ = ["NVRTC_OPTIONS", "INT8_NVRTC_OPTIONS", "INT8_THREADS", "kernel_name",
            "kernel_source", "compile_kernel", "int8_kernel_name", "int8_kernel_source",
-           "compile_int8_kernel"]
+           "compile_int8_kernel", "LOW_PRECISION_ROUNDING"]
 
 #: IEEE-rounded division and square root, no flush-to-zero; FMA contraction stays on
 #: (as in every CUDA compiler's default), which the emulated GPU subjects model.
@@ -173,6 +173,34 @@ _INT8_AMSGRAD = {
     "AMSGRAD_WRITE_SCALE": "xs[b] = __uint_as_float(best[2][0]);",
     "AMSGRAD_ENCODE": "xc[start + j] = encode_v(__fmul_rn(fresh[2][j], inverse[2]));",
 }
+
+
+#: CUDA C of backends.formats' roundings to bfloat16 and its counter hash, as integer
+#: operations on the float32 bits (the same spelling as NumPy's, so the same bits): round
+#: to nearest even and stochastic rounding (a NaN keeps its sign and top bits, made quiet),
+#: and ``random16``, the high 16 bits of lowbias32 of element ``i`` under ``key``.
+LOW_PRECISION_ROUNDING = r"""
+__device__ __forceinline__ unsigned short bf16_keep_nan(unsigned int bits, unsigned int high) {
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return (unsigned short)((bits >> 16) | 0x40u);
+    return (unsigned short)high;
+}
+__device__ __forceinline__ unsigned short bf16_nearest(float x) {
+    unsigned int bits = __float_as_uint(x);
+    return bf16_keep_nan(bits, (bits + (0x7FFFu + ((bits >> 16) & 1u))) >> 16);
+}
+__device__ __forceinline__ unsigned short bf16_stochastic(float x, unsigned int random) {
+    unsigned int bits = __float_as_uint(x);
+    return bf16_keep_nan(bits, (bits + random) >> 16);
+}
+__device__ __forceinline__ unsigned int random16(unsigned int key, unsigned long long i) {
+    unsigned int x = (unsigned int)i ^ key ^ ((unsigned int)(i >> 32) * 0x9E3779B9u);
+    x ^= x >> 16;
+    x *= 0x7FEB352Du;
+    x ^= x >> 15;
+    x *= 0x846CA68Bu;
+    return (x ^ (x >> 16)) >> 16;
+}
+"""
 
 
 def int8_kernel_name(amsgrad: bool) -> str:
