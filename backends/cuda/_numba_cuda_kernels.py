@@ -28,11 +28,13 @@ import os
 import numpy as np
 from numba import cuda
 
+from ..formats import INDEX_HIGH_MULTIPLIER
 from ..int8_codec import BLOCK, M_BIAS, M_HALF, M_SHIFT, V_BIAS, V_HALF, V_SHIFT
 from ..scalars import moments_with
 
 __all__ = ["adam", "adam_amsgrad", "adam_int8", "adam_int8_amsgrad", "element_with",
-           "INT8_THREADS", "INT8_LAUNCH_BOUNDS"]
+           "INT8_THREADS", "INT8_LAUNCH_BOUNDS", "adam_low_precision", "LP_NEAREST",
+           "LP_STOCHASTIC", "LP_KAHAN", "LP_MASTER"]
 
 #: Threads per block of the int8 kernel: one warp per state block, each lane taking every
 #: 32nd element (coalesced), so the block's reductions never wait on other warps.
@@ -40,6 +42,9 @@ INT8_THREADS = 32
 #: (threads per block, blocks per SM) the int8 kernels promise ptxas: 32 resident blocks
 #: of one warp (1024 threads per SM) cap registers at 64 (harness.gpu.machine_code's ceiling).
 INT8_LAUNCH_BOUNDS = (INT8_THREADS, 32)
+#: How ``adam_low_precision`` writes p: round to nearest, stochastically, with Kahan's
+#: compensation, or from float32 master weights.
+LP_NEAREST, LP_STOCHASTIC, LP_KAHAN, LP_MASTER = 0, 1, 2, 3
 _SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 _ZERO, _ONE = np.float32(0), np.float32(1)
 _MAGNITUDE = 0x7FFFFFFF
@@ -251,3 +256,87 @@ def adam_int8_amsgrad(p, g, mc, ms, vc, vs, xc, xs, sign, l2, decay, beta1, one_
                       beta2, one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2):
     _int8_step(p, g, mc, ms, vc, vs, xc, xs, sign, l2, decay, beta1, one_minus_beta1, beta2,
                one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, True)
+
+
+# --- low-precision params and state (backends.formats) ---------------------------------
+# bfloat16 arrays come in as uint16 bits (flag ``*_bf16``), float16 and float32 as
+# themselves (a float32 store into a float16 array is IEEE's cvt.rn.f16.f32, NumPy's
+# cast). Integer arithmetic is masked to 32 bits, so it gives the same bits as Python
+# ints (the simulator) and as 64-bit lanes (compiled).
+
+_LOW32 = 0xFFFFFFFF
+_HIGH_MULTIPLIER = INDEX_HIGH_MULTIPLIER
+
+
+@_device
+def _widen(x, bf16):
+    """float32 value of one stored element (bfloat16 bits when ``bf16``): the bits
+    shifted up, as a signed 32-bit integer (``_from_bits``' input)."""
+    if bf16:
+        u = int(x) << 16
+        return _from_bits(u - ((u & 0x80000000) << 1))
+    return np.float32(x)
+
+
+@_device
+def _bf16_bits(x, addend):
+    """bfloat16 bits of float32 ``x`` plus a rounding addend to its low half; a NaN keeps
+    its sign and top bits, made quiet (``formats.bf16_nearest_bits``)."""
+    u = _bits(x) & _LOW32
+    if (u & _MAGNITUDE) > _INF_BITS:
+        return ((u >> 16) | 0x40) & 0xFFFF
+    return ((u + addend) >> 16) & 0xFFFF
+
+
+@_device
+def _nearest(x, bf16):
+    """float32 ``x`` rounded to nearest even for an array of bfloat16 bits (``bf16``) or of
+    float16/float32 (the store converts)."""
+    if bf16:
+        return _bf16_bits(x, 0x7FFF + ((_bits(x) >> 16) & 1))
+    return x
+
+
+@_device
+def _random16(key, i):
+    """``formats.random16`` of element ``i`` under the tensor's ``key``: lowbias32's
+    high 16 bits (its last xorshift leaves them as they are)."""
+    x = ((i & _LOW32) ^ key ^ (((i >> 32) * _HIGH_MULTIPLIER) & _LOW32)) & _LOW32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _LOW32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _LOW32
+    return x >> 16
+
+
+@cuda.jit
+def adam_low_precision(p, g, m, v, vmax, master, compensation, p_bf16, g_bf16, m_bf16,
+                       rounding, key, sign, l2, decay, beta1, one_minus_beta1, beta2,
+                       one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, amsgrad):
+    """One low-precision tensor (1-D arrays, ``backends.low_precision_step``) in a
+    grid-stride loop; ``vmax``, ``master`` and ``compensation`` are read only when used.
+    ``rounding`` of p: LP_NEAREST, LP_STOCHASTIC (``key``: formats.stream_key), LP_KAHAN,
+    LP_MASTER (master weights, p rounded to nearest)."""
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        w = master[i] if rounding == LP_MASTER else _widen(p[i], p_bf16)
+        vi = _widen(v[i], m_bf16)
+        xi = _widen(vmax[i], m_bf16) if amsgrad else vi
+        w, mi, vi, xi = _rounded_moments(w, _widen(g[i], g_bf16), _widen(m[i], m_bf16), vi,
+                                         xi, sign, l2, decay, beta1, one_minus_beta1, beta2,
+                                         one_minus_beta2, use_l2, amsgrad)
+        m[i] = _nearest(mi, m_bf16)
+        v[i] = _nearest(vi, m_bf16)
+        if amsgrad:
+            vmax[i] = _nearest(xi, m_bf16)
+        w = _rounded_update(w, mi, xi, step_size, inv_sqrt_bc2, eps)
+        if rounding == LP_MASTER:
+            master[i] = w
+            p[i] = _nearest(w, p_bf16)
+        elif rounding == LP_KAHAN:
+            x = _add_rn(w, _widen(compensation[i], p_bf16))
+            p[i] = _nearest(x, p_bf16)  # read back: a float16 store is the rounding
+            compensation[i] = _nearest(_sub_rn(x, _widen(p[i], p_bf16)), p_bf16)
+        elif rounding == LP_STOCHASTIC:
+            p[i] = _bf16_bits(w, _random16(key, i))
+        else:
+            p[i] = _nearest(w, p_bf16)

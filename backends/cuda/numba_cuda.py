@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from ..formats import BFLOAT16
+from ..scalars import StepScalars
 from ._gpu import MAX_INT8_GRID, GpuBackend
 
 __all__ = ["NumbaCudaBackend", "numba_event_timer"]
@@ -28,6 +30,7 @@ class NumbaCudaBackend(GpuBackend):
 
     name = "numba-cuda"
     supports_int8_state = True
+    supports_low_precision = True
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -50,6 +53,7 @@ class NumbaCudaBackend(GpuBackend):
         self._cuda = cuda
         self._kernels = _numba_cuda_kernels
         self.simulated = _simulated()
+        self._unused = cuda.device_array(1, dtype=np.float32)  # stands for absent arrays
         self.array_type = _device_array_type(cuda)
         self.compile_seconds = self._timed_warm_up()
 
@@ -106,6 +110,26 @@ class NumbaCudaBackend(GpuBackend):
                          else (kernels.adam_int8_amsgrad, vmax))
         kernel[min(ms.size, MAX_INT8_GRID), kernels.INT8_THREADS](
             p, g, mc, ms, vc, vs, *extra, *args, scalars.use_l2)
+
+    def _low_precision_arrays(self, tensors: tuple) -> tuple:
+        """bfloat16 arrays as their uint16 bits (the kernel's form), made once per plan."""
+        return tuple(a.view(np.uint16) if a is not None and a.dtype == BFLOAT16 else a
+                     for a in tensors)
+
+    def _update_low_precision(self, p, g, m, v, vmax, master, compensation, cfg, t, key,
+                              lr=None) -> None:
+        kernels = self._kernels
+        scalars = StepScalars.for_step(cfg, t, lr)
+        rounding = (kernels.LP_MASTER if master is not None else
+                    kernels.LP_KAHAN if compensation is not None else
+                    kernels.LP_STOCHASTIC if key is not None else kernels.LP_NEAREST)
+        blocks = min(math.ceil(p.size / THREADS_PER_BLOCK), 1024)
+        kernels.adam_low_precision[blocks, THREADS_PER_BLOCK](
+            p, g, m, v, v if vmax is None else vmax,
+            self._unused if master is None else master,
+            p if compensation is None else compensation,
+            *(a.dtype == np.uint16 for a in (p, g, m)), rounding, key or 0,
+            *(np.float32(x) for x in scalars.floats()), scalars.use_l2, vmax is not None)
 
 
 def numba_event_timer(cuda):
