@@ -289,12 +289,14 @@ def _bf16_bits(x, addend):
 
 
 @_device
-def _nearest(x, bf16):
-    """float32 ``x`` rounded to nearest even for an array of bfloat16 bits (``bf16``) or of
-    float16/float32 (the store converts)."""
+def _store(a, i, x, bf16):
+    """``a[i]`` = float32 ``x`` rounded to nearest even: bfloat16 bits when ``bf16``, else
+    the store's conversion (float16's IEEE cvt.rn, or none). A store, not a returned
+    value: Numba would unify an integer and a float32 result to float64."""
     if bf16:
-        return _bf16_bits(x, 0x7FFF + ((_bits(x) >> 16) & 1))
-    return x
+        a[i] = _bf16_bits(x, 0x7FFF + ((_bits(x) >> 16) & 1))
+    else:
+        a[i] = x
 
 
 @_device
@@ -324,19 +326,19 @@ def adam_low_precision(p, g, m, v, vmax, master, compensation, p_bf16, g_bf16, m
         w, mi, vi, xi = _rounded_moments(w, _widen(g[i], g_bf16), _widen(m[i], m_bf16), vi,
                                          xi, sign, l2, decay, beta1, one_minus_beta1, beta2,
                                          one_minus_beta2, use_l2, amsgrad)
-        m[i] = _nearest(mi, m_bf16)
-        v[i] = _nearest(vi, m_bf16)
+        _store(m, i, mi, m_bf16)
+        _store(v, i, vi, m_bf16)
         if amsgrad:
-            vmax[i] = _nearest(xi, m_bf16)
+            _store(vmax, i, xi, m_bf16)
         w = _rounded_update(w, mi, xi, step_size, inv_sqrt_bc2, eps)
         if rounding == LP_MASTER:
             master[i] = w
-            p[i] = _nearest(w, p_bf16)
+            _store(p, i, w, p_bf16)
         elif rounding == LP_KAHAN:
             x = _add_rn(w, _widen(compensation[i], p_bf16))
-            p[i] = _nearest(x, p_bf16)  # read back: a float16 store is the rounding
-            compensation[i] = _nearest(_sub_rn(x, _widen(p[i], p_bf16)), p_bf16)
+            _store(p, i, x, p_bf16)  # read back: a float16 store is the rounding
+            _store(compensation, i, _sub_rn(x, _widen(p[i], p_bf16)), p_bf16)
         elif rounding == LP_STOCHASTIC:
             p[i] = _bf16_bits(w, _random16(key, i))
         else:
-            p[i] = _nearest(w, p_bf16)
+            _store(p, i, w, p_bf16)
