@@ -305,3 +305,46 @@ def test_int8_mutant_flush_to_zero_and_spills_are_found():
     ptx, _ = _compiled_int8("cupy", True, "90")
     with pytest.raises(AssertionError, match="spills"):
         _assert_machine_limits(mc.ptx_to_sass(ptx, "90", ["-maxrregcount=16"]))
+
+
+# --- the Numba CUDA low-precision kernel ------------------------------------------------
+
+#: (params, grads, state) dtypes: bfloat16 everywhere, float16 with float32 grads and
+#: state, float32 params with bfloat16 state. One kernel serves every rounding.
+LOW_PRECISION_CASES = [(types, arch) for types in (("bfloat16",) * 3,
+                                                   ("float16", "float32", "float32"),
+                                                   ("float32", "float32", "bfloat16"))
+                       for arch in mc.ARCHS]
+LOW_PRECISION_IDS = [f"{'-'.join(t)}-sm{arch}" for t, arch in LOW_PRECISION_CASES]
+
+
+@lru_cache(maxsize=None)
+def _compiled_low_precision(types, arch):
+    from backends.cuda import _numba_cuda_kernels
+
+    ptx = mc.numba_low_precision_ptx(_numba_cuda_kernels.adam_low_precision, *types, arch)
+    return ptx, mc.ptx_to_sass(ptx, arch)
+
+
+@pytest.mark.parametrize("types,arch", LOW_PRECISION_CASES, ids=LOW_PRECISION_IDS)
+def test_low_precision_kernel_is_ieee_float32_within_the_machine_limits(types, arch):
+    ptx, sass = _compiled_low_precision(types, arch)
+    _assert_no_f64(ptx)
+    _assert_no_contraction(ptx)
+    _assert_ieee(ptx)
+    _assert_machine_limits(sass)
+
+
+def test_low_precision_mutants_float64_and_contraction_are_found():
+    kernel = _numba_mutant("_sub_rn(x, _widen(p[i], p_bf16))",
+                           "_sub_rn(x, _widen(p[i], p_bf16)) + 1e-300",
+                           name="adam_low_precision")
+    with pytest.raises(AssertionError, match="float64 instructions"):
+        _assert_no_f64(mc.numba_low_precision_ptx(kernel, "float16", "float32", "float32",
+                                                  "90"))
+    kernel = _numba_mutant("x = _add_rn(w, _widen(compensation[i], p_bf16))",
+                           "x = w + _widen(compensation[i], p_bf16)",
+                           name="adam_low_precision")
+    with pytest.raises(AssertionError, match="contractible"):
+        _assert_no_contraction(mc.numba_low_precision_ptx(kernel, "bfloat16", "bfloat16",
+                                                          "bfloat16", "90"))

@@ -107,6 +107,25 @@ def numba_int8_ptx(kernel, amsgrad: bool, arch: str, fastmath: bool = False) -> 
     return ptx
 
 
+#: The kernel element types of each stored format: bfloat16 as its uint16 bits.
+_LOW_PRECISION_TYPES = {"bfloat16": "uint16", "float16": "float16", "float32": "float32"}
+
+
+def numba_low_precision_ptx(kernel, params: str, grads: str, state: str, arch: str) -> str:
+    """PTX of the Numba CUDA low-precision kernel (a ``cuda.jit`` dispatcher) for the
+    argument types NumbaCudaBackend._update_low_precision passes: p, g and the moments of
+    these dtypes (names: bfloat16, float16, float32), float32 master weights,
+    compensation of the params' dtype, three format flags, the rounding and the key,
+    ten float32 scalars and two bools."""
+    from numba import cuda, types
+
+    p, g, m = (getattr(types, _LOW_PRECISION_TYPES[d])[::1] for d in (params, grads, state))
+    signature = ((p, g, m, m, m, types.float32[::1], p) + (types.boolean,) * 3
+                 + (types.int64,) * 2 + (types.float32,) * 10 + (types.boolean,) * 2)
+    ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(int(arch[0]), int(arch[1:])))
+    return ptx
+
+
 def int8_kernel_ptx(backend: str, amsgrad: bool, arch: str) -> str:
     """PTX of the int8 state kernel ``backend`` launches."""
     if backend == "numba-cuda":
