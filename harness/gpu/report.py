@@ -24,6 +24,7 @@ __all__ = ["GpuReportPlan", "gpu_unavailable_reason", "plan_report", "run_gpu_re
 #: Numba CUDA kernel tests run on the device instead of the simulator.
 GPU_TESTS = ("tests/test_machine_code.py", "tests/test_cupy.py", "tests/test_gpu_int8.py",
              "tests/test_torch_adapter_cuda.py",
+             "tests/test_gpu_low_precision.py",
              "tests/cuda_sim")
 
 
