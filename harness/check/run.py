@@ -1,6 +1,7 @@
 """``adam-bench check``: agreement of every subject with the reference, pairwise, on edge
-cases, and (CPU backends) refusal of bad input and the low-precision formats. Our backends (plugins included) and the
-emulated GPU kernels decide the verdict; the peers' rows are shown beside them, and the
+cases, (CPU backends) refusal of bad input, and the low-precision formats (the CPU backends
+and the GPU backends that run here). Our backends (plugins included) and the emulated GPU
+kernels decide the verdict; the peers' rows are shown beside them, and the
 int8 peers' errors in a block of their own (full-precision tolerances do not apply to
 int8 moments). An option or dtype a peer does not offer is a row that says so
 (``note``), never a run of something else under its name. ``harness.testing`` runs the
@@ -164,11 +165,14 @@ def run_check(subjects: list[Subject], dtypes=("float32", "float64"), steps: int
     if int8 is not None and simulated:
         int8 = pd.concat([int8, *(simulated_int8_agreement(name, seed=seed)
                                   for name in simulated)], ignore_index=True)
-    cpu_backends = [s.backend for s in subjects if s.kind == "backend"
-                    and s.backend is not None and s.device == "cpu"]
-    formats = format_agreement(cpu_backends, seed=seed) \
-        if "float32" in dtypes and cpu_backends else None
-    bias = stochastic_rounding_bias(cpu_backends) if formats is not None else None
+    # the CPU backends (a row saying so where one lacks the formats) and the GPU backends
+    # that step them, where they run
+    low_precision = [s.backend for s in subjects if s.kind == "backend"
+                     and s.backend is not None
+                     and (s.device == "cpu" or s.backend.supports_low_precision)]
+    formats = format_agreement(low_precision, seed=seed) \
+        if "float32" in dtypes and low_precision else None
+    bias = stochastic_rounding_bias(low_precision) if formats is not None else None
     return CheckReport(agreement, pd.DataFrame(pair_rows, columns=_PAIR_COLUMNS),
                        pd.DataFrame(edge_rows, columns=_EDGE_COLUMNS), skipped,
                        pd.DataFrame(bad_rows, columns=["case", "subject", "passed", "detail"]),
