@@ -46,7 +46,8 @@ def tensor_layout(param_dtype, cfg) -> dict:
 def _check_params(backend, params, cfg) -> list:
     if not backend.supports_low_precision:
         raise ValueError(f"low-precision params and state are not implemented by the "
-                         f"{backend.name} backend (they are by python, numpy and numba)")
+                         f"{backend.name} backend (they are by python, numpy, numba and "
+                         "numba-cuda)")
     params = as_list(params, "params")
     for i, p in enumerate(params):
         if not isinstance(p, backend.array_type):
