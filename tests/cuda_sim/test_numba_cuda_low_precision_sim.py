@@ -7,8 +7,11 @@ are two tensors of 200 and 15 elements and three steps.
 import numpy as np
 import pytest
 from low_precision_cases import FORMATS, stepped_bits
+from numba import cuda
 
 from backends import get_backend
+from backends.cuda._numba_cuda_kernels import _random16
+from backends.formats import random16
 
 #: Each format with grads of the params' dtype, and three with float32 grads.
 CASES = [(*f, f[1]) for f in FORMATS] + [(*f, np.float32) for f in FORMATS
@@ -23,3 +26,21 @@ def test_bits_equal_numpy(name, dtype, options, grad_dtype):
     assert len(found) == len(expected)
     for i, (a, b) in enumerate(zip(found, expected)):
         np.testing.assert_array_equal(a, b, err_msg=f"{name}: array {i}")
+
+
+@cuda.jit
+def _draw(key, first, out):
+    """out[i] = the kernel's random bits of element first + i."""
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = _random16(key, first + i)
+
+
+def test_stochastic_rounding_bits_are_formats_random16():
+    """The kernel's hash is ``formats.random16`` bit for bit, below and above 2^32 (the
+    format test above sees a few hundred draws, too few to catch dropped random bits)."""
+    key = 0x9E3779B9 ^ 12345
+    for first in (0, (1 << 32) - 128, 5 << 32):
+        out = cuda.device_array(256, np.uint32)
+        _draw[1, 256](key, first, out)
+        np.testing.assert_array_equal(out.copy_to_host(), random16(key, first, first + 256))
