@@ -11,7 +11,8 @@ import torch
 
 from .formats import BFLOAT16
 from .int8_codec import INT8_MOMENTS, SCALE_NAMES, has_int8_state, n_blocks
-from .low_precision_step import dtype_refusal, tensor_layout
+from .int8_step import int8_backend_refusal
+from .low_precision_step import backend_refusal, dtype_refusal, tensor_layout
 
 __all__ = ["FLOAT_DTYPES", "where", "check_param", "check_grad", "check_options",
            "check_tensor_of", "torch_dtype", "state_layout", "new_state", "array_view",
@@ -91,12 +92,10 @@ def check_options(p, what: str, cfg, backend) -> None:
             raise TypeError(f"state_dtype='int8' needs float32 params; {what} has dtype "
                             f"{p.dtype}")
         if not backend.supports_int8_state:
-            raise ValueError(f"{what}: state_dtype='int8' is not implemented by the "
-                             f"{backend.name} backend")
+            raise ValueError(f"{what}: {int8_backend_refusal(backend)}")
         return
     if low and not backend.supports_low_precision:
-        raise ValueError(f"{what}: low-precision params and state are not implemented by "
-                         f"the {backend.name} backend (they are by python, numpy and numba)")
+        raise ValueError(f"{what}: {backend_refusal(backend)}")
     refusal = dtype_refusal(FLOAT_DTYPES[p.dtype], cfg, what) if has_options(cfg) else None
     if refusal is not None:
         raise TypeError(refusal)

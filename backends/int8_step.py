@@ -16,17 +16,23 @@ from .state import AdamState, checked_step
 from .update_calls import call_update, call_update_int8
 from .validation import as_list, check_array, check_config, check_tensors, headers, remembered
 
-__all__ = ["prepare_int8", "apply_int8", "check_int8", "require_int8_support"]
+__all__ = ["prepare_int8", "apply_int8", "check_int8", "require_int8_support",
+           "int8_backend_refusal"]
 
 _FLOAT32 = np.dtype(np.float32)
+
+
+def int8_backend_refusal(backend) -> str:
+    """What a backend without int8 state answers to ``state_dtype='int8'``."""
+    return (f"state_dtype='int8' is not implemented by the {backend.name} backend (it is "
+            "by python, numpy, numba, numba-cuda and cupy); use one of those or "
+            "state_dtype=None")
 
 
 def require_int8_support(backend, params) -> None:
     """ValueError unless ``backend`` implements int8 state and every param is float32."""
     if not backend.supports_int8_state:
-        raise ValueError(f"state_dtype='int8' is not implemented by the {backend.name} "
-                         "backend (it is by python, numpy, numba, numba-cuda and cupy); use "
-                         "one of those or state_dtype=None")
+        raise ValueError(int8_backend_refusal(backend))
     for i, p in enumerate(params):
         if np.dtype(p.dtype) != _FLOAT32:
             raise TypeError(f"state_dtype='int8' needs float32 params; params[{i}] has "

@@ -22,7 +22,7 @@ from .validation import as_list, check_array, check_config, headers, remembered
 
 __all__ = ["init_low_precision_state", "check_low_precision", "prepare_low_precision",
            "apply_low_precision",
-           "tensor_layout", "dtype_refusal", "PARAM_DTYPES"]
+           "tensor_layout", "dtype_refusal", "backend_refusal", "PARAM_DTYPES"]
 
 #: The params' dtypes a low-precision step takes.
 PARAM_DTYPES = (BFLOAT16, np.dtype(np.float16), FLOAT32)
@@ -45,9 +45,7 @@ def tensor_layout(param_dtype, cfg) -> dict:
 
 def _check_params(backend, params, cfg) -> list:
     if not backend.supports_low_precision:
-        raise ValueError(f"low-precision params and state are not implemented by the "
-                         f"{backend.name} backend (they are by python, numpy, numba and "
-                         "numba-cuda)")
+        raise ValueError(backend_refusal(backend))
     params = as_list(params, "params")
     for i, p in enumerate(params):
         if not isinstance(p, backend.array_type):
@@ -58,6 +56,12 @@ def _check_params(backend, params, cfg) -> list:
             raise TypeError(refusal)
         check_array(backend, p, f"params[{i}]", p.dtype, p.shape)
     return params
+
+
+def backend_refusal(backend) -> str:
+    """What a backend without low-precision steps answers to them."""
+    return (f"low-precision params and state are not implemented by the {backend.name} "
+            "backend (they are by python, numpy, numba and numba-cuda)")
 
 
 def dtype_refusal(dtype, cfg, what: str) -> str | None:
