@@ -178,14 +178,10 @@ def _key(lp, key, block):
     return None if key is None else np.uint32(lp.block_key(key, block))
 
 
-_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.uint16), np.dtype(np.int16))
-
-
 def _typed(a: np.ndarray) -> np.ndarray:
     """The array the low-precision kernels take: bfloat16 as uint16 bits, float16 as
-    int16 bits (two types, so Numba compiles each format's conversions), float32 and
-    views already made as they are."""
-    if a.dtype in _KERNEL_DTYPES:
+    int16 bits (two types, so Numba compiles each format's conversions), float32 as is."""
+    if a.dtype == np.float32:
         return a
     return a.view(np.int16 if a.dtype == np.float16 else np.uint16)
 
