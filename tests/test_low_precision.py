@@ -9,8 +9,8 @@ import pytest
 from scipy import stats
 
 from backends import Adam, AdamConfig, get_backend
-from backends.formats import (BFLOAT16, bf16_nearest_bits, random16, round_stochastic,
-                              stream_key)
+from backends.formats import (BFLOAT16, bf16_nearest_bits, bf16_stochastic_bits, random16,
+                              round_stochastic, stream_key)
 from backends.reference import LowPrecisionState, ReferenceState, \
     reference_step_low_precision, to_grid
 
@@ -210,6 +210,54 @@ def test_numba_threads_and_float32_grads(grad_dtype):
     assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(one, two, ref))
     nans = [0, 4] if grad_dtype == np.float32 else [0]  # NaN grads give NaN params
     assert np.isnan(one[0].view(BFLOAT16)[nans].astype(np.float32)).all()
+
+
+def test_numba_bf16_roundings_in_pairs_are_formats_roundings():
+    """The Numba kernels' bfloat16 roundings (a nearest-even addend chosen by a test, two
+    results packed in one uint32 as the all-bfloat16 kernel stores them) give formats'
+    bits for every edge float: ties both ways, NaNs, infinities, subnormals (an addend of
+    0x8000 whatever the kept bit, or halves packed the other way round, fail)."""
+    from numba import njit
+
+    from backends.cpu import _numba_low_precision_kernels as lp
+
+    @njit
+    def packed(x, random):
+        nearest = np.empty(x.size // 2, np.uint32)
+        stochastic = np.empty(x.size // 2, np.uint32)
+        for i in range(nearest.size):
+            a, b = x[2 * i], x[2 * i + 1]
+            nearest[i] = lp._pack(lp._nearest_sum(a), lp._nearest_sum(b))
+            stochastic[i] = lp._pack(lp._bf16_sum(a, random[2 * i]),
+                                     lp._bf16_sum(b, random[2 * i + 1]))
+        return nearest, stochastic
+
+    x = _edge_floats()
+    x = np.concatenate([x, x[1:]])  # each value at an even and an odd place
+    x = x[:x.size - x.size % 2]
+    random = random16(stream_key(3, 1, 0), 0, x.size)
+    nearest, stochastic = packed(x, random)
+    bits = x.view(np.uint32)
+    assert np.array_equal(nearest.view(np.uint16), bf16_nearest_bits(bits))
+    assert np.array_equal(stochastic.view(np.uint16), bf16_stochastic_bits(bits, random))
+
+
+@pytest.mark.parametrize("name, options", [
+    ("bf16-bf16state", {"state_dtype": "bfloat16", "maximize": True}),
+    ("bf16-sr", {"rounding": "stochastic", "seed": 7, "state_dtype": "bfloat16"}),
+    ("bf16-kahan", {"rounding": "kahan", "state_dtype": "bfloat16", "weight_decay": 0.1}),
+    ("bf16-amsgrad", {"amsgrad": True, "weight_decay": 0.1, "decoupled": True})])
+@pytest.mark.parametrize("extra", [1, 2], ids=["odd", "even"])
+def test_numba_bf16_pairs_give_numpys_bits(name, options, extra):
+    """Above the serial threshold an all-bfloat16 tensor is stepped two elements per
+    uint32 (``adam_bf16_pairs``), an odd last element as half a pair: numpy's bits, for
+    every field (a tail left unwritten, or the hash of element 2i + 1 taken at i, fail)."""
+    from backends.cpu.numba import SERIAL_MAX
+
+    n = SERIAL_MAX + extra
+    ours = _run(get_backend("numba"), BFLOAT16, options, n=n)[0]
+    ref = _run(get_backend("numpy"), BFLOAT16, options, n=n)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(ours, ref))
 
 
 @pytest.mark.parametrize("name", ["bf16-sr", "bf16-kahan", "fp16-master"])

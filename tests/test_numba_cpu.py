@@ -177,3 +177,25 @@ def test_low_precision_element_loops_are_vectorized(kind):
     fresh = numba.njit(**options)(lp.adam_low_precision_serial.py_func)
     lp.compiled_for(fresh, _low_precision_arguments(kind))
     assert re.search(r"\bvsqrtps\b", fresh.inspect_asm(fresh.signatures[0])), kind
+
+
+def _pair_arguments(kind):
+    pairs = lambda: np.zeros(32, np.uint32)  # noqa: E731
+    vmax = pairs() if kind == "amsgrad" else None
+    compensation = pairs() if kind == "kahan" else None
+    key = np.uint32(1) if kind == "sr" else None
+    return (pairs(), pairs(), pairs(), pairs(), vmax, compensation, np.zeros(8), 1, key)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="looks for x86 packed square roots in the machine code")
+@pytest.mark.parametrize("kind", ["nearest", "sr", "kahan", "amsgrad"])
+def test_bf16_pair_loops_are_vectorized(kind):
+    """The all-bfloat16 kernel's loop over uint32 pairs is packed SIMD in each variant."""
+    from backends.cpu import _numba_kernels
+    from backends.cpu import _numba_low_precision_kernels as lp
+
+    options = {k: v for k, v in _numba_kernels.KERNEL_OPTIONS.items() if k != "cache"}
+    fresh = numba.njit(**options)(lp.bf16_pairs_loop.py_func)  # the parallel loop's body
+    lp.compiled_for(fresh, _pair_arguments(kind))
+    assert re.search(r"\bvsqrtps\b", fresh.inspect_asm(fresh.signatures[0])), kind

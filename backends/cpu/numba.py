@@ -89,8 +89,13 @@ class NumbaBackend(Backend):
                               key, lr=None) -> None:
         lp = self._low_precision_kernels()
         parallel = p.size > SERIAL_MAX
-        kernel = lp.adam_low_precision if parallel else lp.adam_low_precision_serial
-        arguments = (p, g, m, v, vmax, master, compensation)  # _low_precision_arrays'
+        # _low_precision_arrays' views; all bfloat16 without master weights: in pairs
+        pairs = parallel and master is None and p.dtype == g.dtype == m.dtype == np.uint16
+        if pairs:
+            kernel, arguments = lp.adam_bf16_pairs, (p, g, m, v, vmax, compensation)
+        else:
+            kernel = lp.adam_low_precision if parallel else lp.adam_low_precision_serial
+            arguments = (p, g, m, v, vmax, master, compensation)
         # the argument types: master is float32 and compensation has p's dtype if present
         kind = (parallel, key is None, p.dtype, g.dtype, m.dtype, vmax is None,
                 master is None, compensation is None)
