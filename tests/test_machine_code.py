@@ -309,42 +309,116 @@ def test_int8_mutant_flush_to_zero_and_spills_are_found():
 
 # --- the Numba CUDA low-precision kernel ------------------------------------------------
 
-#: (params, grads, state) dtypes: bfloat16 everywhere, float16 with float32 grads and
-#: state, float32 params with bfloat16 state. One kernel serves every rounding.
-LOW_PRECISION_CASES = [(types, arch) for types in (("bfloat16",) * 3,
-                                                   ("float16", "float32", "float32"),
-                                                   ("float32", "float32", "bfloat16"))
-                       for arch in mc.ARCHS]
-LOW_PRECISION_IDS = [f"{'-'.join(t)}-sm{arch}" for t, arch in LOW_PRECISION_CASES]
+def _low_precision_formats():
+    """Every training format of the bytes model that steps through the low-precision
+    kernel, plus three combinations no format names: amsgrad (its maximum read and
+    written), float16 Kahan, float32 params with bfloat16 state."""
+    from backends.formats import BFLOAT16, FLOAT16, FLOAT32
+    from harness.core.formats import FORMATS, Format
+
+    extra = [Format("bf16-amsgrad", BFLOAT16, {"state_dtype": "bfloat16", "amsgrad": True}),
+             Format("fp16-kahan", FLOAT16, {"rounding": "kahan"}),
+             Format("fp32-bf16-state", FLOAT32, {"state_dtype": "bfloat16"})]
+    return {f.name: f for f in [*FORMATS.values(), *extra] if f.low_precision}
+
+
+LOW_PRECISION_FORMATS = _low_precision_formats()
+LOW_PRECISION_CASES = [(name, arch) for name in LOW_PRECISION_FORMATS for arch in mc.ARCHS]
+LOW_PRECISION_IDS = [f"{name}-sm{arch}" for name, arch in LOW_PRECISION_CASES]
 
 
 @lru_cache(maxsize=None)
-def _compiled_low_precision(types, arch):
-    from backends.cuda import _numba_cuda_kernels
-
-    ptx = mc.numba_low_precision_ptx(_numba_cuda_kernels.adam_low_precision, *types, arch)
+def _compiled_low_precision(name, arch):
+    fmt = LOW_PRECISION_FORMATS[name]
+    ptx = mc.numba_low_precision_ptx(fmt.dtype, fmt.dtype, fmt.config(), arch)
     return ptx, mc.ptx_to_sass(ptx, arch)
 
 
-@pytest.mark.parametrize("types,arch", LOW_PRECISION_CASES, ids=LOW_PRECISION_IDS)
-def test_low_precision_kernel_is_ieee_float32_within_the_machine_limits(types, arch):
-    ptx, sass = _compiled_low_precision(types, arch)
+def _assert_bytes_per_element(accesses: mc.GlobalAccesses, nbytes: int):
+    """Global bytes loaded and stored per element copy (one square root each) equal the
+    bytes model's ``nbytes``."""
+    e = accesses.elements
+    assert e > 0, "no element body found (no square root)"
+    moved = sum(size * n for counts in (accesses.loads, accesses.stores)
+                for size, n in counts.items())
+    assert moved == nbytes * e, (
+        f"{moved / e:g} bytes per element (loads by bytes {dict(accesses.loads)}, stores "
+        f"{dict(accesses.stores)} for {e} element copies); the bytes model says {nbytes}")
+
+
+@pytest.mark.parametrize("name,arch", LOW_PRECISION_CASES, ids=LOW_PRECISION_IDS)
+def test_low_precision_kernel_is_ieee_float32_within_the_machine_limits(name, arch):
+    ptx, sass = _compiled_low_precision(name, arch)
     _assert_no_f64(ptx)
     _assert_no_contraction(ptx)
     _assert_ieee(ptx)
     _assert_machine_limits(sass)
 
 
+@pytest.mark.parametrize("name,arch", LOW_PRECISION_CASES, ids=LOW_PRECISION_IDS)
+def test_low_precision_global_memory_is_the_formats_bytes_model(name, arch):
+    """Each format's kernel moves its bytes model (harness.core.formats) per element:
+    the options are constants of the kernel, so no other format's accesses remain."""
+    ptx, sass = _compiled_low_precision(name, arch)
+    nbytes = LOW_PRECISION_FORMATS[name].bytes_per_element()
+    _assert_bytes_per_element(mc.ptx_accesses(ptx), nbytes)
+    _assert_bytes_per_element(sass.accesses(), nbytes)
+
+
+def _low_precision_mutant(old: str, new: str):
+    """The kernels module with one source line of the low-precision kernel changed."""
+    from types import SimpleNamespace
+
+    from backends.cuda import _numba_cuda_kernels
+
+    return SimpleNamespace(**{**vars(_numba_cuda_kernels), "low_precision_kernel":
+                              _numba_mutant(old, new, "low_precision_kernel")})
+
+
+def _mutant_ptx(name, old, new):
+    from harness.core.formats import FORMATS
+
+    fmt = FORMATS[name]
+    return mc.numba_low_precision_ptx(fmt.dtype, fmt.dtype, fmt.config(), "90",
+                                      _low_precision_mutant(old, new))
+
+
 def test_low_precision_mutants_float64_and_contraction_are_found():
-    kernel = _numba_mutant("_sub_rn(x, _widen(p[i], p_bf16))",
-                           "_sub_rn(x, _widen(p[i], p_bf16)) + 1e-300",
-                           name="adam_low_precision")
+    ptx = _mutant_ptx("bf16-kahan", "_sub_rn(x, rounded)", "_sub_rn(x, rounded) + 1e-300")
     with pytest.raises(AssertionError, match="float64 instructions"):
-        _assert_no_f64(mc.numba_low_precision_ptx(kernel, "float16", "float32", "float32",
-                                                  "90"))
-    kernel = _numba_mutant("x = _add_rn(w, _widen(compensation[i], p_bf16))",
-                           "x = w + _widen(compensation[i], p_bf16)",
-                           name="adam_low_precision")
+        _assert_no_f64(ptx)
+    ptx = _mutant_ptx("bf16-kahan", "_add_rn(w, _widen(compensation[i], p_bf16))",
+                      "w + _widen(compensation[i], p_bf16)")
     with pytest.raises(AssertionError, match="contractible"):
-        _assert_no_contraction(mc.numba_low_precision_ptx(kernel, "bfloat16", "bfloat16",
-                                                          "bfloat16", "90"))
+        _assert_no_contraction(ptx)
+
+
+@pytest.mark.parametrize("name,old,new", [
+    ("bf16", "            else:\n                _store(p, i, w, p_bf16)",
+     "            else:\n                _store(p, i, _add_rn(w, _mul_rn(_widen(g[i], g_bf16), "
+     "_ZERO)), p_bf16)"),
+    ("bf16-master", "            if master_weights:\n                w = master[i]",
+     "            if master_weights:\n                w = master[i] + _widen(p[i], p_bf16)"),
+    ("bf16", "            elif kahan:", "            elif kahan or key == i:"),
+], ids=["rereads-g-after-the-stores", "master-reads-p", "rounding-at-run-time"])
+def test_low_precision_mutant_accesses_break_the_bytes_model(name, old, new):
+    """An extra load (of g after the moments' stores, of p beside the master weights); a
+    rounding decided at run time, as in the kernel before its options became constants
+    (Kahan's loads and stores stay in the code of every format)."""
+    from harness.core.formats import FORMATS
+
+    ptx = _mutant_ptx(name, old, new)
+    nbytes = FORMATS[name].bytes_per_element()
+    for accesses in (mc.ptx_accesses(ptx), mc.ptx_to_sass(ptx, "90").accesses()):
+        with pytest.raises(AssertionError, match="bytes per element"):
+            _assert_bytes_per_element(accesses, nbytes)
+
+
+def test_low_precision_mutant_float32_moments_break_the_bf16_bytes_model():
+    """Moments stored as float32 where the format keeps them in bfloat16."""
+    from harness.core.formats import FORMATS
+
+    ptx, sass = _compiled_low_precision("bf16-fp32-state", "90")
+    for accesses in (mc.ptx_accesses(ptx), sass.accesses()):
+        with pytest.raises(AssertionError, match="bytes per element"):
+            _assert_bytes_per_element(accesses, FORMATS["bf16"].bytes_per_element())

@@ -1,5 +1,7 @@
 """Numba CUDA kernels: the element-wise Adam body in a grid-stride loop (``adam``,
-``adam_amsgrad``) and the step of int8 state (``adam_int8``, ``adam_int8_amsgrad``).
+``adam_amsgrad``), the step of int8 state (``adam_int8``, ``adam_int8_amsgrad``) and of
+low-precision params and state (``low_precision_kernel``, one kernel per combination of
+formats and options).
 
 One element body (``element_with``) serves both, spelled with explicit multiply, add and
 subtract so it compiles two ways: with plain operators NVVM contracts multiply-adds into
@@ -22,6 +24,7 @@ same way.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -33,7 +36,7 @@ from ..int8_codec import BLOCK, M_BIAS, M_HALF, M_SHIFT, V_BIAS, V_HALF, V_SHIFT
 from ..scalars import moments_with
 
 __all__ = ["adam", "adam_amsgrad", "adam_int8", "adam_int8_amsgrad", "element_with",
-           "INT8_THREADS", "INT8_LAUNCH_BOUNDS", "adam_low_precision", "LP_NEAREST",
+           "INT8_THREADS", "INT8_LAUNCH_BOUNDS", "low_precision_kernel", "LP_NEAREST",
            "LP_STOCHASTIC", "LP_KAHAN", "LP_MASTER"]
 
 #: Threads per block of the int8 kernel: one warp per state block, each lane taking every
@@ -42,7 +45,7 @@ INT8_THREADS = 32
 #: (threads per block, blocks per SM) the int8 kernels promise ptxas: 32 resident blocks
 #: of one warp (1024 threads per SM) cap registers at 64 (harness.gpu.machine_code's ceiling).
 INT8_LAUNCH_BOUNDS = (INT8_THREADS, 32)
-#: How ``adam_low_precision`` writes p: round to nearest, stochastically, with Kahan's
+#: How ``low_precision_kernel`` writes p: round to nearest, stochastically, with Kahan's
 #: compensation, or from float32 master weights.
 LP_NEAREST, LP_STOCHASTIC, LP_KAHAN, LP_MASTER = 0, 1, 2, 3
 _SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
@@ -289,12 +292,18 @@ def _bf16_bits(x, addend):
 
 
 @_device
+def _bf16_nearest(x):
+    """bfloat16 bits of float32 ``x`` rounded to nearest even."""
+    return _bf16_bits(x, 0x7FFF + ((_bits(x) >> 16) & 1))
+
+
+@_device
 def _store(a, i, x, bf16):
     """``a[i]`` = float32 ``x`` rounded to nearest even: bfloat16 bits when ``bf16``, else
     the store's conversion (float16's IEEE cvt.rn, or none). A store, not a returned
     value: Numba would unify an integer and a float32 result to float64."""
     if bf16:
-        a[i] = _bf16_bits(x, 0x7FFF + ((_bits(x) >> 16) & 1))
+        a[i] = _bf16_nearest(x)
     else:
         a[i] = x
 
@@ -311,34 +320,69 @@ def _random16(key, i):
     return x >> 16
 
 
-@cuda.jit
-def adam_low_precision(p, g, m, v, vmax, master, compensation, p_bf16, g_bf16, m_bf16,
-                       rounding, key, sign, l2, decay, beta1, one_minus_beta1, beta2,
-                       one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, amsgrad):
-    """One low-precision tensor (1-D arrays, ``backends.low_precision_step``) in a
-    grid-stride loop; ``vmax``, ``master`` and ``compensation`` are read only when used.
-    ``rounding`` of p: LP_NEAREST, LP_STOCHASTIC (``key``: formats.stream_key), LP_KAHAN,
-    LP_MASTER (master weights, p rounded to nearest)."""
-    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        w = master[i] if rounding == LP_MASTER else _widen(p[i], p_bf16)
-        vi = _widen(v[i], m_bf16)
-        xi = _widen(vmax[i], m_bf16) if amsgrad else vi
-        w, mi, vi, xi = _rounded_moments(w, _widen(g[i], g_bf16), _widen(m[i], m_bf16), vi,
-                                         xi, sign, l2, decay, beta1, one_minus_beta1, beta2,
-                                         one_minus_beta2, use_l2, amsgrad)
-        _store(m, i, mi, m_bf16)
-        _store(v, i, vi, m_bf16)
-        if amsgrad:
-            _store(vmax, i, xi, m_bf16)
-        w = _rounded_update(w, mi, xi, step_size, inv_sqrt_bc2, eps)
-        if rounding == LP_MASTER:
-            master[i] = w
-            _store(p, i, w, p_bf16)
-        elif rounding == LP_KAHAN:
-            x = _add_rn(w, _widen(compensation[i], p_bf16))
-            _store(p, i, x, p_bf16)  # read back: a float16 store is the rounding
-            _store(compensation, i, _sub_rn(x, _widen(p[i], p_bf16)), p_bf16)
-        elif rounding == LP_STOCHASTIC:
-            p[i] = _bf16_bits(w, _random16(key, i))
-        else:
-            _store(p, i, w, p_bf16)
+@_device
+def _kahan(p, compensation, i, x, bf16):
+    """``p[i]`` = float32 ``x`` rounded to nearest even in p's format (bfloat16 bits when
+    ``bf16``, else float16: Kahan's params are never float32), ``compensation[i]`` = what
+    that dropped, rounded the same way. The rounded value is kept in registers, not read
+    back from p."""
+    if bf16:
+        bits = _bf16_nearest(x)
+        p[i] = bits
+        rounded = _widen(bits, bf16)
+    else:
+        half = np.float16(x)
+        p[i] = half
+        rounded = np.float32(half)
+    _store(compensation, i, _sub_rn(x, rounded), bf16)
+
+
+@functools.lru_cache(maxsize=None)
+def low_precision_kernel(p_bf16: bool, g_bf16: bool, m_bf16: bool, rounding: int,
+                         amsgrad: bool):
+    """The low-precision kernel for one combination of formats and options, made (and
+    cached) on first use: bfloat16 params, grads, moments (``*_bf16``), the ``rounding``
+    of p (LP_NEAREST, LP_STOCHASTIC, LP_KAHAN, LP_MASTER: master weights, p rounded to
+    nearest) and ``amsgrad`` are constants of the closure, so Numba prunes every other
+    branch at compile time and the PTX loads and stores exactly this format's arrays
+    (tests/test_machine_code.py checks each format's bytes per element)."""
+    master_weights, kahan = rounding == LP_MASTER, rounding == LP_KAHAN
+    stochastic = rounding == LP_STOCHASTIC
+
+    @cuda.jit
+    def adam_low_precision(p, g, m, v, vmax, master, compensation, key, sign, l2, decay,
+                           beta1, one_minus_beta1, beta2, one_minus_beta2, step_size,
+                           inv_sqrt_bc2, eps, use_l2):
+        """One low-precision tensor (1-D arrays, ``backends.low_precision_step``) in a
+        grid-stride loop; ``vmax``, ``master``, ``compensation`` and ``key``
+        (formats.stream_key) are touched only when the options use them."""
+        for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+            if master_weights:
+                w = master[i]
+            else:
+                w = _widen(p[i], p_bf16)
+            vi = _widen(v[i], m_bf16)
+            if amsgrad:
+                xi = _widen(vmax[i], m_bf16)
+            else:
+                xi = vi
+            w, mi, vi, xi = _rounded_moments(w, _widen(g[i], g_bf16), _widen(m[i], m_bf16),
+                                             vi, xi, sign, l2, decay, beta1, one_minus_beta1,
+                                             beta2, one_minus_beta2, use_l2, amsgrad)
+            _store(m, i, mi, m_bf16)
+            _store(v, i, vi, m_bf16)
+            if amsgrad:
+                _store(vmax, i, xi, m_bf16)
+            w = _rounded_update(w, mi, xi, step_size, inv_sqrt_bc2, eps)
+            if master_weights:
+                master[i] = w
+                _store(p, i, w, p_bf16)
+            elif kahan:
+                _kahan(p, compensation, i, _add_rn(w, _widen(compensation[i], p_bf16)),
+                       p_bf16)
+            elif stochastic:
+                p[i] = _bf16_bits(w, _random16(key, i))
+            else:
+                _store(p, i, w, p_bf16)
+
+    return adam_low_precision

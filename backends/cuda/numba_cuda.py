@@ -16,7 +16,7 @@ from ..formats import BFLOAT16
 from ..scalars import StepScalars
 from ._gpu import MAX_INT8_GRID, GpuBackend
 
-__all__ = ["NumbaCudaBackend", "numba_event_timer"]
+__all__ = ["NumbaCudaBackend", "numba_event_timer", "low_precision_launch"]
 
 THREADS_PER_BLOCK = 256
 
@@ -53,7 +53,6 @@ class NumbaCudaBackend(GpuBackend):
         self._cuda = cuda
         self._kernels = _numba_cuda_kernels
         self.simulated = _simulated()
-        self._unused = cuda.device_array(1, dtype=np.float32)  # stands for absent arrays
         self.array_type = _device_array_type(cuda)
         self.compile_seconds = self._timed_warm_up()
 
@@ -118,18 +117,28 @@ class NumbaCudaBackend(GpuBackend):
 
     def _update_low_precision(self, p, g, m, v, vmax, master, compensation, cfg, t, key,
                               lr=None) -> None:
-        kernels = self._kernels
-        scalars = StepScalars.for_step(cfg, t, lr)
-        rounding = (kernels.LP_MASTER if master is not None else
-                    kernels.LP_KAHAN if compensation is not None else
-                    kernels.LP_STOCHASTIC if key is not None else kernels.LP_NEAREST)
-        blocks = min(math.ceil(p.size / THREADS_PER_BLOCK), 1024)
-        kernels.adam_low_precision[blocks, THREADS_PER_BLOCK](
-            p, g, m, v, v if vmax is None else vmax,
-            self._unused if master is None else master,
-            p if compensation is None else compensation,
-            *(a.dtype == np.uint16 for a in (p, g, m)), rounding, key or 0,
-            *(np.float32(x) for x in scalars.floats()), scalars.use_l2, vmax is not None)
+        kernel, arguments = low_precision_launch(
+            self._kernels, (p, g, m, v, vmax, master, compensation), key,
+            StepScalars.for_step(cfg, t, lr))
+        kernel[min(math.ceil(p.size / THREADS_PER_BLOCK), 1024), THREADS_PER_BLOCK](*arguments)
+
+
+def low_precision_launch(kernels, tensors, key, scalars) -> tuple:
+    """(kernel, arguments) of one low-precision launch: the kernel
+    (``kernels.low_precision_kernel``) specialized for the formats of ``tensors`` (p, g,
+    m, v, vmax, master, compensation; bfloat16 as uint16 bits, None where unused) and the
+    rounding they and ``key`` (None without stochastic rounding) imply, and its arguments
+    with ``scalars``' floats. An unused array is passed as p, which that kernel never
+    touches in its place."""
+    p, g, m, v, vmax, master, compensation = tensors
+    rounding = (kernels.LP_MASTER if master is not None else
+                kernels.LP_KAHAN if compensation is not None else
+                kernels.LP_STOCHASTIC if key is not None else kernels.LP_NEAREST)
+    kernel = kernels.low_precision_kernel(*(bool(a.dtype == np.uint16) for a in (p, g, m)),
+                                          rounding, vmax is not None)
+    arrays = tuple(p if a is None else a for a in tensors)
+    return kernel, (*arrays, key or 0, *(np.float32(x) for x in scalars.floats()),
+                    scalars.use_l2)
 
 
 def numba_event_timer(cuda):

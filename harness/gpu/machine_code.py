@@ -6,7 +6,7 @@ call), turns PTX into SASS with nvJitLink (registers, spills) and nvdisasm, and 
 what the tests assert: float64 instructions, global loads and stores per element, IEEE
 square root and division, flush-to-zero, and the floating-point operations of one
 element, with the multiply-adds the assembler fuses counted as FMAs; for the int8 state
-kernels, global accesses by width (``ptx_accesses``, ``Sass.accesses``).
+and low-precision kernels, global accesses by width (``ptx_accesses``, ``Sass.accesses``).
 
 Needs the ``[gpu-compile]`` extra (NVVM, NVRTC, nvJitLink, nvdisasm as wheels); no driver.
 """
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ARCHS", "KERNELS", "compiler_unavailable_reason", "kernel_ptx", "numba_ptx",
-           "int8_kernel_ptx", "numba_int8_ptx", "Sass", "ptx_to_sass", "instructions",
-           "f64_instructions", "element_bodies", "element_ops", "per_element_memory",
-           "GlobalAccesses", "ptx_accesses", "REGISTER_CEILING"]
+           "int8_kernel_ptx", "numba_int8_ptx", "numba_low_precision_ptx", "Sass",
+           "ptx_to_sass", "instructions", "f64_instructions", "element_bodies", "element_ops",
+           "per_element_memory", "GlobalAccesses", "ptx_accesses", "REGISTER_CEILING"]
 
 #: The architectures every kernel is compiled for: A100 (sm_80) and H100 (sm_90).
 ARCHS = ("80", "90")
@@ -107,21 +107,31 @@ def numba_int8_ptx(kernel, amsgrad: bool, arch: str, fastmath: bool = False) -> 
     return ptx
 
 
-#: The kernel element types of each stored format: bfloat16 as its uint16 bits.
-_LOW_PRECISION_TYPES = {"bfloat16": "uint16", "float16": "float16", "float32": "float32"}
+def numba_low_precision_ptx(param_dtype, grad_dtype, cfg, arch: str,
+                            kernels=None) -> str:
+    """PTX of the Numba CUDA low-precision kernel NumbaCudaBackend launches for params and
+    grads of these dtypes under ``cfg`` (state fields: ``low_precision_step.tensor_layout``):
+    kernel and argument types come from the backend's own ``low_precision_launch`` on
+    one-element host arrays (bfloat16 as uint16 bits, as the backend's plan passes them).
+    ``kernels``: the kernels module, or a mutant of it."""
+    from numba import cuda
 
+    from backends.cuda import _numba_cuda_kernels
+    from backends.cuda.numba_cuda import low_precision_launch
+    from backends.formats import BFLOAT16
+    from backends.low_precision_step import tensor_layout
+    from backends.scalars import StepScalars
 
-def numba_low_precision_ptx(kernel, params: str, grads: str, state: str, arch: str) -> str:
-    """PTX of the Numba CUDA low-precision kernel (a ``cuda.jit`` dispatcher) for the
-    argument types NumbaCudaBackend._update_low_precision passes: p, g and the moments of
-    these dtypes (names: bfloat16, float16, float32), float32 master weights,
-    compensation of the params' dtype, three format flags, the rounding and the key,
-    ten float32 scalars and two bools."""
-    from numba import cuda, types
-
-    p, g, m = (getattr(types, _LOW_PRECISION_TYPES[d])[::1] for d in (params, grads, state))
-    signature = ((p, g, m, m, m, types.float32[::1], p) + (types.boolean,) * 3
-                 + (types.int64,) * 2 + (types.float32,) * 10 + (types.boolean,) * 2)
+    layout = tensor_layout(param_dtype, cfg)
+    stored = lambda dtype: np.zeros(1, np.uint16 if dtype == BFLOAT16 else dtype)
+    tensors = (stored(param_dtype), stored(grad_dtype),
+               *(stored(layout[name]) if name in layout else None
+                 for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master_params",
+                              "compensation")))
+    kernel, arguments = low_precision_launch(
+        kernels or _numba_cuda_kernels, tensors, 0 if cfg.rounding == "stochastic" else None,
+        StepScalars.for_step(cfg, 1))
+    signature = tuple(kernel.typeof_pyval(a) for a in arguments)
     ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(int(arch[0]), int(arch[1:])))
     return ptx
 
@@ -199,14 +209,14 @@ class Sass:
 
     def accesses(self) -> GlobalAccesses:
         """``GlobalAccesses`` of the kernel's own code (LDG/STG by width: no suffix is 4
-        bytes, .U8/.S8 1, .64 8, .128 16; elements: MUFU.RSQ)."""
+        bytes, .U8/.S8 1, .U16/.S16 2, .64 8, .128 16; elements: MUFU.RSQ)."""
         loads, stores = Counter(), Counter()
         ops = self.kernel_opcodes()
         for op, n in ops.items():
             if op.startswith(("LDG", "STG")):
                 parts = op.split(".")
-                size = 1 if {"U8", "S8"} & set(parts) else \
-                    next((int(p) // 8 for p in parts if p in ("64", "128")), 4)
+                size = next((int(p.lstrip("US")) // 8 for p in parts
+                             if p in ("U8", "S8", "U16", "S16", "64", "128")), 4)
                 (loads if op.startswith("LDG") else stores)[size] += n
         return GlobalAccesses(ops["MUFU.RSQ"], loads, stores)
 
