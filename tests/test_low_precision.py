@@ -477,6 +477,38 @@ def test_bench_format_cli(tmp_path):
     assert exit_.value.code == 2
 
 
+def test_bench_format_times_no_step_that_compiles():
+    """``format_step`` takes the plan-making first step itself, so a backend compiling a
+    kernel on the first use of each combination of types (numba-cuda, numba) compiles
+    before any step is handed to timing. The stand-in counts first uses."""
+    from backends.cpu.numpy import NumpyBackend
+    from harness.bench.formats import format_step
+    from harness.core.formats import FORMATS
+
+    class FirstUseCounting(NumpyBackend):
+        def __init__(self):
+            super().__init__()
+            self.compiles, self.seen = 0, set()
+
+        def _update_low_precision(self, p, g, m, v, vmax, master, compensation, cfg, t, key,
+                                  lr=None):
+            arrays = (p, g, m, v, vmax, master, compensation)
+            kind = (tuple(None if a is None else a.dtype for a in arrays), key is None)
+            if kind not in self.seen:
+                self.seen.add(kind)
+                self.compiles += 1
+            super()._update_low_precision(*arrays, cfg, t, key, lr=lr)
+
+    backend = FirstUseCounting()
+    for fmt in FORMATS.values():
+        if fmt.low_precision:
+            step, sync = format_step(backend, fmt, 64)
+            compiled = backend.compiles
+            step()
+            sync()
+            assert backend.compiles == compiled > 0, f"{fmt.name}: a timed step compiled"
+
+
 def test_stochastic_and_kahan_train_least_squares_as_fp32_does():
     """The training goal on the least-squares problem: within 1.3x of fp32's final loss."""
     from harness.demo.formats import train_least_squares

@@ -27,13 +27,22 @@ __all__ = ["run_format_bench", "format_step"]
 
 
 def format_step(backend, fmt: Format, n: int, seed: int = 0):
-    """(step, sync) of ``backend`` stepping one tensor of ``n`` elements in ``fmt``."""
+    """(step, sync) of ``backend`` stepping one tensor of ``n`` elements in ``fmt``, its
+    arrays on the backend's device. One step is taken here, untimed: it makes the
+    step's plan, and the kernel for the format's types compiles there (numba-cuda,
+    numba), so no step handed to timing compiles, whatever the timing's warm-up."""
     rng = np.random.default_rng(seed)
-    params = [rng.standard_normal(n).astype(np.float32).astype(fmt.dtype)]
-    grads = [rng.standard_normal(n).astype(np.float32).astype(fmt.dtype) * fmt.dtype.type(1e-3)]
+    params = [backend.asarray(rng.standard_normal(n).astype(np.float32).astype(fmt.dtype))]
+    grads = [backend.asarray(rng.standard_normal(n).astype(np.float32).astype(fmt.dtype)
+                             * fmt.dtype.type(1e-3))]
     cfg = fmt.config(lr=1e-4)
     state = backend.init_state(params, cfg)
-    return (lambda: backend.step(params, grads, state, cfg)), backend.synchronize
+
+    def step():
+        backend.step(params, grads, state, cfg)
+
+    step()
+    return step, backend.synchronize
 
 
 def run_format_bench(formats: list[str], sizes: list[int], backends: list[str],

@@ -44,3 +44,15 @@ def test_stochastic_rounding_bits_are_formats_random16():
         out = cuda.device_array(256, np.uint32)
         _draw[1, 256](key, first, out)
         np.testing.assert_array_equal(out.copy_to_host(), random16(key, first, first + 256))
+
+
+def test_bench_format_steps_numba_cuda(tmp_path):
+    """``adam-bench bench --format`` steps numba-cuda: its params and grads go to the
+    device (host arrays were refused), one format at 256 elements."""
+    from harness.bench.formats import run_format_bench
+
+    table = run_format_bench(["bf16-sr"], [256], ["numba-cuda"], tmp_path / "fb", repeats=1,
+                             max_seconds=0.01, peers=False, show=lambda line: None)
+    assert list(zip(table["backend"], table["format"], table["bytes_per_element"])) == [
+        ("numba-cuda", "bf16-sr", 14)]
+    assert (table[["us_per_step", "fp32_us_per_step"]] > 0).all(axis=None)
