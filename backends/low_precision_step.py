@@ -61,7 +61,7 @@ def _check_params(backend, params, cfg) -> list:
 def backend_refusal(backend) -> str:
     """What a backend without low-precision steps answers to them."""
     return (f"low-precision params and state are not implemented by the {backend.name} "
-            "backend (they are by python, numpy, numba and numba-cuda)")
+            "backend (they are by python, numpy, numba, numba-cuda and cupy)")
 
 
 def dtype_refusal(dtype, cfg, what: str) -> str | None:

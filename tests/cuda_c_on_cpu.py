@@ -1,7 +1,8 @@
 """CUDA C kernel source run on the CPU: the host C++ compiler with a small shim (one
 std::thread per GPU thread, a std::barrier for __syncthreads, the _rn intrinsics as plain
-IEEE float operations, -ffp-contract=off), so the CuPy backend's kernels' logic is checked
-bit for bit without a GPU. Shared by the tests of each CuPy kernel source."""
+IEEE float operations, float16's PTX conversions as _Float16's, -ffp-contract=off), so
+the CuPy backend's kernels' logic is checked bit for bit without a GPU. Shared by the
+tests of each CuPy kernel source."""
 from __future__ import annotations
 
 import ctypes
@@ -38,6 +39,10 @@ static inline float __fdiv_rn(float a, float b) { return a / b; }
 static inline float __fsqrt_rn(float a) { return std::sqrt(a); }
 static inline unsigned __float_as_uint(float x) { unsigned u; std::memcpy(&u, &x, 4); return u; }
 static inline float __uint_as_float(unsigned u) { float x; std::memcpy(&x, &u, 4); return x; }
+static inline float f16_widen(unsigned short h) { _Float16 x; std::memcpy(&x, &h, 2); return x; }
+static inline unsigned short f16_nearest(float x) {
+    _Float16 h = (_Float16)x; unsigned short u; std::memcpy(&u, &h, 2); return u;
+}
 using std::max;
 """
 

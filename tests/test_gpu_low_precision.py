@@ -1,6 +1,7 @@
-"""Low-precision formats on a real GPU (numba-cuda): the NumPy backend's bits for every
-format, over tensors of many blocks; skipped with the reason where the backend cannot run
-(CI has no GPU: there the simulator test and the PTX checks stand in)."""
+"""Low-precision formats on a real GPU (numba-cuda and cupy): the NumPy backend's bits for
+every format, over tensors of many blocks; skipped with the reason where the backend
+cannot run (CI has no GPU: there the simulator test, the cupy kernel's C++ build and the
+PTX checks stand in)."""
 import numpy as np
 import pytest
 from low_precision_cases import FORMATS, stepped_bits
@@ -13,7 +14,7 @@ _ROWS = {r.name: r for r in list_backends()}
 @pytest.mark.gpu
 @pytest.mark.parametrize("name, dtype, options", FORMATS, ids=[f[0] for f in FORMATS])
 @pytest.mark.parametrize("grads", ["params", "float32"])
-@pytest.mark.parametrize("backend", ["numba-cuda"])
+@pytest.mark.parametrize("backend", ["numba-cuda", "cupy"])
 def test_gpu_low_precision_step_gives_numpys_bits(backend, name, dtype, options, grads):
     if not _ROWS[backend].available:
         pytest.skip(f"{backend} unavailable: {_ROWS[backend].reason}")

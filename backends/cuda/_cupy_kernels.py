@@ -10,11 +10,18 @@ GPU, no driver), so CI compiles exactly what a GPU runs.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from ..formats import BFLOAT16, moment_dtype
 
 __all__ = ["NVRTC_OPTIONS", "INT8_NVRTC_OPTIONS", "INT8_THREADS", "kernel_name",
            "kernel_source", "compile_kernel", "int8_kernel_name", "int8_kernel_source",
-           "compile_int8_kernel", "LOW_PRECISION_ROUNDING"]
+           "compile_int8_kernel", "LOW_PRECISION_ROUNDING", "LOW_PRECISION_NVRTC_OPTIONS",
+           "LowPrecisionVariant", "low_precision_variant", "step_variants", "low_precision_common_source",
+           "low_precision_wrapper", "low_precision_kernel_source",
+           "compile_low_precision_kernel"]
 
 #: IEEE-rounded division and square root, no flush-to-zero; FMA contraction stays on
 #: (as in every CUDA compiler's default), which the emulated GPU subjects model.
@@ -201,6 +208,176 @@ __device__ __forceinline__ unsigned int random16(unsigned int key, unsigned long
     return (x ^ (x >> 16)) >> 16;
 }
 """
+
+
+#: The low-precision kernel's options: the int8 kernel's (every multiply, add, subtract,
+#: division and square root rounds on its own, spelled ``__f*_rn`` too), so its float32
+#: values are the NumPy backend's bit for bit before they are rounded to their formats.
+LOW_PRECISION_NVRTC_OPTIONS = INT8_NVRTC_OPTIONS
+
+_LOW_PRECISION_SOURCE = r"""
+#ifdef __CUDACC__
+// float16 <-> float32 as IEEE's conversions (round to nearest even, subnormals kept)
+__device__ __forceinline__ float f16_widen(unsigned short h) {
+    float x;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(x) : "h"(h));
+    return x;
+}
+__device__ __forceinline__ unsigned short f16_nearest(float x) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    return h;
+}
+#endif
+// A stored format: its element type, its float32 value, float32 rounded to nearest even
+struct bf16 {
+    typedef unsigned short bits;
+    static __device__ __forceinline__ float widen(bits b) {
+        return __uint_as_float((unsigned int)b << 16);
+    }
+    static __device__ __forceinline__ bits nearest(float x) { return bf16_nearest(x); }
+};
+struct f16 {
+    typedef unsigned short bits;
+    static __device__ __forceinline__ float widen(bits b) { return f16_widen(b); }
+    static __device__ __forceinline__ bits nearest(float x) { return f16_nearest(x); }
+};
+struct f32 {
+    typedef float bits;
+    static __device__ __forceinline__ float widen(bits x) { return x; }
+    static __device__ __forceinline__ bits nearest(float x) { return x; }
+};
+enum Rounding { NEAREST, STOCHASTIC, KAHAN, MASTER };
+
+// One tensor (backends.low_precision_step): the float32 step of backends.scalars, every
+// operation rounded on its own, then each result rounded to its format as
+// backends.formats does. vmax, master and compensation are touched only when used.
+template <class P, class G, class M, bool AMSGRAD, int ROUNDING>
+__device__ __forceinline__ void adam_low_precision(
+        typename P::bits* p, const typename G::bits* g, typename M::bits* m,
+        typename M::bits* v, typename M::bits* vmax, float* master,
+        typename P::bits* compensation, unsigned int key, float sign, float l2, float decay,
+        float beta1, float one_minus_beta1, float beta2, float one_minus_beta2,
+        float step_size, float inv_sqrt_bc2, float eps, bool use_l2, long long n) {
+    long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float w = ROUNDING == MASTER ? master[i] : P::widen(p[i]);
+        float gi = __fmul_rn(sign, G::widen(g[i]));
+        if (use_l2) gi = __fadd_rn(gi, __fmul_rn(l2, w));
+        w = __fmul_rn(decay, w);
+        float mi = __fadd_rn(__fmul_rn(beta1, M::widen(m[i])), __fmul_rn(one_minus_beta1, gi));
+        float vi = __fadd_rn(__fmul_rn(beta2, M::widen(v[i])),
+                             __fmul_rn(__fmul_rn(one_minus_beta2, gi), gi));
+        m[i] = M::nearest(mi);
+        v[i] = M::nearest(vi);
+        if (AMSGRAD) {
+            float xi = M::widen(vmax[i]);
+            if (vi > xi || vi != vi) xi = vi;
+            vmax[i] = M::nearest(xi);
+            vi = xi;
+        }
+        w = __fsub_rn(w, __fdiv_rn(__fmul_rn(step_size, mi),
+                                   __fadd_rn(__fmul_rn(__fsqrt_rn(vi), inv_sqrt_bc2), eps)));
+        if (ROUNDING == MASTER) {
+            master[i] = w;
+            p[i] = P::nearest(w);
+        } else if (ROUNDING == KAHAN) {
+            float x = __fadd_rn(w, P::widen(compensation[i]));
+            typename P::bits rounded = P::nearest(x);
+            p[i] = rounded;
+            compensation[i] = P::nearest(__fsub_rn(x, P::widen(rounded)));
+        } else if (ROUNDING == STOCHASTIC) {
+            p[i] = bf16_stochastic(w, random16(key, (unsigned long long)i));
+        } else {
+            p[i] = P::nearest(w);
+        }
+    }
+}
+"""
+
+_LOW_PRECISION_WRAPPER = r"""
+extern "C" __global__ void {name}(
+        {p}::bits* p, const {g}::bits* g, {m}::bits* m, {m}::bits* v, {m}::bits* vmax,
+        float* master, {p}::bits* compensation, unsigned int key, float sign, float l2,
+        float decay, float beta1, float one_minus_beta1, float beta2, float one_minus_beta2,
+        float step_size, float inv_sqrt_bc2, float eps, bool use_l2, long long n) {{
+    adam_low_precision<{p}, {g}, {m}, {amsgrad}, {rounding}>(
+        p, g, m, v, vmax, master, compensation, key, sign, l2, decay, beta1, one_minus_beta1,
+        beta2, one_minus_beta2, step_size, inv_sqrt_bc2, eps, use_l2, n);
+}}
+"""
+#: The kernels' format of each dtype (bfloat16 arrays come as their uint16 bits).
+_LOW_PRECISION_FORMATS = {np.dtype(np.uint16): "bf16", BFLOAT16: "bf16",
+                          np.dtype(np.float16): "f16", np.dtype(np.float32): "f32"}
+
+
+@dataclass(frozen=True)
+class LowPrecisionVariant:
+    """One specialized low-precision kernel: the formats of p, g and the moments ("bf16",
+    "f16", "f32"), amsgrad, and how p is written (nearest, stochastic, kahan or master),
+    so each kernel loads and stores only what its format's bytes model counts."""
+
+    params: str
+    grads: str
+    moments: str
+    amsgrad: bool
+    rounding: str
+
+    @property
+    def name(self) -> str:
+        return (f"adam_lp_p{self.params}_g{self.grads}_m{self.moments}_{self.rounding}"
+                f"{'_amsgrad' if self.amsgrad else ''}")
+
+
+def low_precision_variant(p, g, m, vmax, master, compensation, key) -> LowPrecisionVariant:
+    """The variant stepping one tensor's arrays (None where unused, as
+    ``Backend._update_low_precision`` gets them): master weights, Kahan, stochastic (a
+    key) or nearest."""
+    rounding = ("master" if master is not None else "kahan" if compensation is not None
+                else "stochastic" if key is not None else "nearest")
+    formats = (_LOW_PRECISION_FORMATS[np.dtype(a.dtype)] for a in (p, g, m))
+    return LowPrecisionVariant(*formats, vmax is not None, rounding)
+
+
+def step_variants(param_dtype, cfg) -> list[LowPrecisionVariant]:
+    """The variants a low-precision step of ``param_dtype`` params under ``cfg`` may
+    launch: grads of the params' dtype or float32."""
+    params = _LOW_PRECISION_FORMATS[np.dtype(param_dtype)]
+    moments = _LOW_PRECISION_FORMATS[moment_dtype(param_dtype, cfg)]
+    rounding = "master" if cfg.master_weights else cfg.rounding
+    return [LowPrecisionVariant(params, grads, moments, cfg.amsgrad, rounding)
+            for grads in dict.fromkeys((params, "f32"))]
+
+
+def low_precision_common_source() -> str:
+    """The CUDA C every low-precision variant shares: ``LOW_PRECISION_ROUNDING``, the
+    formats and the templated step (float16's conversions are PTX; a host test defines
+    ``f16_widen`` and ``f16_nearest`` itself)."""
+    return LOW_PRECISION_ROUNDING + _LOW_PRECISION_SOURCE
+
+
+def low_precision_wrapper(variant: LowPrecisionVariant) -> str:
+    """The ``extern "C"`` kernel of one variant; arguments: p, g, m, v, vmax, master,
+    compensation (device pointers, NULL where unused), the key (uint32), the ten float32
+    scalars of ``StepScalars.floats()``, use_l2, n."""
+    return _LOW_PRECISION_WRAPPER.format(
+        name=variant.name, p=variant.params, g=variant.grads, m=variant.moments,
+        amsgrad="true" if variant.amsgrad else "false",
+        rounding=variant.rounding.upper())
+
+
+def low_precision_kernel_source(variant: LowPrecisionVariant) -> str:
+    """The CUDA C NVRTC compiles for one variant: one instantiation of the step."""
+    return low_precision_common_source() + low_precision_wrapper(variant)
+
+
+def compile_low_precision_kernel(variant: LowPrecisionVariant, arch: str,
+                                 target: str = "cubin",
+                                 options=LOW_PRECISION_NVRTC_OPTIONS,
+                                 source: str | None = None) -> bytes:
+    """``compile_kernel`` for one low-precision variant."""
+    source = low_precision_kernel_source(variant) if source is None else source
+    return _nvrtc(source, variant.name, arch, target, options)
 
 
 def int8_kernel_name(amsgrad: bool) -> str:

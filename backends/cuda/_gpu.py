@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from ..base import Backend
+from ..formats import BFLOAT16
 from ..memory import first_of_contiguous
 from ..scalars import StepScalars
 from ..validation import FLOAT_DTYPES
@@ -86,6 +87,11 @@ class GpuBackend(Backend):
         scalars = StepScalars.for_step(cfg, t, lr)
         for p, g, m, v, *vmax in plan[1]:
             self._launch(p, g, m, v, vmax[0] if vmax else None, scalars, dtype)
+
+    def _low_precision_arrays(self, tensors: tuple) -> tuple:
+        """bfloat16 arrays as their uint16 bits (the kernels' form), made once per plan."""
+        return tuple(a.view(np.uint16) if a is not None and a.dtype == BFLOAT16 else a
+                     for a in tensors)
 
     def _update_int8(self, p, g, moments, cfg, t, lr=None) -> None:
         if p.size:

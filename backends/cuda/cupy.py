@@ -4,7 +4,12 @@ The kernel (backends.cuda._cupy_kernels) is the C spelling of the element-wise u
 backend shares (backends.scalars), compiled by NVRTC without flush-to-zero (CuPy's own
 kernel classes always add ``-ftz=true``) for this GPU's architecture; the step's scalars
 are passed as arguments, so nothing is recompiled between steps and no device memory is
-allocated. int8 state (``state_dtype="int8"``) has a kernel of its own in the same module.
+allocated. int8 state (``state_dtype="int8"``) has a kernel of its own in the same module,
+and so has each combination of low-precision formats (``backends.low_precision_step``):
+those are compiled when a state is made for them, or else on the step that first needs
+them, and cached on the backend. CuPy before v14 has no bfloat16 arrays: a bfloat16 array
+is a bfloat16 view of uint16 device memory (CuPy views and copies reinterpret bytes; no
+CuPy kernel runs on it), which ``to_numpy`` returns as ml_dtypes.bfloat16.
 """
 from __future__ import annotations
 
@@ -13,7 +18,10 @@ import time
 
 import numpy as np
 
-from ..validation import FLOAT_DTYPES
+from ..config import AdamConfig
+from ..formats import BFLOAT16, uses_low_precision
+from ..scalars import StepScalars
+from ..validation import FLOAT_DTYPES, as_list
 from . import _cupy_kernels
 from ._gpu import MAX_INT8_GRID, GpuBackend
 
@@ -27,6 +35,7 @@ class CupyBackend(GpuBackend):
 
     name = "cupy"
     supports_int8_state = True
+    supports_low_precision = True
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -52,26 +61,52 @@ class CupyBackend(GpuBackend):
         self._cupy = cupy
         self.array_type = cupy.ndarray
         start = time.perf_counter()
-        arch = cupy.cuda.Device().compute_capability
+        self._arch = cupy.cuda.Device().compute_capability
         self._kernels = {}  # a Function keeps its Module loaded
         for dtype in FLOAT_DTYPES:
             for amsgrad in (False, True):
-                module = cupy.cuda.function.Module()
-                module.load(_cupy_kernels.compile_kernel(dtype, amsgrad, arch))
-                self._kernels[dtype, amsgrad] = module.get_function(
+                self._kernels[dtype, amsgrad] = self._load(
+                    _cupy_kernels.compile_kernel(dtype, amsgrad, self._arch),
                     _cupy_kernels.kernel_name(dtype, amsgrad))
         for amsgrad in (False, True):
-            module = cupy.cuda.function.Module()
-            module.load(_cupy_kernels.compile_int8_kernel(amsgrad, arch))
-            self._kernels["int8", amsgrad] = module.get_function(
+            self._kernels["int8", amsgrad] = self._load(
+                _cupy_kernels.compile_int8_kernel(amsgrad, self._arch),
                 _cupy_kernels.int8_kernel_name(amsgrad))
         self.compile_seconds = time.perf_counter() - start + self._timed_warm_up()
 
+    def _load(self, cubin: bytes, name: str):
+        """The kernel ``name`` of ``cubin``, loaded on the current device."""
+        module = self._cupy.cuda.function.Module()
+        module.load(cubin)
+        return module.get_function(name)
+
+    def compile_count(self) -> int:
+        """Kernels compiled so far (a timed step must leave it unchanged)."""
+        return len(self._kernels)
+
     def asarray(self, a):
+        a = np.asarray(a)
+        if a.dtype == BFLOAT16:  # CuPy before v14 makes no bfloat16 array: its bits, viewed
+            return self._cupy.asarray(a.view(np.uint16)).view(BFLOAT16)
         return self._cupy.asarray(a)
 
     def empty(self, n, dtype):
+        if np.dtype(dtype) == BFLOAT16:
+            return self._cupy.empty(n, dtype=np.uint16).view(BFLOAT16)
         return self._cupy.empty(n, dtype=dtype)
+
+    def init_state(self, params, cfg=None):
+        """``Backend.init_state``, and for low-precision params the kernels their steps
+        will launch compiled now (``compile_seconds``), not in a step."""
+        state = super().init_state(params, cfg)
+        cfg, params = cfg or AdamConfig(), as_list(params, "params")
+        if uses_low_precision(cfg, params, None):
+            start = time.perf_counter()
+            for dtype in dict.fromkeys(np.dtype(p.dtype) for p in params):
+                for variant in _cupy_kernels.step_variants(dtype, cfg):
+                    self._low_precision_kernel(variant)
+            self.compile_seconds += time.perf_counter() - start
+        return state
 
     def synchronize(self) -> None:
         self._cupy.cuda.get_current_stream().synchronize()
@@ -107,6 +142,27 @@ class CupyBackend(GpuBackend):
         kernel = self._kernels["int8", vmax is not None]
         kernel((min(ms.size, MAX_INT8_GRID),), (_cupy_kernels.INT8_THREADS,),
                (*(a.data for a in arrays), *args, np.bool_(scalars.use_l2), np.int64(p.size)))
+
+
+    def _low_precision_kernel(self, variant):
+        """The loaded kernel of a low-precision variant, compiled on first use."""
+        kernel = self._kernels.get(variant)
+        if kernel is None:
+            kernel = self._kernels[variant] = self._load(
+                _cupy_kernels.compile_low_precision_kernel(variant, self._arch), variant.name)
+        return kernel
+
+    def _update_low_precision(self, p, g, m, v, vmax, master, compensation, cfg, t, key,
+                              lr=None) -> None:
+        variant = _cupy_kernels.low_precision_variant(p, g, m, vmax, master, compensation, key)
+        scalars = StepScalars.for_step(cfg, t, lr)
+        blocks = min(math.ceil(p.size / THREADS_PER_BLOCK), 1024)
+        pointers = (None if a is None else a.data  # None: a NULL pointer
+                    for a in (p, g, m, v, vmax, master, compensation))
+        self._low_precision_kernel(variant)(
+            (blocks,), (THREADS_PER_BLOCK,),
+            (*pointers, np.uint32(key or 0), *(np.float32(x) for x in scalars.floats()),
+             np.bool_(scalars.use_l2), np.int64(p.size)))
 
 
 def cupy_event_timer(cupy):

@@ -12,7 +12,6 @@ import os
 
 import numpy as np
 
-from ..formats import BFLOAT16
 from ..scalars import StepScalars
 from ._gpu import MAX_INT8_GRID, GpuBackend
 
@@ -109,11 +108,6 @@ class NumbaCudaBackend(GpuBackend):
                          else (kernels.adam_int8_amsgrad, vmax))
         kernel[min(ms.size, MAX_INT8_GRID), kernels.INT8_THREADS](
             p, g, mc, ms, vc, vs, *extra, *args, scalars.use_l2)
-
-    def _low_precision_arrays(self, tensors: tuple) -> tuple:
-        """bfloat16 arrays as their uint16 bits (the kernel's form), made once per plan."""
-        return tuple(a.view(np.uint16) if a is not None and a.dtype == BFLOAT16 else a
-                     for a in tensors)
 
     def _update_low_precision(self, p, g, m, v, vmax, master, compensation, cfg, t, key,
                               lr=None) -> None:

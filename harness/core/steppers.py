@@ -71,10 +71,15 @@ class BackendStepper(Stepper):
         self.label = backend.name
         self.device = backend.device
         self.cfg = cfg
-        self.compile_seconds = getattr(backend, "compile_seconds", 0.0)
         self.threads = getattr(backend, "threads", None)
         self._params = self._to_backend([np.array(p, copy=True) for p in params])
         self.state = backend.init_state(self._params, cfg)
+        self.compile_seconds = getattr(backend, "compile_seconds", 0.0)  # init_state's too
+
+    def compile_count(self) -> int:
+        """The backend's ``compile_count`` where it has one (cupy), else 0."""
+        count = getattr(self.backend, "compile_count", None)
+        return count() if count else 0
 
     def _to_backend(self, arrays):
         """Backend arrays; views of one flat buffer with ``flat_buffer`` (always on GPUs,
