@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import re
+from collections import Counter
 from functools import lru_cache
 
 import numpy as np
@@ -422,3 +423,126 @@ def test_low_precision_mutant_float32_moments_break_the_bf16_bytes_model():
     for accesses in (mc.ptx_accesses(ptx), sass.accesses()):
         with pytest.raises(AssertionError, match="bytes per element"):
             _assert_bytes_per_element(accesses, FORMATS["bf16"].bytes_per_element())
+
+
+# --- the CuPy low-precision kernels ------------------------------------------------------
+
+def _low_precision_cases():
+    """(case id, variant, params dtype, options, grads dtype): each variant the cases of
+    tests/low_precision_cases.py launch, once."""
+    from low_precision_cases import FORMATS
+
+    from backends import AdamConfig
+    from backends.cuda import _cupy_kernels
+
+    cases = {}
+    for name, dtype, options in FORMATS:
+        for variant in _cupy_kernels.step_variants(dtype, AdamConfig(**options)):
+            grads = np.float32 if variant.grads == "f32" else dtype
+            cases.setdefault(variant, (f"{name}-{np.dtype(grads).name}-grads", variant,
+                                       dtype, options, grads))
+    return list(cases.values())
+
+
+#: Every variant for sm_90; for sm_80 the ones with the most streams (the machine limits
+#: differ little between the two: a second build of each would double the time).
+_SM80_CASES = ("bf16-sr-bfloat16-grads", "bf16-kahan-float32-grads",
+               "fp16-master-float16-grads", "fp32-bf16state-float32-grads")
+CUPY_LOW_PRECISION_CASES = [(*case, arch) for case in _low_precision_cases()
+                            for arch in mc.ARCHS if arch == "90" or case[0] in _SM80_CASES]
+CUPY_LOW_PRECISION_IDS = [f"{c[0]}-sm{c[-1]}" for c in CUPY_LOW_PRECISION_CASES]
+
+
+@lru_cache(maxsize=None)
+def _compiled_cupy_low_precision(variant, arch):
+    ptx = mc.cupy_low_precision_ptx(variant, arch)
+    return ptx, mc.ptx_to_sass(ptx, arch)
+
+
+def _low_precision_bytes_model(dtype, options, grad_dtype) -> tuple[Counter, Counter]:
+    """(loads, stores) of one element by bytes per access, from the state layout
+    (``low_precision_step.tensor_layout``) as harness.core.formats' bytes model counts:
+    reads grads, every state field and the params unless master weights; writes the
+    params and every state field."""
+    from backends import AdamConfig
+    from backends.low_precision_step import tensor_layout
+
+    cfg = AdamConfig(**options)
+    state = [np.dtype(d).itemsize for d in tensor_layout(dtype, cfg).values()]
+    params = np.dtype(dtype).itemsize
+    reads = [np.dtype(grad_dtype).itemsize, *state] + ([] if cfg.master_weights else [params])
+    return Counter(reads), Counter([params, *state])
+
+
+def _assert_low_precision_bytes_model(accesses: mc.GlobalAccesses, model):
+    e = accesses.elements
+    assert e > 0, "no element body found (no square root)"
+    loads, stores = ({size: n * e for size, n in counts.items()} for counts in model)
+    assert dict(accesses.loads) == loads, \
+        f"loads by bytes {dict(accesses.loads)} for {e} element copies; model {loads}"
+    assert dict(accesses.stores) == stores, \
+        f"stores by bytes {dict(accesses.stores)} for {e} element copies; model {stores}"
+
+
+@pytest.mark.parametrize("case,variant,dtype,options,grads,arch", CUPY_LOW_PRECISION_CASES,
+                         ids=CUPY_LOW_PRECISION_IDS)
+def test_cupy_low_precision_kernels_are_ieee_float32_within_the_machine_limits(
+        case, variant, dtype, options, grads, arch):
+    ptx, sass = _compiled_cupy_low_precision(variant, arch)
+    _assert_no_f64(ptx)
+    _assert_no_contraction(ptx)
+    _assert_ieee(ptx)
+    _assert_machine_limits(sass)
+
+
+@pytest.mark.parametrize("case,variant,dtype,options,grads,arch", CUPY_LOW_PRECISION_CASES,
+                         ids=CUPY_LOW_PRECISION_IDS)
+def test_cupy_low_precision_memory_is_the_bytes_model(case, variant, dtype, options, grads,
+                                                      arch):
+    ptx, sass = _compiled_cupy_low_precision(variant, arch)
+    model = _low_precision_bytes_model(dtype, options, grads)
+    _assert_low_precision_bytes_model(mc.ptx_accesses(ptx), model)
+    _assert_low_precision_bytes_model(sass.accesses(), model)
+
+
+def _cupy_low_precision_mutant_ptx(case: str, old=None, new=None, options=None):
+    """PTX of case ``case``'s kernel (an id of CUPY_LOW_PRECISION_CASES without the arch)
+    for sm_90, with one source change or other NVRTC options."""
+    from backends.cuda import _cupy_kernels
+
+    variant = next(c[1] for c in CUPY_LOW_PRECISION_CASES if c[0] == case)
+    source = _cupy_kernels.low_precision_kernel_source(variant)
+    if old is not None:
+        assert source.count(old) == 1
+        source = source.replace(old, new)
+    return _cupy_kernels.compile_low_precision_kernel(
+        variant, "90", "ptx", options or _cupy_kernels.LOW_PRECISION_NVRTC_OPTIONS,
+        source).decode()
+
+
+def test_cupy_low_precision_mutants_are_found():
+    """A double literal, flush-to-zero, contracting arithmetic, and a grad read again
+    after the moments' stores (they may alias it, so the load stays): an extra load."""
+    from backends.cuda import _cupy_kernels
+
+    gi = "float gi = __fmul_rn(sign, G::widen(g[i]));"
+    with pytest.raises(AssertionError, match="float64 instructions"):
+        _assert_no_f64(_cupy_low_precision_mutant_ptx(
+            "bf16-bfloat16-grads", gi, gi.replace(";", " + 1e-300;")))
+    ftz = (*_cupy_kernels.LOW_PRECISION_NVRTC_OPTIONS, "-ftz=true")
+    with pytest.raises(AssertionError, match="flush-to-zero"):
+        _assert_ieee(_cupy_low_precision_mutant_ptx("fp16-float16-grads", options=ftz))
+    rounded_m = ("__fadd_rn(__fmul_rn(beta1, M::widen(m[i])), "
+                 "__fmul_rn(one_minus_beta1, gi));")
+    plain_m = "beta1 * M::widen(m[i]) + one_minus_beta1 * gi;"
+    with pytest.raises(AssertionError, match="contractible"):
+        _assert_no_contraction(_cupy_low_precision_mutant_ptx(
+            "bf16-kahan-bfloat16-grads", rounded_m, plain_m,
+            options=_cupy_kernels.NVRTC_OPTIONS))
+    ptx = _cupy_low_precision_mutant_ptx(
+        "bf16-master-bfloat16-grads", "master[i] = w;",
+        "master[i] = __fadd_rn(w, __fmul_rn(0.0f, G::widen(g[i])));")
+    case = next(c for c in CUPY_LOW_PRECISION_CASES if c[0] == "bf16-master-bfloat16-grads")
+    with pytest.raises(AssertionError, match="loads by bytes"):
+        _assert_low_precision_bytes_model(mc.ptx_to_sass(ptx, "90").accesses(),
+                                          _low_precision_bytes_model(*case[2:5]))

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ARCHS", "KERNELS", "compiler_unavailable_reason", "kernel_ptx", "numba_ptx",
-           "int8_kernel_ptx", "numba_int8_ptx", "numba_low_precision_ptx", "Sass",
-           "ptx_to_sass", "instructions", "f64_instructions", "element_bodies", "element_ops",
-           "per_element_memory", "GlobalAccesses", "ptx_accesses", "REGISTER_CEILING"]
+           "int8_kernel_ptx", "numba_int8_ptx", "numba_low_precision_ptx",
+           "cupy_low_precision_ptx", "Sass", "ptx_to_sass", "instructions", "f64_instructions",
+           "element_bodies", "element_ops", "per_element_memory", "GlobalAccesses",
+           "ptx_accesses", "REGISTER_CEILING"]
 
 #: The architectures every kernel is compiled for: A100 (sm_80) and H100 (sm_90).
 ARCHS = ("80", "90")
@@ -134,6 +135,14 @@ def numba_low_precision_ptx(param_dtype, grad_dtype, cfg, arch: str,
     signature = tuple(kernel.typeof_pyval(a) for a in arguments)
     ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(int(arch[0]), int(arch[1:])))
     return ptx
+
+
+def cupy_low_precision_ptx(variant, arch: str) -> str:
+    """PTX of the CuPy low-precision kernel of ``variant``
+    (``backends.cuda._cupy_kernels.LowPrecisionVariant``)."""
+    from backends.cuda import _cupy_kernels
+
+    return _cupy_kernels.compile_low_precision_kernel(variant, arch, target="ptx").decode()
 
 
 def int8_kernel_ptx(backend: str, amsgrad: bool, arch: str) -> str:
