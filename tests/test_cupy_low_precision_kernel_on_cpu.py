@@ -1,16 +1,19 @@
-"""The CuPy backend's low-precision kernel source, run on the CPU (tests/cuda_c_on_cpu.py):
-every variant a case of tests/low_precision_cases.py launches, compiled once into one
-library, steps inside the NumPy backend's own low-precision step (its checks, plan, keys
-and per-step lr) in place of NumPy's kernel, and must give the NumPy backend's bits for
-params and every state field, three steps, with grads of the params' dtype and float32.
-Three thread blocks of four threads run one after another, so the grid-stride loop takes
-each element once. Each property has a mutant of the source that breaks it. What only a
-GPU shows (NVRTC's code, launch) is tests/test_machine_code.py's and
-tests/test_gpu_low_precision.py's."""
+"""The CuPy backend's low-precision step on the CPU: CupyBackend itself over NumPy arrays
+(a stand-in for the part of CuPy it calls), its kernels compiled by NVRTC for sm_90 as on
+a GPU, and each low-precision launch run by the kernel's CUDA C built with g++
+(tests/cuda_c_on_cpu.py; every variant the cases of tests/low_precision_cases.py launch,
+compiled once into one library). It must give the NumPy backend's bits for params and
+every state field, three steps with a per-step lr, grads of the params' dtype and
+float32: the backend's arrays, variant choice, argument order and types, and the
+kernel's logic. Three thread blocks of four threads run one after another, so the
+grid-stride loop takes each element once. Each property has a mutant of the source that
+breaks it. What only a GPU shows (NVRTC's code, launch) is tests/test_machine_code.py's
+and tests/test_gpu_low_precision.py's."""
 from __future__ import annotations
 
 import ctypes
-from pathlib import Path
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -18,12 +21,12 @@ from low_precision_cases import FORMATS, stepped_bits
 
 import cuda_c_on_cpu
 from backends import AdamConfig, get_backend
-from backends.cpu.numpy import NumpyBackend
 from backends.cuda import _cupy_kernels as kernels
-from backends.cuda._gpu import GpuBackend
-from backends.scalars import StepScalars
+from backends.cuda.cupy import CupyBackend
 
 pytestmark = cuda_c_on_cpu.needs_compiler
+pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC (the [gpu-compile] extra) compiles "
+                    "the backend's kernels")
 
 _GRID, _THREADS = 3, 4
 _SIZES = (1000 + 37, 300, 1)
@@ -54,46 +57,88 @@ def _variants() -> list:
     return [found[name] for name in sorted(found)]
 
 
-def _driver(variant) -> str:
-    return _DRIVER.format(name=variant.name, p=variant.params, g=variant.grads,
+def _driver(variant, prefix: str) -> str:
+    return _DRIVER.format(name=prefix + variant.name, p=variant.params, g=variant.grads,
                           m=variant.moments, grid=_GRID, threads=_THREADS)
 
 
-def _library(common: str, stem: Path, variants) -> ctypes.CDLL:
-    """``common`` with the kernel and driver of each of ``variants``, compiled once."""
-    return cuda_c_on_cpu.load(common + "".join(kernels.low_precision_wrapper(v) + _driver(v)
-                                               for v in variants), stem)
+def _part(common: str, variants, prefix: str = "") -> str:
+    """``common`` with the kernel and driver of each of ``variants``, their C names
+    prefixed by ``prefix`` and, with one, in a namespace of their own (so the parts of
+    several mutants build as one library)."""
+    body = common + "".join(kernels.low_precision_wrapper(v).replace(v.name, prefix + v.name)
+                            + _driver(v, prefix) for v in variants)
+    return f"namespace {prefix}part {{\n{body}\n}}\n" if prefix else body
 
 
-class _KernelOnCpu(NumpyBackend):
-    """The NumPy backend whose low-precision step launches the CuPy kernel's C++ build
-    with CupyBackend's arguments (bfloat16 as uint16 views, NULL where unused)."""
-
-    name = "cupy-kernel-on-cpu"
-    _low_precision_arrays = GpuBackend._low_precision_arrays
+class _CpuKernels:
+    """CuPy's module loading as the backend uses it, on the CPU: a low-precision kernel is
+    the C++ build's ``run_<prefix><name>`` of ``library`` (read at each launch, so a test
+    can swap in a mutant's), any other kernel a launch that does nothing (the warm-up's)."""
 
     def __init__(self, library):
-        super().__init__(threads=1)
         self.library = library
+        self.prefix = ""  # of the C names in library
         self.launched = set()
 
-    def _update_low_precision(self, p, g, m, v, vmax, master, compensation, cfg, t, key,
-                              lr=None):
-        variant = kernels.low_precision_variant(p, g, m, vmax, master, compensation, key)
-        self.launched.add(variant.name)
-        scalars = StepScalars.for_step(cfg, t, lr)
-        c = np.array(scalars.floats(), np.float32)
-        pointers = (None if a is None else a.ctypes.data_as(ctypes.c_void_p)
-                    for a in (p, g, m, v, vmax, master, compensation))
-        getattr(self.library, f"run_{variant.name}")(
-            *pointers, ctypes.c_uint(key or 0), c.ctypes.data_as(ctypes.c_void_p),
-            ctypes.c_bool(scalars.use_l2), ctypes.c_longlong(p.size))
+    def module(self):
+        kernels = self
+
+        class Module:
+            def load(self, cubin: bytes):
+                assert cubin[:4] == b"\x7fELF", "NVRTC gave no cubin"
+
+            def get_function(self, name: str):
+                if not name.startswith("adam_lp_"):
+                    return lambda grid, block, args: None
+                return lambda grid, block, args: kernels.launch(name, args)
+
+        return Module()
+
+    def launch(self, name: str, args: tuple) -> None:
+        """Step with CupyBackend's arguments: seven MemoryPointers (here a NumPy array's
+        ``.data``) or None, the key, ten float32 scalars, use_l2, n."""
+        self.launched.add(name)
+        pointers = [None if a is None else np.frombuffer(a, np.uint8).ctypes.data
+                    for a in args[:7]]
+        key, scalars, (use_l2, n) = args[7], np.array(args[8:18], np.float32), args[18:]
+        assert (type(key), type(use_l2), type(n)) == (np.uint32, np.bool_, np.int64)
+        assert all(type(x) is np.float32 for x in args[8:18])
+        getattr(self.library, f"run_{self.prefix}{name}")(
+            *(ctypes.c_void_p(a) for a in pointers), ctypes.c_uint(key),
+            scalars.ctypes.data_as(ctypes.c_void_p), ctypes.c_bool(use_l2),
+            ctypes.c_longlong(n))
+
+
+def _fake_cupy(kernels_on_cpu: _CpuKernels):
+    """The part of CuPy CupyBackend calls, over NumPy arrays."""
+    stream = types.SimpleNamespace(synchronize=lambda: None)
+    cuda = types.SimpleNamespace(
+        Device=lambda: types.SimpleNamespace(compute_capability="90"),
+        function=types.SimpleNamespace(Module=kernels_on_cpu.module),
+        get_current_stream=lambda: stream)
+    return types.SimpleNamespace(ndarray=np.ndarray, asarray=np.asarray, empty=np.empty,
+                                 cuda=cuda)
 
 
 @pytest.fixture(scope="module")
-def kernel_on_cpu(tmp_path_factory) -> _KernelOnCpu:
+def kernels_on_cpu(tmp_path_factory) -> _CpuKernels:
     stem = tmp_path_factory.mktemp("cupy_low_precision") / "kernels"
-    return _KernelOnCpu(_library(kernels.low_precision_common_source(), stem, _variants()))
+    return _CpuKernels(cuda_c_on_cpu.load(
+        _part(kernels.low_precision_common_source(), _variants()), stem))
+
+
+def _cupy_backend(kernels_on_cpu: _CpuKernels) -> CupyBackend:
+    """The cupy backend itself, its kernels compiled by NVRTC as on a GPU, its
+    low-precision launches run by the C++ build."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "cupy", _fake_cupy(kernels_on_cpu))
+        return CupyBackend()
+
+
+@pytest.fixture(scope="module")
+def cupy_on_cpu(kernels_on_cpu) -> CupyBackend:
+    return _cupy_backend(kernels_on_cpu)
 
 
 def _first_difference(backend, dtype, options, grad_dtype) -> str | None:
@@ -109,14 +154,29 @@ def _first_difference(backend, dtype, options, grad_dtype) -> str | None:
 
 @pytest.mark.parametrize("grads", ["params", "float32"])
 @pytest.mark.parametrize("name, dtype, options", FORMATS, ids=[f[0] for f in FORMATS])
-def test_cupy_low_precision_source_gives_numpys_bits(kernel_on_cpu, name, dtype, options,
-                                                     grads):
+def test_cupy_low_precision_step_gives_numpys_bits(cupy_on_cpu, kernels_on_cpu, name, dtype,
+                                                   options, grads):
     grad_dtype = np.float32 if grads == "float32" else dtype
-    kernel_on_cpu.launched.clear()
-    assert _first_difference(kernel_on_cpu, dtype, options, grad_dtype) is None
+    kernels_on_cpu.launched.clear()
+    assert _first_difference(cupy_on_cpu, dtype, options, grad_dtype) is None
     expected = {v.name for v in kernels.step_variants(dtype, AdamConfig(**options))
                 if v.grads == ("f32" if grads == "float32" else v.params)}
-    assert kernel_on_cpu.launched == expected
+    assert kernels_on_cpu.launched == expected
+
+
+def test_init_state_compiles_the_variants_so_no_step_does(kernels_on_cpu):
+    """A format's kernels are compiled by init_state (into compile_seconds), so its steps
+    compile nothing; a new backend, so no earlier test compiled them."""
+    backend = _cupy_backend(kernels_on_cpu)
+    cfg = AdamConfig(rounding="kahan", state_dtype="float32")
+    params = [backend.asarray(np.ones(5, np.float16))]
+    before, seconds = backend.compile_count(), backend.compile_seconds
+    state = backend.init_state(params, cfg)
+    assert backend.compile_count() == before + 2  # grads of float16 and float32
+    assert backend.compile_seconds > seconds
+    for grads in (np.float16, np.float32):
+        backend.step(params, [backend.asarray(np.ones(5, grads))], state, cfg)
+    assert backend.compile_count() == before + 2
 
 
 #: (mutant, the case it breaks): a plausible bug in each part of the kernel.
@@ -148,14 +208,33 @@ _MUTANTS = {
 _CASES = {f[0]: f for f in FORMATS}
 
 
-@pytest.mark.parametrize("mutant", sorted(_MUTANTS))
-def test_each_mutant_is_caught(mutant, tmp_path):
-    """Each mutant builds only its case's kernel (grads of the params' dtype)."""
-    (old, new), case = _MUTANTS[mutant]
+
+def _mutant_variants(mutant: str) -> list:
+    """The kernel of the case a mutant breaks (grads of the params' dtype)."""
+    _, dtype, options = _CASES[_MUTANTS[mutant][1]]
+    return kernels.step_variants(dtype, AdamConfig(**options))[:1]
+
+
+@pytest.fixture(scope="module")
+def mutants_on_cpu(tmp_path_factory) -> ctypes.CDLL:
+    """Every mutant's kernel, built as one library (one compiler run)."""
     common = kernels.low_precision_common_source()
-    assert common.count(old) == 1, f"mutant {mutant}: its line is not in the source once"
+    parts = (_part(common.replace(*_MUTANTS[name][0]), _mutant_variants(name), f"{name}_")
+             for name in sorted(_MUTANTS))
+    return cuda_c_on_cpu.load("".join(parts),
+                              tmp_path_factory.mktemp("cupy_low_precision") / "mutants")
+
+
+@pytest.mark.parametrize("mutant", sorted(_MUTANTS))
+def test_each_mutant_is_caught(mutant, cupy_on_cpu, kernels_on_cpu, mutants_on_cpu):
+    (old, _), case = _MUTANTS[mutant]
+    count = kernels.low_precision_common_source().count(old)
+    assert count == 1, f"mutant {mutant}: its line is in the source {count} times"
     _, dtype, options = _CASES[case]
-    variants = kernels.step_variants(dtype, AdamConfig(**options))[:1]
-    library = _library(common.replace(old, new), tmp_path / mutant, variants)
-    assert _first_difference(_KernelOnCpu(library), dtype, options, dtype) is not None, \
-        f"mutant {mutant} gave numpy's bits"
+    original = kernels_on_cpu.library
+    kernels_on_cpu.library, kernels_on_cpu.prefix = mutants_on_cpu, f"{mutant}_"
+    try:
+        difference = _first_difference(cupy_on_cpu, dtype, options, dtype)
+    finally:
+        kernels_on_cpu.library, kernels_on_cpu.prefix = original, ""
+    assert difference is not None, f"mutant {mutant} gave numpy's bits"
