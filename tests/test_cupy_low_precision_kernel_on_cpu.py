@@ -20,9 +20,10 @@ import pytest
 from low_precision_cases import FORMATS, stepped_bits
 
 import cuda_c_on_cpu
-from backends import AdamConfig, get_backend
+from backends import AdamConfig, formats, get_backend
 from backends.cuda import _cupy_kernels as kernels
 from backends.cuda.cupy import CupyBackend
+from backends.scalars import StepScalars
 
 pytestmark = cuda_c_on_cpu.needs_compiler
 pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC (the [gpu-compile] extra) compiles "
@@ -238,3 +239,81 @@ def test_each_mutant_is_caught(mutant, cupy_on_cpu, kernels_on_cpu, mutants_on_c
     finally:
         kernels_on_cpu.library, kernels_on_cpu.prefix = original, ""
     assert difference is not None, f"mutant {mutant} gave numpy's bits"
+
+
+# --- stochastic rounding above element 2**32 ----------------------------------------------
+
+_DRIVER_AT = r"""
+extern "C" void run_at_{name}(void* p, const void* g, void* m, void* v, unsigned key,
+                              const float* c, long long first, long long k) {{
+    // elements first .. first + k - 1 of a tensor of first + k, each by the thread that
+    // owns it (a stride beyond the end: one element per call); the arrays hold those k
+    // elements, so the pointers passed start first elements before them (never read there)
+    blockDim.x = {threads};
+    gridDim.x = 0x80000000u;
+    for (long long i = first; i < first + k; ++i) {{
+        blockIdx.x = (unsigned)(i / blockDim.x);
+        threadIdx.x = (unsigned)(i % blockDim.x);
+        {name}(({p}::bits*)p - first, (const {g}::bits*)g - first, ({m}::bits*)m - first,
+               ({m}::bits*)v - first, nullptr, nullptr, nullptr, key, c[0], c[1], c[2], c[3],
+               c[4], c[5], c[6], c[7], c[8], c[9], false, first + k);
+    }}
+}}
+"""
+_INDEX_MUTANT = ("random16(key, (unsigned long long)i)", "random16(key, (unsigned int)i)")
+_SR_CASE = _CASES["bf16-sr"]
+
+
+@pytest.fixture(scope="module")
+def indexed_on_cpu(tmp_path_factory) -> ctypes.CDLL:
+    """bf16-sr's kernel with the driver above, as it is and with the element's index cut
+    to 32 bits (prefix ``index_mutant_``)."""
+    variant = kernels.step_variants(_SR_CASE[1], AdamConfig(**_SR_CASE[2]))[0]
+    common = kernels.low_precision_common_source()
+
+    def part(source, prefix):
+        name = prefix + variant.name
+        return _part(source, [variant], prefix) + (
+            f"namespace {prefix}part {{\n" if prefix else "") + _DRIVER_AT.format(
+            name=name, p=variant.params, g=variant.grads, m=variant.moments,
+            threads=_THREADS) + ("}\n" if prefix else "")
+
+    return cuda_c_on_cpu.load(part(common, "") + part(common.replace(*_INDEX_MUTANT),
+                                                      "index_mutant_"),
+                              tmp_path_factory.mktemp("cupy_low_precision") / "indexed")
+
+
+def _stochastic_at(library, prefix: str, first: int, k: int = 16) -> np.ndarray:
+    """bf16 bits of params first .. first + k - 1 of a huge tensor after one stochastic
+    step, and the NumPy backend's float32 result of that step (its master weights)."""
+    _, dtype, options = _SR_CASE
+    rng = np.random.default_rng(first % 1000)
+    p = rng.standard_normal(k).astype(dtype)
+    g = rng.standard_normal(k).astype(dtype)
+    m, v = np.zeros(k, dtype), np.zeros(k, dtype)
+    cfg = AdamConfig(lr=1e-2, **options)
+    key = formats.stream_key(cfg.seed, 1, 0)
+    c = np.array(StepScalars.for_step(cfg, 1).floats(), np.float32)
+    found = p.copy()
+    getattr(library, f"run_at_{prefix}{kernels.step_variants(dtype, cfg)[0].name}")(
+        *(a.ctypes.data_as(ctypes.c_void_p) for a in (found, g, m, v)), ctypes.c_uint(key),
+        c.ctypes.data_as(ctypes.c_void_p), ctypes.c_longlong(first), ctypes.c_longlong(k))
+    numpy = get_backend("numpy")
+    master_cfg = AdamConfig(lr=1e-2, master_weights=True, state_dtype="bfloat16")
+    state = numpy.init_state([p.copy()], master_cfg)
+    numpy.step([p.copy()], [g], state, master_cfg)
+    w = state.master_params[0]
+    expected = formats.bf16_stochastic_bits(w.view(np.uint32), formats.random16(key, first,
+                                                                                first + k))
+    return found.view(np.uint16), expected
+
+
+@pytest.mark.parametrize("first", [2**32 - 8, 2**33 + 3])
+def test_stochastic_bits_of_elements_above_2_to_the_32(indexed_on_cpu, first):
+    """The kernel hashes each element's 64-bit index (formats.random16's high-word rule);
+    a kernel that cuts the index to 32 bits gives other bits there."""
+    found, expected = _stochastic_at(indexed_on_cpu, "", first)
+    np.testing.assert_array_equal(found, expected)
+    cut, expected = _stochastic_at(indexed_on_cpu, "index_mutant_", first)
+    beyond = np.arange(first, first + found.size) >= 2**32
+    assert not np.array_equal(cut[beyond], expected[beyond])
