@@ -194,13 +194,12 @@ _MUTANTS = {
     "moments_stored_unrounded_in_bf16": (("return __uint_as_float((unsigned int)b << 16);",
                                           "return __uint_as_float((unsigned int)b << 15);"),
                                          "bf16-bf16state"),
-    "amsgrad_maximum_ignores_v": (("if (vi > xi || vi != vi) xi = vi;", ""),
-                                  "fp32-bf16state"),
-    "l2_term_dropped": (("if (use_l2) gi = __fadd_rn(gi, __fmul_rn(l2, w));", ""),
+    "amsgrad_maximum_ignores_v": (("return (v > vmax || v != v) ? v : vmax;",
+                                   "return vmax;"), "fp32-bf16state"),
+    "l2_term_dropped": (("if (use_l2) g = __fadd_rn(g, __fmul_rn(l2, p));", ""),
                         "fp32-bf16state"),
-    "decoupled_decay_dropped": (("w = __fmul_rn(decay, w);", ""), "bf16-kahan"),
-    "maximize_ignored": (("float gi = __fmul_rn(sign, G::widen(g[i]));",
-                          "float gi = G::widen(g[i]);"), "bf16-bf16state"),
+    "decoupled_decay_dropped": (("p = __fmul_rn(decay, p);", ""), "bf16-kahan"),
+    "maximize_ignored": (("g = __fmul_rn(sign, g);", ""), "bf16-bf16state"),
     "float16_truncated": (("static __device__ __forceinline__ bits nearest(float x) "
                            "{ return f16_nearest(x); }",
                            "static __device__ __forceinline__ bits nearest(float x) "

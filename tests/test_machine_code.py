@@ -269,13 +269,16 @@ def test_int8_mutant_contracting_arithmetic_is_found():
                            name="adam_int8")
     with pytest.raises(AssertionError, match="contractible"):
         _assert_no_contraction(mc.numba_int8_ptx(kernel, False, "90"))
-    plain_m = "float mi = beta1 * (decode_m(mc[i]) * m_scale) + one_minus_beta1 * gi;"
-    rounded_m = ("float mi = __fadd_rn(__fmul_rn(beta1, __fmul_rn(decode_m(mc[i]), m_scale)),\n"
-                 "                                 __fmul_rn(one_minus_beta1, gi));")
-    ptx = _cupy_int8_mutant_ptx(old=rounded_m, new=plain_m,
+    ptx = _cupy_int8_mutant_ptx(old=_ROUNDED_M, new=_PLAIN_M,
                                 options=_cupy_kernels_module().NVRTC_OPTIONS)
     with pytest.raises(AssertionError, match="contractible"):
         _assert_no_contraction(ptx)
+
+
+#: The first moment's line of the CuPy kernels' shared element body, and a plain spelling
+#: that compilers contract (with -fmad=true) into an FMA.
+_ROUNDED_M = "m = __fadd_rn(__fmul_rn(beta1, m), __fmul_rn(one_minus_beta1, g));"
+_PLAIN_M = "m = beta1 * m + one_minus_beta1 * g;"
 
 
 def _cupy_kernels_module():
@@ -525,19 +528,16 @@ def test_cupy_low_precision_mutants_are_found():
     after the moments' stores (they may alias it, so the load stays): an extra load."""
     from backends.cuda import _cupy_kernels
 
-    gi = "float gi = __fmul_rn(sign, G::widen(g[i]));"
+    widened = "float mi = M::widen(m[i]), vi"
     with pytest.raises(AssertionError, match="float64 instructions"):
         _assert_no_f64(_cupy_low_precision_mutant_ptx(
-            "bf16-bfloat16-grads", gi, gi.replace(";", " + 1e-300;")))
+            "bf16-bfloat16-grads", widened, widened.replace("]),", "]) + 1e-300,")))
     ftz = (*_cupy_kernels.LOW_PRECISION_NVRTC_OPTIONS, "-ftz=true")
     with pytest.raises(AssertionError, match="flush-to-zero"):
         _assert_ieee(_cupy_low_precision_mutant_ptx("fp16-float16-grads", options=ftz))
-    rounded_m = ("__fadd_rn(__fmul_rn(beta1, M::widen(m[i])), "
-                 "__fmul_rn(one_minus_beta1, gi));")
-    plain_m = "beta1 * M::widen(m[i]) + one_minus_beta1 * gi;"
     with pytest.raises(AssertionError, match="contractible"):
         _assert_no_contraction(_cupy_low_precision_mutant_ptx(
-            "bf16-kahan-bfloat16-grads", rounded_m, plain_m,
+            "bf16-kahan-bfloat16-grads", _ROUNDED_M, _PLAIN_M,
             options=_cupy_kernels.NVRTC_OPTIONS))
     ptx = _cupy_low_precision_mutant_ptx(
         "bf16-master-bfloat16-grads", "master[i] = w;",

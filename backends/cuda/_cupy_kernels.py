@@ -18,7 +18,7 @@ from ..formats import BFLOAT16, moment_dtype
 
 __all__ = ["NVRTC_OPTIONS", "INT8_NVRTC_OPTIONS", "INT8_THREADS", "kernel_name",
            "kernel_source", "compile_kernel", "int8_kernel_name", "int8_kernel_source",
-           "compile_int8_kernel", "LOW_PRECISION_ROUNDING", "LOW_PRECISION_NVRTC_OPTIONS",
+           "compile_int8_kernel", "ROUNDED_ELEMENT", "LOW_PRECISION_ROUNDING", "LOW_PRECISION_NVRTC_OPTIONS",
            "LowPrecisionVariant", "low_precision_variant", "step_variants", "low_precision_common_source",
            "low_precision_wrapper", "low_precision_kernel_source",
            "compile_low_precision_kernel"]
@@ -80,6 +80,32 @@ def compile_kernel(dtype, amsgrad: bool, arch: str, target: str = "cubin",
     return _nvrtc(source, kernel_name(dtype, amsgrad), arch, target, options)
 
 
+#: backends.scalars' element update with every operation rounded on its own (``__f*_rn``,
+#: which no compiler fuses): the float32 values of the NumPy backend, bit for bit. The
+#: int8 and low-precision kernels share it.
+ROUNDED_ELEMENT = r"""
+// p (decayed), m and v stepped with grad g
+__device__ __forceinline__ void rounded_moments(
+        float& p, float g, float& m, float& v, float sign, float l2, float decay, float beta1,
+        float one_minus_beta1, float beta2, float one_minus_beta2, bool use_l2) {
+    g = __fmul_rn(sign, g);
+    if (use_l2) g = __fadd_rn(g, __fmul_rn(l2, p));
+    p = __fmul_rn(decay, p);
+    m = __fadd_rn(__fmul_rn(beta1, m), __fmul_rn(one_minus_beta1, g));
+    v = __fadd_rn(__fmul_rn(beta2, v), __fmul_rn(__fmul_rn(one_minus_beta2, g), g));
+}
+// amsgrad's running maximum of v: a NaN from either side wins, as np.maximum
+__device__ __forceinline__ float running_max(float vmax, float v) {
+    return (v > vmax || v != v) ? v : vmax;
+}
+// the new p from the decayed p, m and v (or its running maximum)
+__device__ __forceinline__ float rounded_update(float p, float m, float v, float step_size,
+                                                float inv_sqrt_bc2, float eps) {
+    return __fsub_rn(p, __fdiv_rn(__fmul_rn(step_size, m),
+                                  __fadd_rn(__fmul_rn(__fsqrt_rn(v), inv_sqrt_bc2), eps)));
+}
+"""
+
 _INT8_SOURCE = r"""
 #define BLOCK {block}
 #define THREADS {threads}
@@ -126,21 +152,17 @@ extern "C" __global__ void {name}(
         AMSGRAD_READ_SCALE
         for (int j = lane; j < size; j += THREADS) {{
             const long long i = start + j;
-            float gi = __fmul_rn(sign, g[i]);
             float pi = p[i];
-            if (use_l2) gi = __fadd_rn(gi, __fmul_rn(l2, pi));
-            pi = __fmul_rn(decay, pi);
-            float mi = __fadd_rn(__fmul_rn(beta1, __fmul_rn(decode_m(mc[i]), m_scale)),
-                                 __fmul_rn(one_minus_beta1, gi));
-            float vi = __fadd_rn(__fmul_rn(beta2, __fmul_rn(decode_v(vc[i]), v_scale)),
-                                 __fmul_rn(__fmul_rn(one_minus_beta2, gi), gi));
+            float mi = __fmul_rn(decode_m(mc[i]), m_scale);
+            float vi = __fmul_rn(decode_v(vc[i]), v_scale);
+            rounded_moments(pi, g[i], mi, vi, sign, l2, decay, beta1, one_minus_beta1, beta2,
+                            one_minus_beta2, use_l2);
             fresh[0][j] = mi;
             fresh[1][j] = vi;
             top[0] = max(top[0], magnitude(mi));
             top[1] = max(top[1], magnitude(vi));
             AMSGRAD_MAX
-            p[i] = __fsub_rn(pi, __fdiv_rn(__fmul_rn(step_size, mi),
-                             __fadd_rn(__fmul_rn(__fsqrt_rn(vi), inv_sqrt_bc2), eps)));
+            p[i] = rounded_update(pi, mi, vi, step_size, inv_sqrt_bc2, eps);
         }}
         for (int k = 0; k < MOMENTS; ++k) best[k][lane] = top[k];
         for (int half = THREADS / 2; half > 0; half /= 2) {{
@@ -174,8 +196,7 @@ extern "C" __global__ void {name}(
 """
 _INT8_AMSGRAD = {
     "AMSGRAD_READ_SCALE": "const float x_scale = xs[b];",
-    "AMSGRAD_MAX": ("float xi = __fmul_rn(decode_v(xc[i]), x_scale); "
-                    "if (vi > xi || vi != vi) xi = vi; "
+    "AMSGRAD_MAX": ("float xi = running_max(__fmul_rn(decode_v(xc[i]), x_scale), vi); "
                     "fresh[2][j] = xi; top[2] = max(top[2], magnitude(xi)); vi = xi;"),
     "AMSGRAD_WRITE_SCALE": "xs[b] = __uint_as_float(best[2][0]);",
     "AMSGRAD_ENCODE": "xc[start + j] = encode_v(__fmul_rn(fresh[2][j], inverse[2]));",
@@ -249,9 +270,8 @@ struct f32 {
 };
 enum Rounding { NEAREST, STOCHASTIC, KAHAN, MASTER };
 
-// One tensor (backends.low_precision_step): the float32 step of backends.scalars, every
-// operation rounded on its own, then each result rounded to its format as
-// backends.formats does. vmax, master and compensation are touched only when used.
+// One tensor (backends.low_precision_step): the float32 step (ROUNDED_ELEMENT), then each
+// result rounded to its format as backends.formats does. vmax, master and compensation are touched only when used.
 template <class P, class G, class M, bool AMSGRAD, int ROUNDING>
 __device__ __forceinline__ void adam_low_precision(
         typename P::bits* p, const typename G::bits* g, typename M::bits* m,
@@ -262,22 +282,16 @@ __device__ __forceinline__ void adam_low_precision(
     long long stride = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         float w = ROUNDING == MASTER ? master[i] : P::widen(p[i]);
-        float gi = __fmul_rn(sign, G::widen(g[i]));
-        if (use_l2) gi = __fadd_rn(gi, __fmul_rn(l2, w));
-        w = __fmul_rn(decay, w);
-        float mi = __fadd_rn(__fmul_rn(beta1, M::widen(m[i])), __fmul_rn(one_minus_beta1, gi));
-        float vi = __fadd_rn(__fmul_rn(beta2, M::widen(v[i])),
-                             __fmul_rn(__fmul_rn(one_minus_beta2, gi), gi));
+        float mi = M::widen(m[i]), vi = M::widen(v[i]);
+        rounded_moments(w, G::widen(g[i]), mi, vi, sign, l2, decay, beta1, one_minus_beta1,
+                        beta2, one_minus_beta2, use_l2);
         m[i] = M::nearest(mi);
         v[i] = M::nearest(vi);
         if (AMSGRAD) {
-            float xi = M::widen(vmax[i]);
-            if (vi > xi || vi != vi) xi = vi;
-            vmax[i] = M::nearest(xi);
-            vi = xi;
+            vi = running_max(M::widen(vmax[i]), vi);
+            vmax[i] = M::nearest(vi);
         }
-        w = __fsub_rn(w, __fdiv_rn(__fmul_rn(step_size, mi),
-                                   __fadd_rn(__fmul_rn(__fsqrt_rn(vi), inv_sqrt_bc2), eps)));
+        w = rounded_update(w, mi, vi, step_size, inv_sqrt_bc2, eps);
         if (ROUNDING == MASTER) {
             master[i] = w;
             p[i] = P::nearest(w);
@@ -350,10 +364,10 @@ def step_variants(param_dtype, cfg) -> list[LowPrecisionVariant]:
 
 
 def low_precision_common_source() -> str:
-    """The CUDA C every low-precision variant shares: ``LOW_PRECISION_ROUNDING``, the
-    formats and the templated step (float16's conversions are PTX; a host test defines
+    """The CUDA C every low-precision variant shares: ``ROUNDED_ELEMENT``,
+    ``LOW_PRECISION_ROUNDING``, the formats and the templated step (float16's conversions are PTX; a host test defines
     ``f16_widen`` and ``f16_nearest`` itself)."""
-    return LOW_PRECISION_ROUNDING + _LOW_PRECISION_SOURCE
+    return ROUNDED_ELEMENT + LOW_PRECISION_ROUNDING + _LOW_PRECISION_SOURCE
 
 
 def low_precision_wrapper(variant: LowPrecisionVariant) -> str:
@@ -399,7 +413,7 @@ def int8_kernel_source(amsgrad: bool) -> str:
         x_params="unsigned char* xc, float* xs, " if amsgrad else "")
     for marker, code in _INT8_AMSGRAD.items():
         source = source.replace(marker, code if amsgrad else "")
-    return f"#define MOMENTS {3 if amsgrad else 2}\n" + source
+    return f"#define MOMENTS {3 if amsgrad else 2}\n" + ROUNDED_ELEMENT + source
 
 
 def compile_int8_kernel(amsgrad: bool, arch: str, target: str = "cubin",
