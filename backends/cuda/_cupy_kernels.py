@@ -5,8 +5,11 @@ RawModule), after the caller's options, and NVRTC obeys the last ``-ftz`` it is 
 CuPy kernel object can keep subnormals. So the backend compiles this source itself, with
 IEEE division and square root and without FTZ, and launches the cubin through CuPy. The
 body is the C spelling of the element-wise update every backend shares (backends.scalars),
-in a grid-stride loop like the Numba CUDA kernel. ``compile_kernel`` needs only NVRTC (no
-GPU, no driver), so CI compiles exactly what a GPU runs.
+in a grid-stride loop like the Numba CUDA kernel. The int8 state kernel and the
+low-precision kernels (one template, an instantiation per combination of formats,
+amsgrad and rounding: ``LowPrecisionVariant``) round every operation on its own instead,
+as the NumPy backend does. ``compile_kernel`` and its siblings need only NVRTC (no GPU,
+no driver), so CI compiles exactly what a GPU runs.
 """
 from __future__ import annotations
 
@@ -18,10 +21,10 @@ from ..formats import BFLOAT16, moment_dtype
 
 __all__ = ["NVRTC_OPTIONS", "INT8_NVRTC_OPTIONS", "INT8_THREADS", "kernel_name",
            "kernel_source", "compile_kernel", "int8_kernel_name", "int8_kernel_source",
-           "compile_int8_kernel", "ROUNDED_ELEMENT", "LOW_PRECISION_ROUNDING", "LOW_PRECISION_NVRTC_OPTIONS",
-           "LowPrecisionVariant", "low_precision_variant", "step_variants", "low_precision_common_source",
-           "low_precision_wrapper", "low_precision_kernel_source",
-           "compile_low_precision_kernel"]
+           "compile_int8_kernel", "ROUNDED_ELEMENT", "LOW_PRECISION_ROUNDING",
+           "LOW_PRECISION_NVRTC_OPTIONS", "LowPrecisionVariant", "low_precision_variant",
+           "step_variants", "low_precision_common_source", "low_precision_wrapper",
+           "low_precision_kernel_source", "compile_low_precision_kernel"]
 
 #: IEEE-rounded division and square root, no flush-to-zero; FMA contraction stays on
 #: (as in every CUDA compiler's default), which the emulated GPU subjects model.
@@ -271,7 +274,8 @@ struct f32 {
 enum Rounding { NEAREST, STOCHASTIC, KAHAN, MASTER };
 
 // One tensor (backends.low_precision_step): the float32 step (ROUNDED_ELEMENT), then each
-// result rounded to its format as backends.formats does. vmax, master and compensation are touched only when used.
+// result rounded to its format as backends.formats does. vmax, master and compensation
+// are touched only when used.
 template <class P, class G, class M, bool AMSGRAD, int ROUNDING>
 __device__ __forceinline__ void adam_low_precision(
         typename P::bits* p, const typename G::bits* g, typename M::bits* m,
@@ -365,8 +369,8 @@ def step_variants(param_dtype, cfg) -> list[LowPrecisionVariant]:
 
 def low_precision_common_source() -> str:
     """The CUDA C every low-precision variant shares: ``ROUNDED_ELEMENT``,
-    ``LOW_PRECISION_ROUNDING``, the formats and the templated step (float16's conversions are PTX; a host test defines
-    ``f16_widen`` and ``f16_nearest`` itself)."""
+    ``LOW_PRECISION_ROUNDING``, the formats and the templated step (float16's conversions
+    are PTX; a host build defines ``f16_widen`` and ``f16_nearest`` itself)."""
     return ROUNDED_ELEMENT + LOW_PRECISION_ROUNDING + _LOW_PRECISION_SOURCE
 
 

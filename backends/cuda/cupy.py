@@ -85,9 +85,8 @@ class CupyBackend(GpuBackend):
         return len(self._kernels)
 
     def asarray(self, a):
-        a = np.asarray(a)
-        if a.dtype == BFLOAT16:  # CuPy before v14 makes no bfloat16 array: its bits, viewed
-            return self._cupy.asarray(a.view(np.uint16)).view(BFLOAT16)
+        if isinstance(a, np.ndarray) and a.dtype == BFLOAT16:  # CuPy before v14 makes no
+            return self._cupy.asarray(a.view(np.uint16)).view(BFLOAT16)  # bfloat16 array
         return self._cupy.asarray(a)
 
     def empty(self, n, dtype):
@@ -142,7 +141,6 @@ class CupyBackend(GpuBackend):
         kernel = self._kernels["int8", vmax is not None]
         kernel((min(ms.size, MAX_INT8_GRID),), (_cupy_kernels.INT8_THREADS,),
                (*(a.data for a in arrays), *args, np.bool_(scalars.use_l2), np.int64(p.size)))
-
 
     def _low_precision_kernel(self, variant):
         """The loaded kernel of a low-precision variant, compiled on first use."""
