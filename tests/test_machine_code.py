@@ -327,7 +327,9 @@ def _low_precision_formats():
 
 
 LOW_PRECISION_FORMATS = _low_precision_formats()
-LOW_PRECISION_CASES = [(name, arch) for name in LOW_PRECISION_FORMATS for arch in mc.ARCHS]
+#: Every format for sm_90; for sm_80 the two with the most streams (as the cupy cases).
+LOW_PRECISION_CASES = [(name, arch) for name in LOW_PRECISION_FORMATS for arch in mc.ARCHS
+                       if arch == "90" or name in ("bf16-kahan", "bf16-master")]
 LOW_PRECISION_IDS = [f"{name}-sm{arch}" for name, arch in LOW_PRECISION_CASES]
 
 
