@@ -180,7 +180,7 @@ def test_low_precision_element_loops_are_vectorized(kind):
 
 
 def _pair_arguments(kind):
-    pairs = lambda: np.zeros(32, np.uint32)  # noqa: E731
+    pairs = lambda: np.zeros(64, np.uint16)  # noqa: E731
     vmax = pairs() if kind == "amsgrad" else None
     compensation = pairs() if kind == "kahan" else None
     key = np.uint32(1) if kind == "sr" else None
@@ -196,6 +196,6 @@ def test_bf16_pair_loops_are_vectorized(kind):
     from backends.cpu import _numba_low_precision_kernels as lp
 
     options = {k: v for k, v in _numba_kernels.KERNEL_OPTIONS.items() if k != "cache"}
-    fresh = numba.njit(**options)(lp.bf16_pairs_loop.py_func)  # the parallel loop's body
+    fresh = numba.njit(**options)(lp.adam_bf16_pairs_serial.py_func)
     lp.compiled_for(fresh, _pair_arguments(kind))
     assert re.search(r"\bvsqrtps\b", fresh.inspect_asm(fresh.signatures[0])), kind

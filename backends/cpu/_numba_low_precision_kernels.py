@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import carray, njit, prange, types
 from numba.extending import intrinsic, overload
 
 from ..formats import INDEX_HIGH_MULTIPLIER
-from ._numba_kernels import KERNEL_OPTIONS, _adam_element, _serial_twin, step_constants_jit
+from ._numba_kernels import (KERNEL_OPTIONS, _adam_element, _pointer, _serial_twin,
+                             step_constants_jit)
 
 __all__ = ["adam_low_precision", "adam_low_precision_serial", "adam_bf16_pairs",
-           "roofline_streams",
+           "adam_bf16_pairs_serial", "roofline_streams",
            "compiled_for", "BLOCK", "block_key"]
 
 
@@ -244,48 +245,45 @@ def _pair_step(pw, gw, mw, vw, xw, cw, constants, use_l2, amsgrad, kahan, key, i
             _pack(c0, c1))
 
 
-def _bf16_pairs_loop(p2, g2, m2, v2, x2, c2, hyper, t, key):
-    """The pairs of ``adam_bf16_pairs`` (uint32 views; ``x2``, ``c2``: vmax's and the
-    compensation's, or None)."""
-    constants, use_l2, _ = _constants32(hyper, t)
-    for i in prange(p2.size):
-        xw = cw = np.uint32(0)
-        if x2 is not None:
-            xw = x2[i]
-        if c2 is not None:
-            cw = c2[i]
-        p2[i], m2[i], v2[i], xw, cw = _pair_step(
-            p2[i], g2[i], m2[i], v2[i], xw, cw, constants, use_l2, x2 is not None,
-            c2 is not None, key, np.uint32(2 * i))
-        if x2 is not None:
-            x2[i] = xw
-        if c2 is not None:
-            c2[i] = cw
+#: Pairs of elements per parallel task of ``adam_bf16_pairs``.
+PAIR_CHUNK = 1 << 12
 
 
-bf16_pairs_loop = njit(parallel=True, **KERNEL_OPTIONS)(_bf16_pairs_loop)
+@njit(inline="always", cache=True)
+def _pairs(a, start, stop):
+    """Pairs ``start:stop`` of a uint16 array as uint32s, the same memory, indexed from
+    0. (Made outside the parallel loop, from a pointer or a ``view``, Numba's parfors
+    drop the loop's writes to it; indexing a whole array from ``start`` is slower.)"""
+    return carray(_pointer(a.ctypes.data + 4 * start, np.uint32(0)), stop - start)
 
 
-@njit(**KERNEL_OPTIONS)
-def adam_bf16_pairs(p, g, m, v, vmax, compensation, hyper, t, key):
-    """``adam_low_precision`` when p, g and the state are all bfloat16 (uint16 views) and
-    there are no master weights, in parallel: two elements are loaded and stored as one
-    uint32, so widening is a shift or a mask and narrowing a mask and an or, not LLVM's
-    lane-crossing zero-extends and truncations (a third fewer instructions per element).
-    An odd last element is stepped as a pair with a zero high half. The uint32 views are
-    made here: made inside a parallel function, Numba's parfors lose the writes."""
+def _adam_bf16_pairs(p, g, m, v, vmax, compensation, hyper, t, key):
+    """``_adam_low_precision`` when p, g and the state are all bfloat16 (uint16 views) and
+    there are no master weights: two elements are loaded and stored as one uint32, so
+    widening is a shift or a mask and narrowing a mask and an or, not LLVM's lane-crossing
+    zero-extends and truncations (a third fewer instructions per element); the pairs go
+    in tasks of PAIR_CHUNK. An odd last element is stepped as a pair with a zero high
+    half."""
     u = np.uint32
-    even = p.size - p.size % 2
-    x2 = c2 = None
-    if vmax is not None:
-        x2 = vmax[:even].view(u)
-    if compensation is not None:
-        c2 = compensation[:even].view(u)
-    bf16_pairs_loop(p[:even].view(u), g[:even].view(u), m[:even].view(u), v[:even].view(u),
-                    x2, c2, hyper, t, key)
+    constants, use_l2, _ = _constants32(hyper, t)
+    n_pairs, even = p.size // 2, p.size - p.size % 2
+    for c in prange((n_pairs + PAIR_CHUNK - 1) // PAIR_CHUNK):
+        start = c * PAIR_CHUNK
+        stop = min(start + PAIR_CHUNK, n_pairs)
+        p2, g2, m2, v2 = (_pairs(p, start, stop), _pairs(g, start, stop),
+                          _pairs(m, start, stop), _pairs(v, start, stop))
+        x2 = v2 if vmax is None else _pairs(vmax, start, stop)  # read, unused, if absent
+        c2 = v2 if compensation is None else _pairs(compensation, start, stop)
+        for i in range(stop - start):
+            p2[i], m2[i], v2[i], xw, cw = _pair_step(
+                p2[i], g2[i], m2[i], v2[i], x2[i], c2[i], constants, use_l2,
+                vmax is not None, compensation is not None, key, u(2 * (start + i)))
+            if vmax is not None:
+                x2[i] = xw
+            if compensation is not None:
+                c2[i] = cw
     if even == p.size:
         return
-    constants, use_l2, _ = _constants32(hyper, t)
     xw = cw = u(0)
     if vmax is not None:
         xw = u(vmax[even])
@@ -299,6 +297,10 @@ def adam_bf16_pairs(p, g, m, v, vmax, compensation, hyper, t, key):
         vmax[even] = np.uint16(xw)
     if compensation is not None:
         compensation[even] = np.uint16(cw)
+
+
+adam_bf16_pairs = njit(parallel=True, **KERNEL_OPTIONS)(_adam_bf16_pairs)
+adam_bf16_pairs_serial = njit(**KERNEL_OPTIONS)(_serial_twin(_adam_bf16_pairs))
 
 
 @njit(parallel=True, **KERNEL_OPTIONS)

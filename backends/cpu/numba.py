@@ -90,9 +90,9 @@ class NumbaBackend(Backend):
         lp = self._low_precision_kernels()
         parallel = p.size > SERIAL_MAX
         # _low_precision_arrays' views; all bfloat16 without master weights: in pairs
-        pairs = parallel and master is None and p.dtype == g.dtype == m.dtype == np.uint16
-        if pairs:
-            kernel, arguments = lp.adam_bf16_pairs, (p, g, m, v, vmax, compensation)
+        if master is None and p.dtype == g.dtype == m.dtype == np.uint16:
+            kernel = lp.adam_bf16_pairs if parallel else lp.adam_bf16_pairs_serial
+            arguments = (p, g, m, v, vmax, compensation)
         else:
             kernel = lp.adam_low_precision if parallel else lp.adam_low_precision_serial
             arguments = (p, g, m, v, vmax, master, compensation)
