@@ -14,7 +14,7 @@ import numpy as np
 
 from . import memory, validation
 from .config import AdamConfig, checked_lr
-from .formats import uses_low_precision
+from .formats import tensor_key, uses_low_precision
 from .int8_codec import init_int8_state
 from .int8_step import apply_int8, check_int8, prepare_int8, require_int8_support
 from .state import ARRAY_FIELDS, AdamState, to_host
@@ -192,6 +192,23 @@ class Backend:
         (p, g, m, v, vmax, master, compensation): these, unless a backend converts them
         once per plan rather than every step."""
         return tensors
+
+    def _low_precision_plan(self, tensors: list, cfg: AdamConfig):
+        """What ``_update_low_precision_plan`` steps, made once per validated step (and
+        kept while the same arrays come back) from [(tensor index, arrays of
+        ``_low_precision_arrays``)] of the non-empty tensors: that list, unless a backend
+        prepares more (numba: address tables)."""
+        return tensors
+
+    def _update_low_precision_plan(self, plan, cfg: AdamConfig, t: int, stream: int | None,
+                                   lr=None) -> None:
+        """Step ``t`` of every tensor of ``plan`` (``_low_precision_plan``'s) at learning
+        rate ``lr``; ``stream`` is ``formats.step_stream(seed, t)`` with stochastic
+        rounding, else None. Here: each tensor through ``_update_low_precision`` with its
+        key ``formats.tensor_key(stream, index)``."""
+        for index, tensors in plan:
+            key = None if stream is None else tensor_key(stream, index)
+            self._update_low_precision(*tensors, cfg, t, key, lr=lr)
 
     # --- copies -------------------------------------------------------------------------
     def _options(self) -> dict:

@@ -3,9 +3,11 @@
 Params of dtype bfloat16, float16 or float32 (not float64), grads of the params' dtype or
 float32, moments of ``formats.moment_dtype``; with ``master_weights`` a float32 master copy
 per param, with ``rounding="kahan"`` a compensation buffer of the params' dtype. Every
-check happens before anything is written, as in ``Backend.step``; then each tensor goes
-through the backend's ``_update_low_precision`` (float32 arithmetic, the roundings of
-``formats``), with its stochastic-rounding key ``formats.stream_key(seed, step, index)``.
+check happens before anything is written, as in ``Backend.step``; then the backend's
+``_update_low_precision_plan`` steps every tensor (float32 arithmetic, the roundings of
+``formats``), each with its stochastic-rounding key ``formats.stream_key(seed, step,
+index)``: by default one ``_update_low_precision`` call per tensor; numba steps all the
+tensors of one format in one kernel call.
 
 Refused, with the param named: master weights, stochastic or Kahan rounding for a float32
 param (it has nothing to round); stochastic rounding for float16 (bfloat16 only).
@@ -14,8 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .formats import (BFLOAT16, FLOAT32, LOW_PRECISION_DTYPES, moment_dtype, step_stream,
-                      tensor_key, widen)
+from .formats import BFLOAT16, FLOAT32, LOW_PRECISION_DTYPES, moment_dtype, step_stream, widen
 from .memory import data_address, first_overlap, weak_references
 from .state import AdamState, checked_step
 from .validation import as_list, check_array, check_config, headers, remembered
@@ -183,9 +184,7 @@ def apply_low_precision(backend, plan, step, state, cfg, lr) -> None:
     ``lr`` (None: cfg.lr); ``state.step`` goes up by one."""
     t = step + 1
     stream = step_stream(cfg.seed, t) if cfg.rounding == "stochastic" else None
-    for index, tensors in plan:
-        key = None if stream is None else tensor_key(stream, index)
-        backend._update_low_precision(*tensors, cfg, t, key, lr=lr)
+    backend._update_low_precision_plan(plan, cfg, t, stream, lr=lr)
     state.step = t
 
 
@@ -199,8 +198,9 @@ def _all_arrays(params, grads, state) -> list | None:
 
 
 def _checked_plan(backend, params, grads, state, cfg):
-    """Every check, then (plan, step): the plan [(tensor index, (p, g, m, v, vmax,
-    master, compensation) as 1-D arrays or None)] of the non-empty tensors, remembered."""
+    """Every check, then (plan, step): the backend's ``_low_precision_plan`` of [(tensor
+    index, (p, g, m, v, vmax, master, compensation) as 1-D arrays or None)] of the
+    non-empty tensors, remembered."""
     params, grads, step = check_low_precision(backend, params, grads, state, cfg)
     # every check passed: from here on, state may change
     if cfg.amsgrad and state.max_exp_avg_sq is None:
@@ -215,6 +215,7 @@ def _checked_plan(backend, params, grads, state, cfg):
             p.reshape(-1), g.reshape(-1), column("exp_avg", True), column("exp_avg_sq", True),
             column("max_exp_avg_sq", cfg.amsgrad), column("master_params", cfg.master_weights),
             column("compensation", cfg.rounding == "kahan")))))
+    plan = backend._low_precision_plan(plan, cfg)
     arrays = _all_arrays(params, grads, state)
     _, _, unchanged = headers(backend, arrays)
     state.cache["validated_low_precision"] = {

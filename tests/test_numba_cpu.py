@@ -167,15 +167,25 @@ def _low_precision_arguments(kind):
                     reason="looks for x86 packed square roots in the machine code")
 @pytest.mark.parametrize("kind", ["bf16", "bf16-sr", "bf16-kahan", "bf16-master",
                                   "fp16-master", "fp32-bf16state"])
-def test_low_precision_element_loops_are_vectorized(kind):
-    """Each format's element loop is packed SIMD: the 2-byte conversions, the NaN select
-    and the hash must not leave it scalar (with VECTOR_WIDTH forced to 1 this fails)."""
+@pytest.mark.parametrize("kernel", ["per tensor", "table"])
+def test_low_precision_element_loops_are_vectorized(kind, kernel):
+    """Each format's element loop is packed SIMD, in the per-tensor kernel and in the
+    table kernel: the 2-byte conversions, the NaN select and the hash must not leave it
+    scalar (with VECTOR_WIDTH forced to 1 this fails)."""
     from backends.cpu import _numba_kernels
     from backends.cpu import _numba_low_precision_kernels as lp
+    from backends.cpu import _numba_low_precision_table as lp_table
 
     options = {k: v for k, v in _numba_kernels.KERNEL_OPTIONS.items() if k != "cache"}
-    fresh = numba.njit(**options)(lp.adam_low_precision_serial.py_func)
-    lp.compiled_for(fresh, _low_precision_arguments(kind))
+    arguments = _low_precision_arguments(kind)
+    if kernel == "table":  # the table, the arrays' element types, hyper, t, the stream
+        stream = None if arguments[-1] is None else np.uint64(1)
+        arguments = (np.zeros(16, np.int64),) + arguments[:-1] + (stream,)
+        source = lp_table.adam_low_precision_table_serial
+    else:
+        source = lp.adam_low_precision_serial
+    fresh = numba.njit(**options)(source.py_func)
+    lp.compiled_for(fresh, arguments)
     assert re.search(r"\bvsqrtps\b", fresh.inspect_asm(fresh.signatures[0])), kind
 
 

@@ -30,7 +30,7 @@ from numba.extending import intrinsic
 from ..scalars import adam_moments, step_constants
 
 __all__ = ["adam_flat", "adam_flat_serial", "adam_table", "adam_table_serial", "address",
-           "roofline_flat", "compile_all", "HYPER_FIELDS"]
+           "roofline_flat", "compile_all", "packed_table", "table_layout", "HYPER_FIELDS"]
 
 FLOAT_TYPES = (types.float32, types.float64)
 #: Elements per chunk of the table kernel: large enough to amortize the per-chunk work,
@@ -44,8 +44,10 @@ KERNEL_OPTIONS = {"cache": True, "error_model": "numpy"}
 
 @intrinsic
 def _pointer(typingctx, address, like):
-    """An int64 address as a typed pointer (``like`` gives the element type)."""
-    signature = types.CPointer(like)(address, like)
+    """An int64 address as a typed pointer (``like``, a scalar or an array, gives the
+    element type)."""
+    element = like.dtype if isinstance(like, types.Array) else like
+    signature = types.CPointer(element)(address, like)
 
     def codegen(context, builder, sig, args):
         return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
@@ -96,7 +98,7 @@ def _adam_flat(p, g, m, v, vmax, hyper, t):
 
 def _adam_table(table, like, hyper, t):
     """Many tensors in one call, described by one int64 array (see ``table_layout``):
-    per tensor the addresses of (p, g, m, v, vmax) and its size; per chunk c (one
+    per tensor the addresses of (p, g, m, v, vmax) (its five columns) and its size; per chunk c (one
     parallel task) a run of segments, segment k covering elements start:stop of a tensor.
     ``like`` is any array of the tensors' dtype (only its type is used).
     """
@@ -123,12 +125,13 @@ def _adam_table(table, like, hyper, t):
 
 @njit(inline="always", cache=True)
 def table_layout(table):
-    """Views into a packed table: [tensors, chunks, segments | addresses (tensors x 5) |
-    sizes | chunk_bounds (chunks + 1) | seg_tensor | seg_start | seg_stop]."""
-    tensors, chunks, segments = table[0], table[1], table[2]
-    at = 3
-    addresses = table[at:at + 5 * tensors].reshape((tensors, 5))
-    at += 5 * tensors
+    """Views into a packed table: [tensors, columns, chunks, segments | per tensor
+    ``columns`` int64 fields, the arrays' addresses first (tensors x columns) | sizes |
+    chunk_bounds (chunks + 1) | seg_tensor | seg_start | seg_stop]."""
+    tensors, columns, chunks, segments = table[0], table[1], table[2], table[3]
+    at = 4
+    addresses = table[at:at + columns * tensors].reshape((tensors, columns))
+    at += columns * tensors
     sizes = table[at:at + tensors]
     at += tensors
     chunk_bounds = table[at:at + chunks + 1]
@@ -137,6 +140,37 @@ def table_layout(table):
     seg_start = table[at + segments:at + 2 * segments]
     seg_stop = table[at + 2 * segments:at + 3 * segments]
     return addresses, sizes, chunk_bounds, seg_tensor, seg_start, seg_stop
+
+
+def packed_table(sizes, columns: int, chunk: int, block: int | None = None) -> tuple:
+    """(packed, its ``table_layout`` views) for tensors of ``sizes`` with ``columns``
+    fields each (zeros, for the caller to fill): chunks of ``chunk`` elements (the last
+    one shorter) made of segments of tensors in order; with ``block``, no segment crosses
+    a multiple of ``block`` elements of its tensor."""
+    bounds, segments = [0], []
+    room = chunk
+    for t, n in enumerate(sizes):
+        s = 0
+        while s < n:
+            take = min(n - s, room, block - s % block if block else n)
+            segments.append((t, s, s + take))
+            s += take
+            room -= take
+            if room == 0:
+                bounds.append(len(segments))
+                room = chunk
+    if bounds[-1] != len(segments):
+        bounds.append(len(segments))
+    n_tensors, n_seg = len(sizes), len(segments)
+    packed = np.zeros(4 + (columns + 1) * n_tensors + len(bounds) + 3 * n_seg, np.int64)
+    packed[:4] = (n_tensors, columns, len(bounds) - 1, n_seg)
+    views = table_layout.py_func(packed)
+    addresses, table_sizes, chunk_bounds, seg_tensor, seg_start, seg_stop = views
+    table_sizes[:] = sizes
+    chunk_bounds[:] = bounds
+    if segments:
+        seg_tensor[:], seg_start[:], seg_stop[:] = zip(*segments)
+    return packed, views
 
 
 def _serial_twin(fn):

@@ -85,6 +85,20 @@ class NumbaBackend(Backend):
         """The kernels' views (``_typed``), made once per plan, not every step."""
         return tuple(None if a is None else _typed(a) for a in tensors)
 
+    def _low_precision_plan(self, tensors: list, cfg):
+        """Address tables of the tensors, one per format of several tensors
+        (``_numba_low_precision_table``), made and compiled once per plan."""
+        from ._numba_low_precision_table import LowPrecisionTables
+
+        return LowPrecisionTables(tensors, cfg.rounding == "stochastic")
+
+    def _update_low_precision_plan(self, plan, cfg, t, stream, lr=None) -> None:
+        """One kernel call per format: its table's, or a lone tensor's own."""
+        stream_bits = None if stream is None else np.uint64(stream)
+        for kernel, arguments, parallel in plan.tables:
+            self._run(kernel, arguments, t, cfg, parallel, lr, stream_bits)
+        super()._update_low_precision_plan(plan.lone, cfg, t, stream, lr=lr)
+
     def _update_low_precision(self, p, g, m, v, vmax, master, compensation, cfg, t,
                               key, lr=None) -> None:
         lp = self._low_precision_kernels()
@@ -203,30 +217,9 @@ class _AddressTable:
     """
 
     def __init__(self, sizes: list[int], dtype, kernels):
-        bounds, segments = [0], []
-        chunk = room = kernels.CHUNK
-        for t, n in enumerate(sizes):
-            s = 0
-            while s < n:
-                take = min(n - s, room)
-                segments.append((t, s, s + take))
-                s += take
-                room -= take
-                if room == 0:
-                    bounds.append(len(segments))
-                    room = chunk
-        if bounds[-1] != len(segments):
-            bounds.append(len(segments))
-        self.chunks = len(bounds) - 1
-        n_tensors, n_seg = len(sizes), len(segments)
-        self.packed = np.zeros(3 + 6 * n_tensors + len(bounds) + 3 * n_seg, dtype=np.int64)
-        self.packed[:3] = (n_tensors, self.chunks, n_seg)
-        self.addresses, self.sizes, bounds_view, seg_tensor, seg_start, seg_stop = \
-            kernels.table_layout.py_func(self.packed)
-        self.sizes[:] = sizes
-        bounds_view[:] = bounds
-        if segments:
-            seg_tensor[:], seg_start[:], seg_stop[:] = zip(*segments)
+        self.packed, views = kernels.packed_table(sizes, 5, kernels.CHUNK)
+        self.addresses, self.sizes, bounds = views[:3]
+        self.chunks = bounds.size - 1
         self.total = int(sum(sizes))
         self.like = np.empty(0, dtype)
         self.key = None

@@ -1,0 +1,161 @@
+"""One Numba kernel call for many low-precision tensors of one format.
+
+``adam_low_precision_table`` is ``_numba_low_precision_kernels.adam_low_precision`` over
+a packed table (``_numba_kernels.table_layout``): per tensor the addresses of (p, g, m,
+v, vmax, master, compensation) and its index in the step, per chunk (one parallel task)
+a run of segments of tensors; chunks hold equal numbers of elements, so threads get
+equal work however the sizes are spread. Its element loop is the per-tensor kernel's,
+line for line, so the bits are the same. Segments never cross a hash block (``BLOCK``):
+element ``s + i`` of a tensor hashes ``lo32(s + i)`` under the key of its block, which
+the kernel derives from the step's ``formats.step_stream`` once per segment
+(``tensor_key``, then ``block_key``), so no key is computed in Python per step.
+
+``LowPrecisionTables`` groups a step's tensors by format (the dtypes of every array and
+which ones are there): a format with several tensors becomes one table, stepped in one
+call; a lone tensor keeps the per-tensor kernel, as a lone float32 tensor keeps
+``adam_flat``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import carray, njit, prange, types
+from numba.extending import overload
+
+from ..formats import INDEX_HIGH_MULTIPLIER
+from ._numba_kernels import (KERNEL_OPTIONS, _adam_element, _pointer, _serial_twin, address,
+                             packed_table, table_layout)
+from ._numba_low_precision_kernels import (BLOCK, _bf16, _bf16_sum, _constants32,
+                                           compiled_for, nearest, random16, widen)
+
+__all__ = ["adam_low_precision_table", "adam_low_precision_table_serial",
+           "LowPrecisionTables", "segment_key", "CHUNK", "SERIAL_MAX"]
+
+#: Most elements per chunk: a few chunks per thread on small models, each long enough to
+#: amortize its segments' set-up.
+CHUNK = 1 << 13
+#: Up to this many elements, a table is stepped on the calling thread in one chunk (the
+#: per-tensor kernel's threshold, ``backends.cpu.numba.SERIAL_MAX``).
+SERIAL_MAX = 1 << 13
+#: Columns of a tensor's row: the seven arrays' addresses, then its index in the step.
+_ARRAYS, _INDEX = 7, 7
+
+
+def _segment(address, like, n, s, e):
+    """Elements s:e of the tensor of ``n`` elements at ``address`` with ``like``'s
+    element type (None when ``like`` is None: an array the format does not have)."""
+
+
+@overload(_segment, inline="always")
+def _segment_overload(address, like, n, s, e):
+    if isinstance(like, types.NoneType):
+        return lambda address, like, n, s, e: None
+    # slices indexed from 0: indexing the whole tensor from s runs 4x slower (adam_table)
+    return lambda address, like, n, s, e: carray(_pointer(address, like), n)[s:e]
+
+
+@njit(inline="always", cache=True)
+def segment_key(stream, index, start):
+    """The hash's key of the elements of tensor ``index`` from ``start`` to the end of
+    their block: ``block_key(formats.tensor_key(stream, index), start // BLOCK)``, in
+    uint64 and uint32 arithmetic (Numba turns mixed signed and unsigned into floats)."""
+    u = np.uint64
+    z = u(u(stream) ^ u(index))
+    z = u(z + u(0x9E3779B97F4A7C15))
+    z = u(u(z ^ u(z >> u(30))) * u(0xBF58476D1CE4E5B9))
+    z = u(u(z ^ u(z >> u(27))) * u(0x94D049BB133111EB))
+    z = u(z ^ u(z >> u(31)))
+    key = np.uint32(u(z >> u(32)) ^ u(z & u(0xFFFFFFFF)))
+    block = np.uint32(start // BLOCK)
+    return np.uint32(key ^ np.uint32(block * np.uint32(INDEX_HIGH_MULTIPLIER)))
+
+
+def _adam_low_precision_table(table, p_like, g_like, m_like, v_like, vmax_like,
+                              master_like, compensation_like, hyper, t, stream):
+    """Every tensor of a table of one format (see the module docstring); the ``*_like``
+    arrays give each column's element type (``adam_low_precision``'s argument types),
+    None for a column the format lacks; ``stream`` (uint64) is the step's
+    ``formats.step_stream`` with stochastic rounding, else None."""
+    constants, use_l2, _ = _constants32(hyper, t)
+    rows, sizes, chunk_bounds, seg_tensor, seg_start, seg_stop = table_layout(table)
+    for c in prange(chunk_bounds.size - 1):
+        for k in range(chunk_bounds[c], chunk_bounds[c + 1]):
+            tensor, s, e = seg_tensor[k], seg_start[k], seg_stop[k]
+            n, row = sizes[tensor], rows[tensor]
+            p = _segment(row[0], p_like, n, s, e)
+            g = _segment(row[1], g_like, n, s, e)
+            m = _segment(row[2], m_like, n, s, e)
+            v = _segment(row[3], v_like, n, s, e)
+            vmax = _segment(row[4], vmax_like, n, s, e)
+            master = _segment(row[5], master_like, n, s, e)
+            compensation = _segment(row[6], compensation_like, n, s, e)
+            if stream is not None:
+                key = segment_key(stream, row[_INDEX], s)
+            for i in range(e - s):
+                if master_like is not None:
+                    w = master[i]
+                else:
+                    w = widen(p[i])
+                vi = widen(v[i])
+                if vmax_like is not None:
+                    xi = widen(vmax[i])
+                else:
+                    xi = vi
+                w, mi, vi, xi = _adam_element(w, widen(g[i]), widen(m[i]), vi, xi,
+                                              constants, use_l2, vmax_like is not None)
+                m[i] = nearest(mi, m)
+                v[i] = nearest(vi, v)
+                if vmax_like is not None:
+                    vmax[i] = nearest(xi, vmax)
+                if master_like is not None:
+                    master[i] = w
+                    p[i] = nearest(w, p)
+                elif compensation_like is not None:
+                    x = w + widen(compensation[i])
+                    rounded = nearest(x, p)
+                    p[i] = rounded
+                    compensation[i] = nearest(x - widen(rounded), compensation)
+                elif stream is not None:
+                    p[i] = _bf16(_bf16_sum(w, random16(key, s + i)))
+                else:
+                    p[i] = nearest(w, p)
+
+
+adam_low_precision_table = njit(parallel=True, **KERNEL_OPTIONS)(_adam_low_precision_table)
+adam_low_precision_table_serial = njit(**KERNEL_OPTIONS)(
+    _serial_twin(_adam_low_precision_table))
+
+
+class LowPrecisionTables:
+    """A step's tensors, [(index, arrays of ``_typed``)] of one plan, grouped by format:
+    ``tables`` (kernel, leading arguments, parallel) of the formats with several tensors,
+    ``lone`` (index, arrays) of the others. It holds the arrays its tables point into.
+    Kernels are compiled (or loaded from cache) here, once per plan, not in a step."""
+
+    def __init__(self, tensors: list, stochastic: bool):
+        formats: dict = {}
+        for index, arrays in tensors:
+            kind = tuple(None if a is None else a.dtype for a in arrays)
+            formats.setdefault(kind, []).append((index, arrays))
+        self.tensors = tensors
+        self.tables = [_table(group, stochastic) for group in formats.values()
+                       if len(group) > 1]
+        self.lone = [group[0] for group in formats.values() if len(group) == 1]
+
+
+def _table(group: list, stochastic: bool) -> tuple:
+    """(kernel, arguments before hyper, parallel) stepping ``group``'s tensors."""
+    sizes = [int(arrays[0].size) for _, arrays in group]
+    total = sum(sizes)
+    parallel = total > SERIAL_MAX
+    chunk = -(-total // -(-total // CHUNK)) if parallel else total  # equal chunks
+    packed, views = packed_table(sizes, _ARRAYS + 1, chunk, BLOCK)
+    rows = views[0]
+    for column in range(_ARRAYS):
+        if group[0][1][column] is not None:  # one format: every tensor has it or none
+            rows[:, column] = [address(arrays[column]) for _, arrays in group]
+    rows[:, _INDEX] = [index for index, _ in group]
+    likes = tuple(None if a is None else a[:0] for a in group[0][1])
+    kernel = adam_low_precision_table if parallel else adam_low_precision_table_serial
+    stream = np.uint64(0) if stochastic else None
+    compiled_for(kernel, (packed,) + likes + (np.zeros(8), 1, stream))
+    return kernel, (packed,) + likes, parallel

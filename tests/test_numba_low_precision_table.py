@@ -1,0 +1,126 @@
+"""numba's low-precision table kernel: every tensor of one format in one call, with the
+NumPy backend's bits and the per-tensor kernel's, for every format, mixed sizes (empty,
+odd, several chunks per tensor, several tensors per chunk), mixed formats in one step,
+per-tensor stochastic-rounding keys; its layout and hash keys against their definitions."""
+import numpy as np
+import pytest
+from low_precision_cases import FORMATS, LRS, canonical_bits, stepped_bits
+
+from backends import AdamConfig, get_backend
+from backends.cpu import _numba_low_precision_table as table_module
+from backends.cpu._numba_kernels import packed_table, table_layout
+from backends.cpu._numba_low_precision_kernels import BLOCK, block_key
+from backends.formats import BFLOAT16, step_stream, tensor_key
+from harness.bench.many_tensors import PerTensorNumba
+
+CHUNK = table_module.CHUNK
+#: Sizes stepped in one call: empty ones (so a tensor's row is not its index), odd ones,
+#: one over several chunks, small ones sharing a chunk; above SERIAL_MAX, so parallel.
+#: The first one takes the NaN and inf grads of ``low_precision_cases.problem``.
+LARGE = (1001, 0, 1, 7, 3 * CHUNK + 5, 400, 0, 2, 9)
+#: The same under SERIAL_MAX: one chunk on the calling thread.
+SMALL = (300, 0, 5, 1, 0, 17)
+
+
+def _plan(state):
+    return state.cache["validated_low_precision"]["plan"]
+
+
+@pytest.mark.parametrize("sizes", [LARGE, SMALL], ids=["parallel", "serial"])
+@pytest.mark.parametrize("name, dtype, options", FORMATS, ids=[f[0] for f in FORMATS])
+def test_table_gives_numpy_and_per_tensor_bits(name, dtype, options, sizes):
+    assert (sum(sizes) > table_module.SERIAL_MAX) == (sizes is LARGE)
+    for grad_dtype in {np.dtype(dtype), np.dtype(np.float32)}:
+        expected = stepped_bits(get_backend("numpy"), dtype, options, grad_dtype, sizes)
+        per_tensor = stepped_bits(PerTensorNumba(), dtype, options, grad_dtype, sizes)
+        table = stepped_bits(get_backend("numba"), dtype, options, grad_dtype, sizes)
+        for i, (a, b, c) in enumerate(zip(expected, per_tensor, table)):
+            assert np.array_equal(a, b), f"per tensor differs from numpy: array {i}"
+            assert np.array_equal(a, c), f"table differs from numpy: array {i}"
+
+
+def test_one_call_per_format_and_a_lone_tensor_keeps_its_own_kernel():
+    backend = get_backend("numba")
+    params = [np.ones(n, BFLOAT16) for n in (3, 0, 4)] + [np.ones(5, np.float16)]
+    cfg = AdamConfig()
+    state = backend.init_state(params, cfg)
+    backend.step(params, [np.ones_like(p) for p in params], state, cfg)
+    plan = _plan(state)
+    assert len(plan.tables) == 1 and [index for index, _ in plan.lone] == [3]
+    packed = plan.tables[0][1][0]
+    rows = table_layout.py_func(packed)[0]
+    assert list(rows[:, -1]) == [0, 2]  # the tensors' indices in the step: their keys'
+
+
+def _mixed_step(backend, cfg, dtypes, grad_dtypes, sizes, seed=0):
+    """Bits of params and state after a step at each of LRS of params of ``dtypes``
+    (interleaved, so each format's tensors have indices with gaps)."""
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(n).astype(d) for n, d in zip(sizes, dtypes)]
+    state = backend.init_state(params, cfg)
+    for lr in LRS:
+        grads = [rng.standard_normal(n).astype(d) for n, d in zip(sizes, grad_dtypes)]
+        backend.step(params, grads, state, cfg, lr=lr)
+    fields = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master_params", "compensation")
+    out = params + [a for name in fields for a in getattr(state, name) or ()]
+    return [canonical_bits(a) for a in out], state
+
+
+@pytest.mark.parametrize("case", ["bf16-fp16-fp32", "bf16-sr-two-grad-dtypes"])
+def test_mixed_formats_in_one_step(case):
+    """bf16, fp16 and fp32 params under one config, and stochastic rounding of bf16
+    params with bf16 and float32 grads: a table per format, each tensor with its own
+    key (a key taken from a tensor's row in its table, not its index, fails this)."""
+    sizes = [400, 0, 3 * CHUNK + 5, 1, 77, 9, 2 * CHUNK, 5, 301, 0, 64, 1000]
+    if case == "bf16-fp16-fp32":
+        cfg = AdamConfig(lr=LRS[0], state_dtype="bfloat16", amsgrad=True, weight_decay=0.1)
+        dtypes = [BFLOAT16, np.float16, np.float32] * 4
+        grad_dtypes = dtypes
+    else:
+        cfg = AdamConfig(lr=LRS[0], rounding="stochastic", seed=11)
+        dtypes = [BFLOAT16] * 12
+        grad_dtypes = [BFLOAT16, np.float32, np.float32] * 4
+    expected, _ = _mixed_step(get_backend("numpy"), cfg, dtypes, grad_dtypes, sizes)
+    per_tensor, _ = _mixed_step(PerTensorNumba(), cfg, dtypes, grad_dtypes, sizes)
+    table, state = _mixed_step(get_backend("numba"), cfg, dtypes, grad_dtypes, sizes)
+    assert len(_plan(state).tables) == (3 if case == "bf16-fp16-fp32" else 2)
+    for i, (a, b, c) in enumerate(zip(expected, per_tensor, table)):
+        assert np.array_equal(a, b), f"per tensor differs from numpy: array {i}"
+        assert np.array_equal(a, c), f"table differs from numpy: array {i}"
+
+
+def test_segment_key_is_the_blocks_key_of_the_tensors_key():
+    """The kernel's key of a segment starting at ``start`` of tensor ``index``:
+    block_key(tensor_key(stream, index), start // BLOCK), for streams and indices across
+    their ranges and starts on both sides of block edges."""
+    from numba import njit
+
+    kernel_key = njit(lambda stream, index, start: table_module.segment_key(
+        stream, index, start))
+    streams = [step_stream(seed, t) for seed, t in ((0, 1), (7, 3), (2**64 - 1, 2**40))]
+    streams += [0, 2**64 - 1, 2**63]
+    for stream in streams:
+        for index in (0, 1, 5, 2**31 - 1, 2**40 + 3):
+            for start in (0, 9, BLOCK - 1, BLOCK, 3 * BLOCK + 11):
+                got = int(kernel_key(np.uint64(stream), np.int64(index), np.int64(start)))
+                assert got == block_key(tensor_key(stream, index), start // BLOCK), \
+                    (stream, index, start)
+
+
+@pytest.mark.parametrize("chunk, block", [(7, None), (7, 5), (4, 3), (100, 6)])
+def test_packed_table_covers_every_element_once_in_chunks_and_blocks(chunk, block):
+    sizes = [0, 13, 1, 5, 0, 22, 3]
+    packed, (rows, table_sizes, bounds, tensor, start, stop) = packed_table(
+        sizes, 3, chunk, block)
+    assert rows.shape == (len(sizes), 3) and list(table_sizes) == sizes
+    covered = [np.zeros(n, int) for n in sizes]
+    for k in range(tensor.size):
+        assert 0 <= start[k] < stop[k] <= sizes[tensor[k]]
+        covered[tensor[k]][start[k]:stop[k]] += 1
+        if block:  # no segment crosses a block edge
+            assert start[k] // block == (stop[k] - 1) // block
+    assert all(np.all(c == 1) for c in covered)
+    lengths = [int((stop[bounds[c]:bounds[c + 1]] - start[bounds[c]:bounds[c + 1]]).sum())
+               for c in range(bounds.size - 1)]
+    assert lengths[:-1] == [chunk] * (len(lengths) - 1) and 0 < lengths[-1] <= chunk
+    assert sum(lengths) == sum(sizes)
