@@ -126,14 +126,44 @@ def test_packed_table_covers_every_element_once_in_chunks_and_blocks(chunk, bloc
     assert sum(lengths) == sum(sizes)
 
 
-@pytest.mark.xfail(strict=True, reason="adam_bf16_pairs loses its compensation writes from "
-                   "the second step when a table steps in the same plan: not understood yet")
+#: A big all-bfloat16 Kahan tensor alone in its format (``adam_bf16_pairs``) beside a table
+#: of bfloat16 params with float32 grads, three steps; prints the arrays that differ from
+#: numpy's.
+_PAIRS_BESIDE_A_TABLE = """
+import numpy as np
+from backends import AdamConfig, get_backend
+from backends.formats import BFLOAT16
+cfg = AdamConfig(lr=1e-2, rounding="kahan", state_dtype="bfloat16", weight_decay=0.1,
+                 decoupled=True)
+sizes, grads = [1001, 24581, 400], [np.float32, BFLOAT16, np.float32]
+def bits(name):
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(n).astype(BFLOAT16) for n in sizes]
+    backend = get_backend(name)
+    state = backend.init_state(params, cfg)
+    for lr in (1e-2, 3e-3, 1e-3):
+        backend.step(params, [rng.standard_normal(n).astype(d) for n, d in zip(sizes, grads)],
+                     state, cfg, lr=lr)
+    return [a.view(np.uint16) for a in params + state.compensation]
+print([i for i, (a, b) in enumerate(zip(bits("numpy"), bits("numba")))
+       if not np.array_equal(a, b)])
+"""
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="adam_bf16_pairs loses its "
+                   "compensation writes from the second step when a table steps in the same "
+                   "plan (not understood yet)")
 def test_a_lone_all_bf16_kahan_tensor_beside_a_table():
-    """A big all-bfloat16 Kahan tensor alone in its format (``adam_bf16_pairs``) and a
-    table of bfloat16 params with float32 grads in one step: numpy's bits."""
-    cfg = AdamConfig(lr=LRS[0], rounding="kahan", state_dtype="bfloat16", weight_decay=0.1,
-                     decoupled=True)
-    args = ([BFLOAT16] * 3, [np.float32, BFLOAT16, np.float32], [1001, 24581, 400])
-    expected, _ = _mixed_step(get_backend("numpy"), cfg, *args)
-    found, _ = _mixed_step(get_backend("numba"), cfg, *args)
-    assert all(np.array_equal(a, b) for a, b in zip(expected, found))
+    """numpy's bits, in a fresh process (after other steps in the same process the
+    writes land, so the fault shows only there)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", _PAIRS_BESIDE_A_TABLE], capture_output=True,
+                         text=True, env=env, cwd=root, check=True)
+    assert run.stdout.strip().splitlines()[-1] == "[]"
