@@ -23,7 +23,7 @@ from ._numba_kernels import (KERNEL_OPTIONS, _adam_element, _pointer, _serial_tw
                              step_constants_jit)
 
 __all__ = ["adam_low_precision", "adam_low_precision_serial", "adam_bf16_pairs",
-           "adam_bf16_pairs_serial", "roofline_streams",
+           "adam_bf16_pairs_serial", "in_pairs", "roofline_streams",
            "compiled_for", "BLOCK", "block_key"]
 
 
@@ -255,6 +255,12 @@ def _pairs(a, start, stop):
     0. (Made outside the parallel loop, from a pointer or a ``view``, Numba's parfors
     drop the loop's writes to it; indexing a whole array from ``start`` is slower.)"""
     return carray(_pointer(a.ctypes.data + 4 * start, np.uint32(0)), stop - start)
+
+
+def in_pairs(p, g, m, master) -> bool:
+    """Whether a tensor's kernel arrays (``_typed`` views) go to ``adam_bf16_pairs``: p,
+    g and the state all bfloat16, no master weights."""
+    return master is None and p.dtype == g.dtype == m.dtype == np.uint16
 
 
 def _adam_bf16_pairs(p, g, m, v, vmax, compensation, hyper, t, key):

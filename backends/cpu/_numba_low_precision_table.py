@@ -13,7 +13,8 @@ the kernel derives from the step's ``formats.step_stream`` once per segment
 ``LowPrecisionTables`` groups a step's tensors by format (the dtypes of every array and
 which ones are there): a format with several tensors becomes one table, stepped in one
 call; a lone tensor keeps the per-tensor kernel, as a lone float32 tensor keeps
-``adam_flat``.
+``adam_flat``, and so does an all-bfloat16 one above SERIAL_MAX (``adam_bf16_pairs``
+steps it faster).
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from ..formats import INDEX_HIGH_MULTIPLIER
 from ._numba_kernels import (KERNEL_OPTIONS, _adam_element, _pointer, _serial_twin, address,
                              packed_table, table_layout)
 from ._numba_low_precision_kernels import (BLOCK, _bf16, _bf16_sum, _constants32,
-                                           compiled_for, nearest, random16, widen)
+                                           compiled_for, in_pairs, nearest, random16,
+                                           widen)
 
 __all__ = ["adam_low_precision_table", "adam_low_precision_table_serial",
            "LowPrecisionTables", "segment_key", "CHUNK", "SERIAL_MAX"]
@@ -133,13 +135,18 @@ class LowPrecisionTables:
 
     def __init__(self, tensors: list, stochastic: bool):
         formats: dict = {}
+        alone = []
         for index, arrays in tensors:
+            p, g, m, _, _, master, _ = arrays
+            if p.size > SERIAL_MAX and in_pairs(p, g, m, master):
+                alone.append((index, arrays))  # faster in pairs than in the table
+                continue
             kind = tuple(None if a is None else a.dtype for a in arrays)
             formats.setdefault(kind, []).append((index, arrays))
         self.tensors = tensors
         self.tables = [_table(group, stochastic) for group in formats.values()
                        if len(group) > 1]
-        self.lone = [group[0] for group in formats.values() if len(group) == 1]
+        self.lone = alone + [group[0] for group in formats.values() if len(group) == 1]
 
 
 def _table(group: list, stochastic: bool) -> tuple:

@@ -103,8 +103,7 @@ class NumbaBackend(Backend):
                               key, lr=None) -> None:
         lp = self._low_precision_kernels()
         parallel = p.size > SERIAL_MAX
-        # _low_precision_arrays' views; all bfloat16 without master weights: in pairs
-        if master is None and p.dtype == g.dtype == m.dtype == np.uint16:
+        if lp.in_pairs(p, g, m, master):  # arrays: _low_precision_arrays' views
             kernel = lp.adam_bf16_pairs if parallel else lp.adam_bf16_pairs_serial
             arguments = (p, g, m, v, vmax, compensation)
         else:
