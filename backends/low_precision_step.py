@@ -14,6 +14,8 @@ param (it has nothing to round); stochastic rounding for float16 (bfloat16 only)
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from .formats import BFLOAT16, FLOAT32, LOW_PRECISION_DTYPES, moment_dtype, step_stream, widen
@@ -144,7 +146,14 @@ def check_low_precision(backend, params, grads, state, cfg) -> tuple[list, list 
             check_array(backend, a, f"state.{name}[{i}]", layout[name], p.shape)
         written += list(column)
     check_config({FLOAT32: list(range(len(params)))}, cfg)
-    arrays = written + list(grads or ())
+    _refuse_shared_memory(written, list(grads or ()))
+    return params, grads, step
+
+
+def _refuse_shared_memory(written: list, grads: list) -> None:
+    """ValueError if an array the step writes shares memory with another array (grads
+    may share with grads)."""
+    arrays = written + grads
     starts = np.array([data_address(a) for a in arrays], dtype=np.int64)
     nbytes = np.array([a.size * a.dtype.itemsize for a in arrays], dtype=np.int64)
     pair = first_overlap(starts, starts + nbytes, np.arange(len(arrays)) < len(written))
@@ -152,7 +161,6 @@ def check_low_precision(backend, params, grads, state, cfg) -> tuple[list, list 
         raise ValueError("two of params, state moments, master params, compensation and "
                          f"grads share memory (arrays {pair[0]} and {pair[1]} in that "
                          "order); each written array needs memory of its own")
-    return params, grads, step
 
 
 def _check_grad(backend, g, i, p) -> None:
@@ -173,10 +181,17 @@ def prepare_low_precision(backend, params, grads, state, cfg) -> tuple:
     """(plan, step) of one low-precision step after every check, nothing modified;
     ``apply_low_precision`` runs it. What was checked is remembered in
     ``state.cache["validated_low_precision"]`` as ``Backend._validate`` does: the same
-    arrays with the same headers and the same cfg skip the checks."""
-    kept = remembered(state.cache.get("validated_low_precision"), cfg,
-                      _all_arrays(params, grads, state), state)
-    return kept if kept is not None else _checked_plan(backend, params, grads, state, cfg)
+    arrays with the same headers and the same cfg skip the checks, and new grads with
+    everything else the same (a training loop's fresh gradients) check the grads only."""
+    seen = state.cache.get("validated_low_precision")
+    arrays = _all_arrays(params, grads, state)
+    kept = remembered(seen, cfg, arrays, state)
+    if kept is not None:
+        return kept
+    if _only_grads_are_new(seen, cfg, arrays):
+        return _new_grads_plan(backend, params, grads, state, cfg, arrays, seen["count"])
+    params, grads, step = check_low_precision(backend, params, grads, state, cfg)
+    return _remembered_plan(backend, params, grads, state, cfg), step
 
 
 def apply_low_precision(backend, plan, step, state, cfg, lr) -> None:
@@ -197,12 +212,30 @@ def _all_arrays(params, grads, state) -> list | None:
         return None
 
 
-def _checked_plan(backend, params, grads, state, cfg):
-    """Every check, then (plan, step): the backend's ``_low_precision_plan`` of [(tensor
-    index, (p, g, m, v, vmax, master, compensation) as 1-D arrays or None)] of the
-    non-empty tensors, remembered."""
-    params, grads, step = check_low_precision(backend, params, grads, state, cfg)
-    # every check passed: from here on, state may change
+def _only_grads_are_new(seen, cfg, arrays) -> bool:
+    """Whether ``arrays`` (``_all_arrays``) are the remembered step's but for the grads,
+    under the same cfg, every remembered header unchanged."""
+    if seen is None or cfg is not seen["cfg"] or arrays is None:
+        return False
+    old, n = seen["arrays"], seen["count"]
+    return (len(arrays) == len(old) and all(map(operator.is_, arrays[:n], old[:n]))
+            and all(map(operator.is_, arrays[2 * n:], old[2 * n:])) and seen["unchanged"]())
+
+
+def _new_grads_plan(backend, params, grads, state, cfg, arrays, n) -> tuple:
+    """(plan, step) when only the grads are new: they are checked (type, dtype, shape,
+    contiguity, no memory shared with a written array), then planned."""
+    step = checked_step(state.step)
+    for i, (p, g) in enumerate(zip(params, grads)):
+        _check_grad(backend, g, i, p)
+    _refuse_shared_memory(arrays[:n] + arrays[2 * n:], arrays[n:2 * n])
+    return _remembered_plan(backend, list(params), list(grads), state, cfg), step
+
+
+def _remembered_plan(backend, params, grads, state, cfg):
+    """The backend's ``_low_precision_plan`` of [(tensor index, (p, g, m, v, vmax,
+    master, compensation) as 1-D arrays or None)] of the non-empty tensors, remembered;
+    called when every check has passed (a first amsgrad step gets its zero maximum)."""
     if cfg.amsgrad and state.max_exp_avg_sq is None:
         state.max_exp_avg_sq = _views_by_dtype(
             backend, [np.zeros(p.shape, m.dtype) for p, m in zip(params, state.exp_avg)])
@@ -219,6 +252,6 @@ def _checked_plan(backend, params, grads, state, cfg):
     arrays = _all_arrays(params, grads, state)
     _, _, unchanged = headers(backend, arrays)
     state.cache["validated_low_precision"] = {
-        "cfg": cfg, "arrays": arrays, "unchanged": unchanged,
+        "cfg": cfg, "arrays": arrays, "count": len(params), "unchanged": unchanged,
         "weakrefs": weak_references(arrays), "plan": plan}
-    return plan, step
+    return plan

@@ -391,6 +391,53 @@ def test_bad_low_precision_input_is_refused_before_anything_changes(backend):
               "share memory", arrays)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_new_grads_alone_are_checked_alone_and_step_as_kept_grads(backend, monkeypatch):
+    """A loop that makes new grad arrays every step (a framework's fresh gradients), the
+    params and state the same, checks only the grads (the full check is not run again)
+    and gets the bits of grads kept from step to step."""
+    from backends import low_precision_step
+
+    be = get_backend(backend)
+    options = {"rounding": "kahan", "state_dtype": "bfloat16", "amsgrad": True}
+    kept = _run(be, BFLOAT16, options)[0]
+    params, grads = _problem(BFLOAT16, 300, 3)
+    cfg = AdamConfig(lr=1e-2, **options)
+    state = be.init_state(params, cfg)
+    be.step(params, grads[0], state, cfg)
+    full_checks = []
+    monkeypatch.setattr(low_precision_step, "check_low_precision",
+                        lambda *a: full_checks.append(a))
+    for g in grads[1:]:
+        be.step(params, [x.copy() for x in g], state, cfg)
+    assert full_checks == []
+    fresh = [_bits(a) for a in params + [a for name in ("exp_avg", "exp_avg_sq",
+             "max_exp_avg_sq", "compensation") for a in getattr(state, name)]]
+    assert all(np.array_equal(a, b) for a, b in zip(kept, fresh))
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (lambda p, s: (p, [np.ones(8, np.float16)]), TypeError, r"grads\[0\] is float16"),
+    (lambda p, s: (p, [np.ones(9, BFLOAT16)]), ValueError, r"grads\[0\] has shape \(9,\)"),
+    (lambda p, s: (p, [np.ones(16, BFLOAT16)[::2]]), ValueError, r"grads\[0\] is not C-"),
+    (lambda p, s: (p, [s.exp_avg[0]]), ValueError, "share memory"),
+    (lambda p, s: (p, [p[0]]), ValueError, "share memory"),
+    (lambda p, s: ([np.ones(8, np.float32)], [np.ones(8, np.float32)]), TypeError,
+     r"rounding='kahan' needs bfloat16 or float16 params; params\[0\] is float32")])
+def test_a_bad_new_grad_is_refused_before_anything_changes(bad, error, match):
+    """After a step, new grads are checked as fully as on the first step, and new params
+    with them get the full check."""
+    be = get_backend("numba")
+    cfg = AdamConfig(rounding="kahan")
+    p = [np.ones(8, BFLOAT16)]
+    state = be.init_state(p, cfg)
+    be.step(p, [np.ones(8, BFLOAT16)], state, cfg)
+    arrays = p + state.exp_avg + state.exp_avg_sq + state.compensation
+    params, grads = bad(p, state)
+    _rejected(lambda: be.step(params, grads, state, cfg), error, match, arrays + params)
+    assert state.step == 1
+
+
 def test_backends_without_low_precision_say_so():
     from backends.base import Backend
 
