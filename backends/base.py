@@ -200,6 +200,13 @@ class Backend:
         prepares more (numba: address tables)."""
         return tensors
 
+    def _low_precision_new_grads(self, plan, tensors: list, cfg: AdamConfig):
+        """The plan of ``tensors`` (``_low_precision_plan``'s argument) when only their
+        grads differ from those ``plan`` was made of (a training loop's fresh gradients):
+        a new plan, unless a backend re-points the old one (numba: its tables' grad
+        addresses)."""
+        return self._low_precision_plan(tensors, cfg)
+
     def _update_low_precision_plan(self, plan, cfg: AdamConfig, t: int, stream: int | None,
                                    lr=None) -> None:
         """Step ``t`` of every tensor of ``plan`` (``_low_precision_plan``'s) at learning

@@ -146,17 +146,22 @@ def check_low_precision(backend, params, grads, state, cfg) -> tuple[list, list 
             check_array(backend, a, f"state.{name}[{i}]", layout[name], p.shape)
         written += list(column)
     check_config({FLOAT32: list(range(len(params)))}, cfg)
-    _refuse_shared_memory(written, list(grads or ()))
+    _refuse_shared_memory(_bounds(written), list(grads or ()))
     return params, grads, step
 
 
-def _refuse_shared_memory(written: list, grads: list) -> None:
-    """ValueError if an array the step writes shares memory with another array (grads
-    may share with grads)."""
-    arrays = written + grads
+def _bounds(arrays: list) -> tuple:
+    """(first byte, byte after the last) of each array, as int64 arrays."""
     starts = np.array([data_address(a) for a in arrays], dtype=np.int64)
-    nbytes = np.array([a.size * a.dtype.itemsize for a in arrays], dtype=np.int64)
-    pair = first_overlap(starts, starts + nbytes, np.arange(len(arrays)) < len(written))
+    return starts, starts + np.array([a.size * a.dtype.itemsize for a in arrays],
+                                     dtype=np.int64)
+
+
+def _refuse_shared_memory(written: tuple, grads: list) -> None:
+    """ValueError if an array the step writes (``written``: its ``_bounds``) shares
+    memory with another one or with a grad (grads may share with grads)."""
+    starts, ends = (np.concatenate([w, g]) for w, g in zip(written, _bounds(grads)))
+    pair = first_overlap(starts, ends, np.arange(starts.size) < written[0].size)
     if pair is not None:
         raise ValueError("two of params, state moments, master params, compensation and "
                          f"grads share memory (arrays {pair[0]} and {pair[1]} in that "
@@ -189,7 +194,7 @@ def prepare_low_precision(backend, params, grads, state, cfg) -> tuple:
     if kept is not None:
         return kept
     if _only_grads_are_new(seen, cfg, arrays):
-        return _new_grads_plan(backend, params, grads, state, cfg, arrays, seen["count"])
+        return _new_grads_plan(backend, params, grads, state, cfg, arrays, seen)
     params, grads, step = check_low_precision(backend, params, grads, state, cfg)
     return _remembered_plan(backend, params, grads, state, cfg), step
 
@@ -222,14 +227,24 @@ def _only_grads_are_new(seen, cfg, arrays) -> bool:
             and all(map(operator.is_, arrays[2 * n:], old[2 * n:])) and seen["unchanged"]())
 
 
-def _new_grads_plan(backend, params, grads, state, cfg, arrays, n) -> tuple:
-    """(plan, step) when only the grads are new: they are checked (type, dtype, shape,
-    contiguity, no memory shared with a written array), then planned."""
+def _new_grads_plan(backend, params, grads, state, cfg, arrays, seen) -> tuple:
+    """(plan, step) when only the grads are new (``_only_grads_are_new``): they are
+    checked (type, dtype, shape, contiguity, no memory shared with a written array), then
+    the remembered plan takes them (``Backend._low_precision_new_grads``)."""
     step = checked_step(state.step)
+    n = seen["count"]
     for i, (p, g) in enumerate(zip(params, grads)):
         _check_grad(backend, g, i, p)
-    _refuse_shared_memory(arrays[:n] + arrays[2 * n:], arrays[n:2 * n])
-    return _remembered_plan(backend, list(params), list(grads), state, cfg), step
+    written = seen.get("written") or _bounds(arrays[:n] + arrays[2 * n:])
+    _refuse_shared_memory(written, arrays[n:2 * n])
+    # every check passed: from here on, state may change
+    blank = (None,) * 5
+    tensors = [(i, (t[0], backend._low_precision_arrays((None, grads[i].reshape(-1)) +
+                                                         blank)[1]) + t[2:])
+               for i, t in seen["tensors"]]
+    plan = backend._low_precision_new_grads(seen["plan"], tensors, cfg)
+    _remember(backend, state, cfg, arrays, n, tensors, plan, written)
+    return plan, step
 
 
 def _remembered_plan(backend, params, grads, state, cfg):
@@ -239,19 +254,27 @@ def _remembered_plan(backend, params, grads, state, cfg):
     if cfg.amsgrad and state.max_exp_avg_sq is None:
         state.max_exp_avg_sq = _views_by_dtype(
             backend, [np.zeros(p.shape, m.dtype) for p, m in zip(params, state.exp_avg)])
-    plan = []
+    tensors = []
     for i, (p, g) in enumerate(zip(params, grads)):
         if p.size == 0:
             continue
         column = lambda name, on: getattr(state, name)[i].reshape(-1) if on else None
-        plan.append((i, backend._low_precision_arrays((
+        tensors.append((i, backend._low_precision_arrays((
             p.reshape(-1), g.reshape(-1), column("exp_avg", True), column("exp_avg_sq", True),
             column("max_exp_avg_sq", cfg.amsgrad), column("master_params", cfg.master_weights),
             column("compensation", cfg.rounding == "kahan")))))
-    plan = backend._low_precision_plan(plan, cfg)
-    arrays = _all_arrays(params, grads, state)
+    plan = backend._low_precision_plan(tensors, cfg)
+    _remember(backend, state, cfg, _all_arrays(params, grads, state), len(params), tensors,
+              plan, None)
+    return plan
+
+
+def _remember(backend, state, cfg, arrays, count, tensors, plan, written) -> None:
+    """Keep what a step checked and planned in ``state.cache`` (see
+    ``prepare_low_precision``); ``written``: the ``_bounds`` of the arrays the step
+    writes, once a step with new grads has needed them."""
     _, _, unchanged = headers(backend, arrays)
     state.cache["validated_low_precision"] = {
-        "cfg": cfg, "arrays": arrays, "count": len(params), "unchanged": unchanged,
-        "weakrefs": weak_references(arrays), "plan": plan}
-    return plan
+        "cfg": cfg, "arrays": arrays, "count": count, "unchanged": unchanged,
+        "weakrefs": weak_references(arrays), "tensors": tensors, "plan": plan,
+        "written": written}

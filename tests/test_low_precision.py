@@ -391,28 +391,41 @@ def test_bad_low_precision_input_is_refused_before_anything_changes(backend):
               "share memory", arrays)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
-def test_new_grads_alone_are_checked_alone_and_step_as_kept_grads(backend, monkeypatch):
-    """A loop that makes new grad arrays every step (a framework's fresh gradients), the
-    params and state the same, checks only the grads (the full check is not run again)
-    and gets the bits of grads kept from step to step."""
+def _stepped_with(backend, options, n, fresh: bool) -> tuple[list, list]:
+    """(bits of params and state, the full checks run after the first step) of three
+    steps whose grads are new arrays each step (``fresh``) or the same arrays refilled."""
     from backends import low_precision_step
 
-    be = get_backend(backend)
-    options = {"rounding": "kahan", "state_dtype": "bfloat16", "amsgrad": True}
-    kept = _run(be, BFLOAT16, options)[0]
-    params, grads = _problem(BFLOAT16, 300, 3)
+    params, grads = _problem(BFLOAT16, n, 3)
     cfg = AdamConfig(lr=1e-2, **options)
-    state = be.init_state(params, cfg)
-    be.step(params, grads[0], state, cfg)
-    full_checks = []
-    monkeypatch.setattr(low_precision_step, "check_low_precision",
-                        lambda *a: full_checks.append(a))
-    for g in grads[1:]:
-        be.step(params, [x.copy() for x in g], state, cfg)
-    assert full_checks == []
-    fresh = [_bits(a) for a in params + [a for name in ("exp_avg", "exp_avg_sq",
-             "max_exp_avg_sq", "compensation") for a in getattr(state, name)]]
+    state = backend.init_state(params, cfg)
+    kept = [g.copy() for g in grads[0]]
+    checks = []
+    full_check = low_precision_step.check_low_precision
+    for k, g in enumerate(grads):
+        for a, b in zip(kept, g):
+            a[...] = b
+        backend.step(params, [x.copy() for x in g] if fresh else kept, state, cfg)
+        if k == 0:
+            low_precision_step.check_low_precision = lambda *a: checks.append(a) or \
+                full_check(*a)
+    low_precision_step.check_low_precision = full_check
+    out = params + [a for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq",
+                                   "compensation") for a in getattr(state, name)]
+    return [_bits(a) for a in out], checks
+
+
+@pytest.mark.parametrize("backend, n", [("numpy", 300), ("numba", 300), ("numba", 8193)],
+                         ids=["numpy", "numba-table", "numba-lone-pairs"])
+def test_new_grads_alone_are_checked_alone_and_step_as_kept_grads(backend, n):
+    """A loop that makes new grad arrays every step (a framework's fresh gradients), the
+    params and state the same, checks only the grads (the full check is not run again)
+    and gets the bits of numpy's step with the same grad arrays refilled in place (the
+    plan kept as it is), whether numba's plan holds the tensors in a table or alone."""
+    options = {"rounding": "kahan", "state_dtype": "bfloat16", "amsgrad": True}
+    kept, _ = _stepped_with(get_backend("numpy"), options, n, fresh=False)
+    fresh, checks = _stepped_with(get_backend(backend), options, n, fresh=True)
+    assert checks == []
     assert all(np.array_equal(a, b) for a, b in zip(kept, fresh))
 
 

@@ -136,21 +136,35 @@ class LowPrecisionTables:
     def __init__(self, tensors: list, stochastic: bool):
         formats: dict = {}
         alone = []
-        for index, arrays in tensors:
+        for position, (index, arrays) in enumerate(tensors):
             p, g, m, _, _, master, _ = arrays
             if p.size > SERIAL_MAX and in_pairs(p, g, m, master):
-                alone.append((index, arrays))  # faster in pairs than in the table
+                alone.append(position)  # faster in pairs than in the table
                 continue
             kind = tuple(None if a is None else a.dtype for a in arrays)
-            formats.setdefault(kind, []).append((index, arrays))
+            formats.setdefault(kind, []).append(position)
         self.tensors = tensors
-        self.tables = [_table(group, stochastic) for group in formats.values()
-                       if len(group) > 1]
-        self.lone = alone + [group[0] for group in formats.values() if len(group) == 1]
+        members = [group for group in formats.values() if len(group) > 1]
+        self.tables, self._rows = [], []
+        for group in members:
+            kernel, arguments, parallel, rows = _table([tensors[k] for k in group], stochastic)
+            self.tables.append((kernel, arguments, parallel))
+            self._rows.append((group, rows))
+        self._lone = alone + [group[0] for group in formats.values() if len(group) == 1]
+        self.lone = [tensors[k] for k in self._lone]
+
+    def point_grads(self, tensors: list) -> None:
+        """Take ``tensors``, the same as the plan's but for their grads: the tables'
+        grad addresses and the lone tensors' arrays follow them."""
+        for group, rows in self._rows:
+            rows[:, 1] = [address(tensors[k][1][1]) for k in group]
+        self.tensors = tensors
+        self.lone = [tensors[k] for k in self._lone]
 
 
 def _table(group: list, stochastic: bool) -> tuple:
-    """(kernel, arguments before hyper, parallel) stepping ``group``'s tensors."""
+    """(kernel, arguments before hyper, parallel, the table's rows) stepping ``group``'s
+    tensors."""
     sizes = [int(arrays[0].size) for _, arrays in group]
     total = sum(sizes)
     parallel = total > SERIAL_MAX
@@ -165,4 +179,4 @@ def _table(group: list, stochastic: bool) -> tuple:
     kernel = adam_low_precision_table if parallel else adam_low_precision_table_serial
     stream = np.uint64(0) if stochastic else None
     compiled_for(kernel, (packed,) + likes + (np.zeros(8), 1, stream))
-    return kernel, (packed,) + likes, parallel
+    return kernel, (packed,) + likes, parallel, rows

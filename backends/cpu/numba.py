@@ -92,6 +92,11 @@ class NumbaBackend(Backend):
 
         return LowPrecisionTables(tensors, cfg.rounding == "stochastic")
 
+    def _low_precision_new_grads(self, plan, tensors: list, cfg):
+        """The plan's tables pointed at the new grads (nothing else is made again)."""
+        plan.point_grads(tensors)
+        return plan
+
     def _update_low_precision_plan(self, plan, cfg, t, stream, lr=None) -> None:
         """One kernel call per format: its table's, or a lone tensor's own."""
         stream_bits = None if stream is None else np.uint64(stream)

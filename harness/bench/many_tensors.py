@@ -29,6 +29,7 @@ class PerTensorNumba(NumbaBackend):
     hooks of ``Backend``: the path before the table kernel)."""
 
     _low_precision_plan = Backend._low_precision_plan
+    _low_precision_new_grads = Backend._low_precision_new_grads
     _update_low_precision_plan = Backend._update_low_precision_plan
 
 
