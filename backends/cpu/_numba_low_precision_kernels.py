@@ -23,7 +23,7 @@ from ._numba_kernels import (KERNEL_OPTIONS, _adam_element, _pointer, _serial_tw
                              step_constants_jit)
 
 __all__ = ["adam_low_precision", "adam_low_precision_serial", "adam_bf16_pairs",
-           "adam_bf16_pairs_serial", "in_pairs", "roofline_streams",
+           "adam_bf16_pairs_serial", "in_pairs", "step_element", "roofline_streams",
            "compiled_for", "BLOCK", "block_key"]
 
 
@@ -162,6 +162,41 @@ def _constants32(hyper, t):
              f(inv_sqrt_bc2), f(eps)), hyper[4] != 0 and hyper[5] == 0, hyper[7] != 0)
 
 
+@njit(cache=True)
+def step_element(p, g, m, v, vmax, master, compensation, constants, use_l2, key, i, j):
+    """Adam on element ``i`` of 1-D arrays (see ``_adam_low_precision``), the stochastic
+    rounding's hash taken at ``j`` (the element's index in its tensor). Compiled per
+    argument types, so None arrays prune their branches; LLVM inlines it into the loops
+    (Numba's own inlining would type the branches of arrays that are None)."""
+    if master is not None:
+        w = master[i]
+    else:
+        w = widen(p[i])
+    vi = widen(v[i])
+    if vmax is not None:
+        xi = widen(vmax[i])
+    else:
+        xi = vi
+    w, mi, vi, xi = _adam_element(w, widen(g[i]), widen(m[i]), vi, xi, constants, use_l2,
+                                  vmax is not None)
+    m[i] = nearest(mi, m)
+    v[i] = nearest(vi, v)
+    if vmax is not None:
+        vmax[i] = nearest(xi, vmax)
+    if master is not None:
+        master[i] = w
+        p[i] = nearest(w, p)
+    elif compensation is not None:
+        x = w + widen(compensation[i])
+        rounded = nearest(x, p)
+        p[i] = rounded
+        compensation[i] = nearest(x - widen(rounded), compensation)
+    elif key is not None:
+        p[i] = _bf16(_bf16_sum(w, random16(key, j)))
+    else:
+        p[i] = nearest(w, p)
+
+
 def _adam_low_precision(p, g, m, v, vmax, master, compensation, hyper, t, key):
     """One tensor (1-D arrays, see the module docstring) of at most ``BLOCK`` elements;
     ``vmax`` is amsgrad's maximum or None (never ``v`` itself: an alias that LLVM's
@@ -169,33 +204,7 @@ def _adam_low_precision(p, g, m, v, vmax, master, compensation, hyper, t, key):
     stochastic-rounding hash's ``block_key`` or None."""
     constants, use_l2, _ = _constants32(hyper, t)
     for i in prange(p.size):
-        if master is not None:
-            w = master[i]
-        else:
-            w = widen(p[i])
-        vi = widen(v[i])
-        if vmax is not None:
-            xi = widen(vmax[i])
-        else:
-            xi = vi
-        w, mi, vi, xi = _adam_element(w, widen(g[i]), widen(m[i]), vi, xi, constants,
-                                      use_l2, vmax is not None)
-        m[i] = nearest(mi, m)
-        v[i] = nearest(vi, v)
-        if vmax is not None:
-            vmax[i] = nearest(xi, vmax)
-        if master is not None:
-            master[i] = w
-            p[i] = nearest(w, p)
-        elif compensation is not None:
-            x = w + widen(compensation[i])
-            rounded = nearest(x, p)
-            p[i] = rounded
-            compensation[i] = nearest(x - widen(rounded), compensation)
-        elif key is not None:
-            p[i] = _bf16(_bf16_sum(w, random16(key, i)))
-        else:
-            p[i] = nearest(w, p)
+        step_element(p, g, m, v, vmax, master, compensation, constants, use_l2, key, i, i)
 
 
 adam_low_precision = njit(parallel=True, **KERNEL_OPTIONS)(_adam_low_precision)

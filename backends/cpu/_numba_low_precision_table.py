@@ -4,8 +4,8 @@
 a packed table (``_numba_kernels.table_layout``): per tensor the addresses of (p, g, m,
 v, vmax, master, compensation) and its index in the step, per chunk (one parallel task)
 a run of segments of tensors; chunks hold equal numbers of elements, so threads get
-equal work however the sizes are spread. Its element loop is the per-tensor kernel's,
-line for line, so the bits are the same. Segments never cross a hash block (``BLOCK``):
+equal work however the sizes are spread. Each element is stepped by the per-tensor
+kernel's ``step_element``, so the bits are the same. Segments never cross a hash block (``BLOCK``):
 element ``s + i`` of a tensor hashes ``lo32(s + i)`` under the key of its block, which
 the kernel derives from the step's ``formats.step_stream`` once per segment
 (``tensor_key``, then ``block_key``), so no key is computed in Python per step.
@@ -23,11 +23,10 @@ from numba import carray, njit, prange, types
 from numba.extending import overload
 
 from ..formats import INDEX_HIGH_MULTIPLIER
-from ._numba_kernels import (KERNEL_OPTIONS, _adam_element, _pointer, _serial_twin, address,
+from ._numba_kernels import (KERNEL_OPTIONS, _pointer, _serial_twin, address,
                              packed_table, table_layout)
-from ._numba_low_precision_kernels import (BLOCK, _bf16, _bf16_sum, _constants32,
-                                           compiled_for, in_pairs, nearest, random16,
-                                           widen)
+from ._numba_low_precision_kernels import (BLOCK, _constants32, compiled_for, in_pairs,
+                                           step_element)
 
 __all__ = ["adam_low_precision_table", "adam_low_precision_table_serial",
            "LowPrecisionTables", "segment_key", "CHUNK", "SERIAL_MAX"]
@@ -71,6 +70,17 @@ def segment_key(stream, index, start):
     return np.uint32(key ^ np.uint32(block * np.uint32(INDEX_HIGH_MULTIPLIER)))
 
 
+def _key_of(stream, index, start):
+    """``segment_key``, or None without stochastic rounding (``stream`` None)."""
+
+
+@overload(_key_of, inline="always")
+def _key_of_overload(stream, index, start):
+    if isinstance(stream, types.NoneType):
+        return lambda stream, index, start: None
+    return lambda stream, index, start: segment_key(stream, index, start)
+
+
 def _adam_low_precision_table(table, p_like, g_like, m_like, v_like, vmax_like,
                               master_like, compensation_like, hyper, t, stream):
     """Every tensor of a table of one format (see the module docstring); the ``*_like``
@@ -90,36 +100,10 @@ def _adam_low_precision_table(table, p_like, g_like, m_like, v_like, vmax_like,
             vmax = _segment(row[4], vmax_like, n, s, e)
             master = _segment(row[5], master_like, n, s, e)
             compensation = _segment(row[6], compensation_like, n, s, e)
-            if stream is not None:
-                key = segment_key(stream, row[_INDEX], s)
+            key = _key_of(stream, row[_INDEX], s)
             for i in range(e - s):
-                if master_like is not None:
-                    w = master[i]
-                else:
-                    w = widen(p[i])
-                vi = widen(v[i])
-                if vmax_like is not None:
-                    xi = widen(vmax[i])
-                else:
-                    xi = vi
-                w, mi, vi, xi = _adam_element(w, widen(g[i]), widen(m[i]), vi, xi,
-                                              constants, use_l2, vmax_like is not None)
-                m[i] = nearest(mi, m)
-                v[i] = nearest(vi, v)
-                if vmax_like is not None:
-                    vmax[i] = nearest(xi, vmax)
-                if master_like is not None:
-                    master[i] = w
-                    p[i] = nearest(w, p)
-                elif compensation_like is not None:
-                    x = w + widen(compensation[i])
-                    rounded = nearest(x, p)
-                    p[i] = rounded
-                    compensation[i] = nearest(x - widen(rounded), compensation)
-                elif stream is not None:
-                    p[i] = _bf16(_bf16_sum(w, random16(key, s + i)))
-                else:
-                    p[i] = nearest(w, p)
+                step_element(p, g, m, v, vmax, master, compensation, constants, use_l2, key,
+                             i, s + i)
 
 
 adam_low_precision_table = njit(parallel=True, **KERNEL_OPTIONS)(_adam_low_precision_table)
