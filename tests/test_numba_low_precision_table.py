@@ -10,6 +10,7 @@ from backends import AdamConfig, get_backend
 from backends.cpu import _numba_low_precision_table as table_module
 from backends.cpu._numba_kernels import packed_table, table_layout
 from backends.cpu._numba_low_precision_kernels import BLOCK, block_key
+from backends.cpu.numba import SERIAL_MAX
 from backends.formats import BFLOAT16, step_stream, tensor_key
 from harness.bench.many_tensors import PerTensorNumba
 
@@ -31,7 +32,7 @@ def _plan(state):
 def test_table_gives_numpy_and_per_tensor_bits(name, dtype, options, sizes):
     """Parallel with grads of the params' dtype, serial with both grad dtypes (each
     combination compiles a kernel: the parallel ones cost most)."""
-    assert (sum(sizes) > table_module.SERIAL_MAX) == (sizes is LARGE)
+    assert (sum(sizes) > SERIAL_MAX) == (sizes is LARGE)
     both = {np.dtype(dtype), np.dtype(np.float32)}
     for grad_dtype in [np.dtype(dtype)] if sizes is LARGE else both:
         expected = stepped_bits(get_backend("numpy"), dtype, options, grad_dtype, sizes)
@@ -58,8 +59,6 @@ def test_one_call_per_format_and_a_lone_tensor_keeps_its_own_kernel():
 def test_big_all_bf16_tensors_step_alone_in_pairs():
     """All-bfloat16 tensors above SERIAL_MAX leave the table for ``adam_bf16_pairs``
     (faster); the small ones of their format stay in it; numpy's bits."""
-    from backends.cpu.numba import SERIAL_MAX
-
     sizes = (SERIAL_MAX + 3, 5, SERIAL_MAX + 1, 300)
     options = {"rounding": "stochastic", "seed": 3, "state_dtype": "bfloat16"}
     expected = stepped_bits(get_backend("numpy"), BFLOAT16, options, BFLOAT16, sizes)

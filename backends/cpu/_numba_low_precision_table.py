@@ -13,7 +13,7 @@ the kernel derives from the step's ``formats.step_stream`` once per segment
 ``LowPrecisionTables`` groups a step's tensors by format (the dtypes of every array and
 which ones are there): a format with several tensors becomes one table, stepped in one
 call; a lone tensor keeps the per-tensor kernel, as a lone float32 tensor keeps
-``adam_flat``, and so does an all-bfloat16 one above SERIAL_MAX (``adam_bf16_pairs``
+``adam_flat``, and so does an all-bfloat16 one above ``serial_max`` (``adam_bf16_pairs``
 steps it faster).
 """
 from __future__ import annotations
@@ -29,14 +29,11 @@ from ._numba_low_precision_kernels import (BLOCK, _constants32, compiled_for, in
                                            step_element)
 
 __all__ = ["adam_low_precision_table", "adam_low_precision_table_serial",
-           "LowPrecisionTables", "segment_key", "CHUNK", "SERIAL_MAX"]
+           "LowPrecisionTables", "segment_key", "CHUNK"]
 
 #: Most elements per chunk: a few chunks per thread on small models, each long enough to
 #: amortize its segments' set-up.
 CHUNK = 1 << 13
-#: Up to this many elements, a table is stepped on the calling thread in one chunk (the
-#: per-tensor kernel's threshold, ``backends.cpu.numba.SERIAL_MAX``).
-SERIAL_MAX = 1 << 13
 #: Columns of a tensor's row: the seven arrays' addresses, then its index in the step.
 _ARRAYS, _INDEX = 7, 7
 
@@ -115,14 +112,16 @@ class LowPrecisionTables:
     """A step's tensors, [(index, arrays of ``_typed``)] of one plan, grouped by format:
     ``tables`` (kernel, leading arguments, parallel) of the formats with several tensors,
     ``lone`` (index, arrays) of the others. It holds the arrays its tables point into.
-    Kernels are compiled (or loaded from cache) here, once per plan, not in a step."""
+    Kernels are compiled (or loaded from cache) here, once per plan, not in a step.
+    ``serial_max`` is the backend's threshold (``backends.cpu.numba.SERIAL_MAX``): a table
+    of at most that many elements runs on the calling thread in one chunk."""
 
-    def __init__(self, tensors: list, stochastic: bool):
+    def __init__(self, tensors: list, stochastic: bool, serial_max: int):
         formats: dict = {}
         alone = []
         for position, (index, arrays) in enumerate(tensors):
             p, g, m, _, _, master, _ = arrays
-            if p.size > SERIAL_MAX and in_pairs(p, g, m, master):
+            if p.size > serial_max and in_pairs(p, g, m, master):
                 alone.append(position)  # faster in pairs than in the table
                 continue
             kind = tuple(None if a is None else a.dtype for a in arrays)
@@ -131,7 +130,8 @@ class LowPrecisionTables:
         members = [group for group in formats.values() if len(group) > 1]
         self.tables, self._rows = [], []
         for group in members:
-            kernel, arguments, parallel, rows = _table([tensors[k] for k in group], stochastic)
+            kernel, arguments, parallel, rows = _table([tensors[k] for k in group], stochastic,
+                                                    serial_max)
             self.tables.append((kernel, arguments, parallel))
             self._rows.append((group, rows))
         self._lone = alone + [group[0] for group in formats.values() if len(group) == 1]
@@ -146,12 +146,12 @@ class LowPrecisionTables:
         self.lone = [tensors[k] for k in self._lone]
 
 
-def _table(group: list, stochastic: bool) -> tuple:
+def _table(group: list, stochastic: bool, serial_max: int) -> tuple:
     """(kernel, arguments before hyper, parallel, the table's rows) stepping ``group``'s
     tensors."""
     sizes = [int(arrays[0].size) for _, arrays in group]
     total = sum(sizes)
-    parallel = total > SERIAL_MAX
+    parallel = total > serial_max
     chunk = -(-total // -(-total // CHUNK)) if parallel else total  # equal chunks
     packed, views = packed_table(sizes, _ARRAYS + 1, chunk, BLOCK)
     rows = views[0]

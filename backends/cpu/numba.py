@@ -90,7 +90,7 @@ class NumbaBackend(Backend):
         (``_numba_low_precision_table``), made and compiled once per plan."""
         from ._numba_low_precision_table import LowPrecisionTables
 
-        return LowPrecisionTables(tensors, cfg.rounding == "stochastic")
+        return LowPrecisionTables(tensors, cfg.rounding == "stochastic", SERIAL_MAX)
 
     def _low_precision_new_grads(self, plan, tensors: list, cfg):
         """The plan's tables pointed at the new grads (nothing else is made again)."""
