@@ -23,7 +23,7 @@ import numpy as np
 __all__ = ["BFLOAT16", "FLOAT16", "FLOAT32", "LOW_PRECISION_DTYPES", "uses_low_precision",
            "moment_dtype", "widen", "round_nearest", "round_stochastic", "bf16_nearest_bits",
            "bf16_stochastic_bits", "stream_key", "step_stream", "tensor_key", "random16",
-           "splitmix64", "lowbias32", "bits_view"]
+           "splitmix64", "lowbias32", "bits_view", "finfo"]
 
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 FLOAT16 = np.dtype(np.float16)
@@ -33,6 +33,9 @@ _STATE_DTYPES = {"float32": FLOAT32, "bfloat16": BFLOAT16}
 _MASK32, _MASK64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
 #: The golden-ratio multiplier that mixes an index's high 32 bits into the hash input.
 INDEX_HIGH_MULTIPLIER = 0x9E3779B9
+#: ``np.finfo`` for every float dtype, bfloat16 included (NumPy 2.5 refuses ml_dtypes'
+#: types; ml_dtypes' finfo answers for NumPy's own too).
+finfo = ml_dtypes.finfo
 
 
 def uses_low_precision(cfg, params, state) -> bool:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import AdamConfig
-from .formats import BFLOAT16, FLOAT16, FLOAT32
+from .formats import BFLOAT16, FLOAT16, FLOAT32, finfo
 from .int8_codec import BLOCK, M_FLUSH, M_NONFINITE_CODE, M_VALUES, V_VALUES
 
 __all__ = ["ReferenceState", "reference_step", "reference_run", "Int8Moment",
@@ -163,7 +163,7 @@ def reference_step_int8(p, g, m: Int8Moment, v: Int8Moment,
 
 
 #: (significant bits, exponent of the smallest spacing, largest finite value) per format.
-_GRIDS = {BFLOAT16: (8, -133, float(np.finfo(BFLOAT16).max)),
+_GRIDS = {BFLOAT16: (8, -133, float(finfo(BFLOAT16).max)),
           FLOAT16: (11, -24, 65504.0),
           FLOAT32: (24, -149, float(np.finfo(np.float32).max))}
 

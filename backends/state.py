@@ -26,7 +26,9 @@ def to_host(x) -> np.ndarray:
     """Any backend array (NumPy, CuPy, Numba device array) as a host NumPy array."""
     if isinstance(x, np.ndarray):
         return x
-    if hasattr(x, "copy_to_host"):
+    if hasattr(x, "copy_to_host"):  # a Numba device array: bfloat16 crosses as its bits
+        if x.dtype == BFLOAT16:   # (the buffer protocol has no bfloat16)
+            return x.view(np.uint16).copy_to_host().view(BFLOAT16)
         return x.copy_to_host()
     if hasattr(x, "get"):
         return x.get()

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backends import Adam, AdamConfig, AdamState, get_backend
+from backends.formats import finfo
 
 from harness.check.bad_input import make_setup, snapshot, unchanged
 
@@ -249,7 +250,7 @@ def nan_laden(n, dtype, rng):
     """Normal values with 40% NaNs of random sign and payload."""
     uint = {4: np.uint32, 8: np.uint64}[np.dtype(dtype).itemsize]
     bits = np.dtype(dtype).itemsize * 8
-    mantissa = np.finfo(dtype).nmant
+    mantissa = finfo(dtype).nmant
     x = rng.standard_normal(n).astype(dtype)
     raw = x.view(uint)
     nan_bits = (uint((1 << (bits - 1)) - 1) ^ uint((1 << mantissa) - 1)) | \

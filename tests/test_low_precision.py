@@ -9,8 +9,8 @@ import pytest
 from scipy import stats
 
 from backends import Adam, AdamConfig, get_backend
-from backends.formats import (BFLOAT16, bf16_nearest_bits, bf16_stochastic_bits, random16,
-                              round_stochastic, stream_key)
+from backends.formats import (BFLOAT16, bf16_nearest_bits, bf16_stochastic_bits, finfo,
+                              random16, round_stochastic, stream_key)
 from backends.reference import LowPrecisionState, ReferenceState, \
     reference_step_low_precision, to_grid
 
@@ -298,7 +298,7 @@ def test_numpy_agrees_with_the_float64_reference(name, dtype, options):
                 ref_p[i], g[i].astype(np.float64), ref[i], t, cfg, p_dtype, s_dtype, random)
     for i, p in enumerate(params):
         got, want = p.astype(np.float64), ref_p[i]
-        spacing = np.abs(want) * 2.0 ** -(np.finfo(p_dtype).nmant) + 1e-30
+        spacing = np.abs(want) * 2.0 ** -(finfo(p_dtype).nmant) + 1e-30
         if p_dtype.itemsize == 2:  # rounded once per step, from float32 results
             assert np.all(np.abs(got - want) <= spacing), name
             assert np.mean(got == want) > 0.97, name
@@ -310,7 +310,7 @@ def test_numpy_agrees_with_the_float64_reference(name, dtype, options):
                                      (state.exp_avg_sq[i], ref[i].moments.v, scales[1])):
             # a spacing of the operands per step (cancellation can make it many of m's)
             got_m = got_m.astype(np.float64)
-            spacing = (np.abs(want_m) + scale) * 2.0 ** -np.finfo(s_dtype).nmant
+            spacing = (np.abs(want_m) + scale) * 2.0 ** -finfo(s_dtype).nmant
             assert np.all(np.abs(got_m - want_m) <= 4 * spacing), name
             if s_dtype.itemsize == 2:  # float32 moments round every operation
                 assert np.mean(got_m == want_m) > 0.97, name

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from ..formats import BFLOAT16
 from ..scalars import StepScalars
 from ._gpu import MAX_INT8_GRID, GpuBackend
 
@@ -56,9 +57,14 @@ class NumbaCudaBackend(GpuBackend):
         self.compile_seconds = self._timed_warm_up()
 
     def asarray(self, a):
-        return self._cuda.to_device(np.ascontiguousarray(a))
+        a = np.ascontiguousarray(a)
+        if a.dtype == BFLOAT16:  # the buffer protocol has no bfloat16: copy its bits
+            return self._cuda.to_device(a.view(np.uint16)).view(BFLOAT16)
+        return self._cuda.to_device(a)
 
     def empty(self, n, dtype):
+        if np.dtype(dtype) == BFLOAT16:
+            return self._cuda.device_array(n, dtype=np.uint16).view(BFLOAT16)
         return self._cuda.device_array(n, dtype=dtype)
 
     def synchronize(self) -> None:
@@ -88,7 +94,7 @@ class NumbaCudaBackend(GpuBackend):
         return self._cuda.from_cuda_array_interface(interface, owner=first, sync=False)
 
     def event_timer(self):
-        return None if self.simulated else numba_event_timer(self._cuda)
+        return numba_event_timer(self._cuda)
 
     def _launch(self, p, g, m, v, vmax, scalars, dtype):
         n = p.size
@@ -137,7 +143,10 @@ def low_precision_launch(kernels, tensors, key, scalars) -> tuple:
 
 def numba_event_timer(cuda):
     """GpuBackend.event_timer with numba.cuda's events, on the default stream (where the
-    kernels launch)."""
+    kernels launch); None under the CUDA simulator, which has no device clock (the host
+    clock times it)."""
+    if _simulated():
+        return None
     begin, end = cuda.event(timing=True), cuda.event(timing=True)
 
     def stop() -> float:

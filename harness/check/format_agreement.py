@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from backends import AdamConfig
-from backends.formats import moment_dtype, random16, stream_key
+from backends.formats import finfo, moment_dtype, random16, stream_key
 from backends.reference import LowPrecisionState, ReferenceState, reference_step_low_precision
 
 from ..core.formats import FORMATS
@@ -56,7 +56,7 @@ def _stored(backend, params, state) -> list[tuple]:
 
 
 def _spacing(x: np.ndarray, dtype) -> np.ndarray:
-    return np.abs(x) * 2.0 ** -np.finfo(dtype).nmant + 1e-30
+    return np.abs(x) * 2.0 ** -finfo(dtype).nmant + 1e-30
 
 
 def _bits(arrays) -> list[bytes]:
@@ -127,7 +127,7 @@ def _errors(before, after, grads, t: int, cfg, dtype) -> dict:
         count += got.size
         for got_m, want_m, scale in ((got_state.moments.m, ref.moments.m, 0.1 * np.abs(g)),
                                      (got_state.moments.v, ref.moments.v, 0.001 * g * g)):
-            spacing = (np.abs(want_m) + scale) * 2.0 ** -np.finfo(state_dtype).nmant + 1e-30
+            spacing = (np.abs(want_m) + scale) * 2.0 ** -finfo(state_dtype).nmant + 1e-30
             moment_ratio = max(moment_ratio, float(np.max(np.abs(got_m - want_m) / spacing,
                                                           initial=0)))
     return {"param_spacings": param_ratio, "param_exact_fraction": exact / max(count, 1),

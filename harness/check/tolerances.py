@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from backends import AdamConfig
+from backends.formats import finfo
 
 __all__ = ["SAFETY", "unit_roundoff", "ErrorBounds"]
 
@@ -41,7 +42,7 @@ SAFETY = 4.0
 
 def unit_roundoff(dtype) -> float:
     """Half the distance from 1 to the next float: 2**-24 (float32), 2**-53 (float64)."""
-    return float(np.finfo(dtype).eps) / 2
+    return float(finfo(dtype).eps) / 2
 
 
 class ErrorBounds:
@@ -51,7 +52,7 @@ class ErrorBounds:
     def __init__(self, shape, dtype, cfg: AdamConfig):
         self.cfg = cfg
         self.u = unit_roundoff(dtype)
-        self.tiny = float(np.finfo(dtype).tiny)
+        self.tiny = float(finfo(dtype).tiny)
         self.spike = max(1.0, (1.0 - cfg.beta1) / np.sqrt(1.0 - cfg.beta2))
         self.l2 = cfg.weight_decay if not cfg.decoupled else 0.0
         zeros = np.zeros(shape)
