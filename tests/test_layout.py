@@ -49,7 +49,8 @@ LAYERS = (
 #: Rows of the table with no module yet (a slot another change fills).
 RESERVED: set[str] = set()
 #: May import private kernel modules and the GPU libraries.
-KERNEL_READERS = {"harness.bench.roofline", "harness.gpu.machine_code"}
+KERNEL_READERS = {"harness.bench.roofline", "harness.bench.gpu_roofline",
+                  "harness.gpu.machine_code"}
 GPU_LIBRARIES = ("cupy", "numba.cuda")
 GPU_PACKAGE = "backends.cuda"
 #: Words retired for "int8" (any case, inside identifiers too).

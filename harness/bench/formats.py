@@ -51,48 +51,59 @@ def run_format_bench(formats: list[str], sizes: list[int], backends: list[str],
     """Measure every (size, format) cell: each backend's fp32 and format steps, the
     format's roofline and (``peers``) the peers in that format, all interleaved; write
     ``out_stem``.csv/.json/.md. A peer row's ``speedup_over_peer`` is its step time over
-    the first backend's in the same format."""
+    the first backend's in the same format; the peers run on that backend's device, and
+    each backend's row holds the roofline of its own device."""
     rows = []
     info = machine_info()
     threads, machine = info["numba_threads"], machine_id()
     for n in sizes:
         chosen = [(name, get_backend(name)) for name in backends]
+        devices = list(dict.fromkeys(backend.device for _, backend in chosen))
         bases = [format_step(backend, FORMATS["fp32"], n) for _, backend in chosen]
         for fmt_name in formats:
             fmt = FORMATS[fmt_name]
             nbytes = fmt.bytes_per_element()
             ours = [format_step(backend, fmt, n) for _, backend in chosen]
-            rival = [(p.label, peer_step(p, n)) for p in (format_peers(fmt_name) if peers else [])]
+            roofs = [format_roofline(fmt, n, device) for device in devices]
+            rival = [(p.label, peer_step(p, n, device=devices[0]))
+                     for p in (format_peers(fmt_name, devices[0]) if peers else [])]
             runnable = [(label, step) for label, step in rival if not isinstance(step, str)]
-            timings = [t.median for t in time_interleaved(
-                [*bases, *ours, format_roofline(fmt, n), *(step for _, step in runnable)],
-                repeats=repeats, max_seconds=max_seconds)]
-            t_fp32, t_ours = timings[:len(chosen)], timings[len(chosen):2 * len(chosen)]
-            t_roof = timings[2 * len(chosen)]
-            t_peer = dict(zip((label for label, _ in runnable), timings[2 * len(chosen) + 1:]))
+            timings = iter([t.median for t in time_interleaved(
+                [*bases, *ours, *roofs, *(step for _, step in runnable)],
+                repeats=repeats, max_seconds=max_seconds)])
+            t_fp32, t_ours = _take(timings, len(chosen)), _take(timings, len(chosen))
+            t_roof = dict(zip(devices, _take(timings, len(devices))))
+            t_peer = dict(zip((label for label, _ in runnable), timings))
 
-            def row(subject, kind, t, fp32, note=""):
+            def row(subject, kind, t, fp32, device, note=""):
                 return {"elements": n, "backend": subject, "kind": kind, "format": fmt_name,
-                        "bytes_per_element": nbytes, "us_per_step": t * 1e6,
-                        "fp32_us_per_step": fp32 * 1e6, "roofline_us": t_roof * 1e6,
-                        "gb_per_s": nbytes * n / t / 1e9, "fraction_of_roofline": t_roof / t,
-                        "speed_vs_fp32": fp32 / t, "speedup_over_peer": t / t_ours[0],
-                        "note": note, "threads": threads, "machine": machine}
+                        "device": device, "bytes_per_element": nbytes,
+                        "us_per_step": t * 1e6, "fp32_us_per_step": fp32 * 1e6,
+                        "roofline_us": t_roof[device] * 1e6, "gb_per_s": nbytes * n / t / 1e9,
+                        "fraction_of_roofline": t_roof[device] / t, "speed_vs_fp32": fp32 / t,
+                        "speedup_over_peer": t / t_ours[0], "note": note, "threads": threads,
+                        "machine": machine}
 
-            for (name, _), t, fp32 in zip(chosen, t_ours, t_fp32):
-                rows.append(row(name, "ours", t, fp32) | {"speedup_over_peer": np.nan})
+            for (name, backend), t, fp32 in zip(chosen, t_ours, t_fp32):
+                rows.append(row(name, "ours", t, fp32, backend.device)
+                            | {"speedup_over_peer": np.nan})
             for label, step in rival:
                 if isinstance(step, str):
-                    rows.append(row(label, "peer", np.nan, t_fp32[0], note=step))
+                    rows.append(row(label, "peer", np.nan, t_fp32[0], devices[0], note=step))
                 else:
-                    rows.append(row(label, "peer", t_peer[label], t_fp32[0]))
+                    rows.append(row(label, "peer", t_peer[label], t_fp32[0], devices[0]))
             for r in rows[-len(chosen) - len(rival):]:
                 show(_line(r))
-            del ours, rival, runnable
+            del ours, roofs, rival, runnable
         del bases
     df = pd.DataFrame(rows)
     write_tables(df, Path(out_stem), markdown=df.drop(columns=["machine"]).round(3))
     return df
+
+
+def _take(values, count: int) -> list:
+    """The next ``count`` items of the iterator ``values``."""
+    return [next(values) for _ in range(count)]
 
 
 def _line(r: dict) -> str:

@@ -3,7 +3,8 @@
 Read p, g, m, v and write p, m, v (``p += g; m += g; v += g``): the same bytes as an Adam
 step (docs/design.md, "The bytes model": 28 B per float32 element), so no Adam kernel can beat it by more than
 noise, and ``gb_per_s / roofline_gb_per_s`` says how close to the memory limit a kernel is.
-CPU: a Numba parallel kernel. GPU: a CuPy elementwise kernel (or Numba CUDA without CuPy).
+CPU: a Numba parallel kernel. GPU: a CuPy elementwise kernel (or Numba CUDA without CuPy);
+the training formats' streams on a GPU: Numba CUDA.
 With int8 state (state "int8", CPU only) the streams are those of ``backends.int8_codec``:
 read and write p, uint8 m and v codes and their per-block float32 scales; read g.
 """
@@ -49,30 +50,14 @@ def _gpu(n, dtype):
     try:
         import cupy
     except ImportError:
-        return _numba_cuda(n, dtype)
+        from .gpu_roofline import numba_cuda_roofline
+
+        return numba_cuda_roofline(roofline_arrays(n, dtype))
     kernel = cupy.ElementwiseKernel("T g", "T p, T m, T v", "p += g; m += g; v += g",
                                     "adam_roofline")
     p, g, m, v = (cupy.asarray(a) for a in roofline_arrays(n, dtype))
     stream = cupy.cuda.get_current_stream()
     return (lambda: kernel(g, p, m, v)), stream.synchronize, cupy_event_timer(cupy)
-
-
-def _numba_cuda(n, dtype):
-    from numba import cuda
-
-    from backends.cuda.numba_cuda import numba_event_timer
-
-    @cuda.jit
-    def roofline(p, g, m, v):
-        for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-            gi = g[i]
-            p[i] += gi
-            m[i] += gi
-            v[i] += gi
-
-    p, g, m, v = (cuda.to_device(a) for a in roofline_arrays(n, dtype))
-    blocks = min((n + 255) // 256, 1024) or 1
-    return (lambda: roofline[blocks, 256](p, g, m, v)), cuda.synchronize, numba_event_timer(cuda)
 
 
 def _cpu_int8(n):
@@ -98,7 +83,9 @@ def _gpu_int8(n):
     try:
         import cupy
     except ImportError:
-        return _numba_cuda_int8(n)
+        from .gpu_roofline import numba_cuda_int8_roofline
+
+        return numba_cuda_int8_roofline(_int8_arrays(n))
     from backends.cuda.cupy import cupy_event_timer
 
     elements = cupy.ElementwiseKernel("float32 g", "float32 p, uint8 mc, uint8 vc",
@@ -114,27 +101,6 @@ def _gpu_int8(n):
     return step, cupy.cuda.get_current_stream().synchronize, cupy_event_timer(cupy)
 
 
-def _numba_cuda_int8(n):
-    from numba import cuda
-
-    from backends.cuda.numba_cuda import numba_event_timer
-
-    @cuda.jit
-    def roofline(p, g, mc, vc, ms, vs):
-        for b in range(cuda.grid(1), ms.size, cuda.gridsize(1)):
-            ms[b] += np.float32(1)
-            vs[b] += np.float32(1)
-        for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-            p[i] += g[i]
-            mc[i] += 1
-            vc[i] += 1
-
-    arrays = tuple(cuda.to_device(a) for a in _int8_arrays(n))
-    blocks = min((n + 255) // 256, 1024) or 1
-    return ((lambda: roofline[blocks, 256](*arrays)), cuda.synchronize,
-            numba_event_timer(cuda))
-
-
 def roofline_step(n: int, dtype, device: str = "cpu", state: str = "full"):
     """(step, sync) running the roofline kernel over ``n`` elements of ``dtype``; on a GPU
     (step, sync, timer) with a CUDA-event timer. With state "int8": the int8 streams,
@@ -146,9 +112,10 @@ def roofline_step(n: int, dtype, device: str = "cpu", state: str = "full"):
     return (_cpu if device == "cpu" else _gpu)(n, np.dtype(dtype))
 
 
-def format_roofline(fmt, n: int):
-    """(step, sync) of training format ``fmt``'s (``harness.core.formats``) roofline over ``n`` elements (bits as unsigned ints)."""
-    from backends.cpu import _numba_low_precision_kernels as lp
+def format_roofline(fmt, n: int, device: str = "cpu"):
+    """(step, sync) of training format ``fmt``'s (``harness.core.formats``) roofline over
+    ``n`` elements (bits as unsigned ints); on a GPU (step, sync, timer), Numba CUDA's
+    kernel over device arrays."""
     from backends.low_precision_step import tensor_layout
 
     cfg = fmt.config()
@@ -164,4 +131,10 @@ def format_roofline(fmt, n: int):
     m, v = ones(layout["exp_avg"]), ones(layout["exp_avg_sq"])
     extra = ones(fmt.dtype) if "compensation" in layout else none
     out = ones(fmt.dtype) if cfg.master_weights else none
+    if device == "cuda":
+        from .gpu_roofline import numba_cuda_format_roofline
+
+        return numba_cuda_format_roofline((w, g, m, v, extra, out))
+    from backends.cpu import _numba_low_precision_kernels as lp
+
     return (lambda: lp.roofline_streams(w, g, m, v, extra, out)), (lambda: None)

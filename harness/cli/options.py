@@ -55,6 +55,13 @@ def format_names(text: str) -> list[str]:
     return _listed(text, "format", FORMATS, ", ".join(FORMATS))
 
 
+def gpu_report_stages(text: str) -> list[str]:
+    """Stages of ``adam-bench gpu-report``."""
+    from ..gpu.report import STAGES
+
+    return _listed(text, "stage", STAGES, ", ".join(STAGES))
+
+
 def dtypes(text: str) -> list[str]:
     return _listed(text, "dtype", _DTYPES, " or ".join(_DTYPES))
 

@@ -13,8 +13,9 @@ __all__ = ["collect_subjects"]
 
 def collect_subjects(backends: list[str] | None = None, peers: bool | list[str] = True,
                      device: str | None = None, emulated: bool = False) -> list[Subject]:
-    """Subjects for these backend names (None: all registered; []: none), then the peers:
-    all of them with ``peers=True``, these labels with a list, none with False; with
+    """Subjects for these backend names (None: all registered; []: none) on ``device``
+    (None: any), then the peers that run on ``device`` (CPU peers when None): all of them
+    with ``peers=True``, these labels with a list, none with False; with
     ``emulated``, also the GPU kernels' arithmetic emulated on the CPU
     (harness.subjects.emulated_gpu), judged like our backends.
 
@@ -36,6 +37,6 @@ def collect_subjects(backends: list[str] | None = None, peers: bool | list[str] 
             subjects.append(Subject(f"{name} (emulated)", "emulated", "cpu",
                                     lambda params, cfg, n=name: EmulatedGpuStepper(n, params,
                                                                                    cfg)))
-    if peers and device in (None, "cpu"):
-        subjects += collect_peers(None if peers is True else peers)
+    if peers:
+        subjects += collect_peers(None if peers is True else peers, device or "cpu")
     return subjects

@@ -48,11 +48,26 @@ def test_stochastic_rounding_bits_are_formats_random16():
 
 def test_bench_format_steps_numba_cuda(tmp_path):
     """``adam-bench bench --format`` steps numba-cuda: its params and grads go to the
-    device (host arrays were refused), one format at 256 elements."""
-    from harness.bench.formats import run_format_bench
+    device (host arrays were refused), beside the format's roofline on the GPU (a
+    device-timed kernel) and torch's bf16 Adam on CUDA tensors (a row saying why where
+    torch has no CUDA), one format at 256 elements."""
+    import torch
 
-    table = run_format_bench(["bf16-sr"], [256], ["numba-cuda"], tmp_path / "fb", repeats=1,
-                             max_seconds=0.01, peers=False, show=lambda line: None)
-    assert list(zip(table["backend"], table["format"], table["bytes_per_element"])) == [
-        ("numba-cuda", "bf16-sr", 14)]
-    assert (table[["us_per_step", "fp32_us_per_step"]] > 0).all(axis=None)
+    from harness.bench.formats import run_format_bench
+    from harness.bench.roofline import format_roofline
+    from harness.core.formats import FORMATS
+
+    table = run_format_bench(["bf16"], [256], ["numba-cuda"], tmp_path / "fb", repeats=1,
+                             max_seconds=0.01, show=lambda line: None)
+    assert list(zip(table["backend"], table["device"], table["bytes_per_element"])) == [
+        ("numba-cuda", "cuda", 14), ("torch-fused", "cuda", 14), ("torch-foreach", "cuda", 14)]
+    ours = table.iloc[0]
+    assert min(ours["us_per_step"], ours["fp32_us_per_step"], ours["roofline_us"]) > 0
+    peers = table.iloc[1:]
+    if torch.cuda.is_available():
+        assert (peers["us_per_step"] > 0).all() and (peers["note"] == "").all()
+    else:
+        assert peers["note"].str.contains("torch sees no CUDA device").all()
+    step, sync, timer = format_roofline(FORMATS["bf16-kahan"], 256, "cuda")
+    step()
+    sync()

@@ -5,7 +5,9 @@ Every adapter module defines ``STEPPER`` (a Stepper class made as ``STEPPER(para
 collected (DeepSpeed's C++ op). Adapters import their library at module level and are
 imported here only when collected, so the harness runs without any of them: a peer whose
 module cannot be imported or built becomes a subject with ``make=None`` and the reason,
-install command included, and the run goes on.
+install command included, and the run goes on. ``CUDA_PEERS`` are the peers that step
+CUDA tensors (torch's foreach and fused Adam): a GPU sweep's rivals, which a module offers
+by defining ``cuda_unavailable_reason()`` (None where it can run on the GPU).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 from ..subject import Subject
 
-__all__ = ["Peer", "PEERS", "PEERS_INSTALL", "peer_labels", "collect_peers", "load_peer", "describe_failure"]
+__all__ = ["Peer", "PEERS", "CUDA_PEERS", "PEERS_INSTALL", "peer_labels", "collect_peers", "load_peer", "describe_failure"]
 
 #: What installs every peer's library.
 PEERS_INSTALL = "pip install -e '.[peers]'"
@@ -36,6 +38,7 @@ class Peer:
     install: str = PEERS_INSTALL
     state: str = "full"
     options: tuple[tuple[str, object], ...] = ()
+    device: str = "cpu"
 
 
 _TORCH = ("torch",)
@@ -61,6 +64,12 @@ PEERS: tuple[Peer, ...] = (
          state="int8"),
 )
 
+#: torch.optim.Adam on CUDA tensors: the GPU sweep's rivals (``adam-bench gpu-report``).
+CUDA_PEERS: tuple[Peer, ...] = tuple(
+    Peer(label, "harness.subjects.peers.torch_adam", _TORCH, device="cuda",
+         options=(("implementation", implementation), ("device", "cuda")))
+    for label, implementation in (("torch-foreach", "foreach"), ("torch-fused", "fused")))
+
 
 def peer_labels() -> list[str]:
     """Every peer's row label, runnable here or not."""
@@ -75,22 +84,27 @@ def load_peer(peer: Peer) -> Subject:
         getattr(module, "build", lambda: None)()
         build_seconds = time.perf_counter() - start
         stepper_cls = module.STEPPER
+        no_gpu = module.cuda_unavailable_reason() if peer.device == "cuda" else None
     except Exception as exc:  # a broken optional library must not stop the run
         reason = f"unavailable: {describe_failure(exc)} ({peer.install})"
-        return Subject(peer.label, "peer", "cpu", None, reason, state=peer.state)
+        return Subject(peer.label, "peer", peer.device, None, reason, state=peer.state)
+    if no_gpu:
+        return Subject(peer.label, "peer", peer.device, None, f"unavailable: {no_gpu}")
     options = dict(peer.options)
-    return Subject(peer.label, "peer", "cpu",
+    return Subject(peer.label, "peer", peer.device,
                    lambda params, cfg: stepper_cls(params, cfg, **options),
                    state=peer.state, build_seconds=build_seconds)
 
 
-def collect_peers(labels: list[str] | None = None) -> list[Subject]:
-    """Subjects for these peer labels (default: every peer), in PEERS order."""
+def collect_peers(labels: list[str] | None = None, device: str = "cpu") -> list[Subject]:
+    """Subjects for these peer labels (default: every peer) on ``device`` ("cpu": PEERS,
+    "cuda": CUDA_PEERS), in that order."""
     known = peer_labels()
     unknown = sorted(set(labels or ()) - set(known))
     if unknown:
         raise ValueError(f"Unknown peer(s) {', '.join(unknown)}; known peers: {', '.join(known)}")
-    return [load_peer(peer) for peer in PEERS if labels is None or peer.label in labels]
+    return [load_peer(peer) for peer in (CUDA_PEERS if device == "cuda" else PEERS)
+            if labels is None or peer.label in labels]
 
 
 def describe_failure(exc: BaseException) -> str:

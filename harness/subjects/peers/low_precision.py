@@ -11,7 +11,8 @@ the same bytes per element:
 | bf16-sr | torchao `_AdamW(bf16_stochastic_round=True)` | bf16 |
 | bf16-kahan | torch-optimi `Adam(kahan_sum=True)` | bf16, bf16 compensation |
 
-Every peer runs torch.optim.Adam's step (no weight decay, betas 0.9/0.999, eps 1e-8). A
+On a GPU (``device="cuda"``) the torch peers step CUDA tensors; the others are CPU
+optimizers and are left out there. Every peer runs torch.optim.Adam's step (no weight decay, betas 0.9/0.999, eps 1e-8). A
 peer whose library is missing or fails is a row with the reason, not an error.
 """
 from __future__ import annotations
@@ -60,17 +61,19 @@ def _optimi_kahan(tensors):
 
 @dataclass(frozen=True)
 class FormatPeer:
-    """A peer's row label, the format it is measured in and its optimizer factory."""
+    """A peer's row label, the format it is measured in, its optimizer factory and the
+    devices its tensors can live on."""
 
     label: str
     format: str
     make: Callable
     install: str = PEERS_INSTALL
+    devices: tuple[str, ...] = ("cpu",)
 
 
 FORMAT_PEERS: tuple[FormatPeer, ...] = (
-    FormatPeer("torch-fused", "bf16", _torch(fused=True)),
-    FormatPeer("torch-foreach", "bf16", _torch(foreach=True)),
+    FormatPeer("torch-fused", "bf16", _torch(fused=True), devices=("cpu", "cuda")),
+    FormatPeer("torch-foreach", "bf16", _torch(foreach=True), devices=("cpu", "cuda")),
     FormatPeer("deepspeed-cpu-adam", "bf16", _deepspeed(fp32_state=False)),
     FormatPeer("deepspeed-cpu-adam", "bf16-fp32-state", _deepspeed(fp32_state=True)),
     FormatPeer("torchao-adamw-sr", "bf16-sr", _torchao_sr),
@@ -78,22 +81,28 @@ FORMAT_PEERS: tuple[FormatPeer, ...] = (
 )
 
 
-def format_peers(fmt: str) -> list[FormatPeer]:
-    """The peers measured in format ``fmt`` (none for most mixed formats)."""
-    return [peer for peer in FORMAT_PEERS if peer.format == fmt]
+def format_peers(fmt: str, device: str = "cpu") -> list[FormatPeer]:
+    """The peers measured in format ``fmt`` on ``device`` (none for most mixed formats)."""
+    return [peer for peer in FORMAT_PEERS if peer.format == fmt and device in peer.devices]
 
 
-def peer_step(peer: FormatPeer, n: int, seed: int = 0):
+def peer_step(peer: FormatPeer, n: int, seed: int = 0, device: str = "cpu"):
     """(step, sync) of ``peer`` stepping one bfloat16 tensor of ``n`` elements with a
-    bfloat16 gradient, or a one-line reason (str) why it cannot run here."""
+    bfloat16 gradient on ``device``, or a one-line reason (str) why it cannot run here."""
     try:
         torch = importlib.import_module("torch")
+        if device == "cuda" and not torch.cuda.is_available():
+            return "unavailable: torch sees no CUDA device (a CPU build of torch, or no GPU)"
         rng = np.random.default_rng(seed)
-        param = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).to(torch.bfloat16)
-        param.grad = torch.from_numpy(
-            (rng.standard_normal(n) * 1e-3).astype(np.float32)).to(torch.bfloat16)
+
+        def tensor(scale):
+            values = torch.from_numpy((rng.standard_normal(n) * scale).astype(np.float32))
+            return values.to(device=device, dtype=torch.bfloat16)
+
+        param = tensor(1.0)
+        param.grad = tensor(1e-3)
         opt = peer.make([param])
         opt.step()  # state allocated and kernels compiled outside the timing
     except Exception as exc:  # a missing or broken optional library must not stop the run
         return f"unavailable: {describe_failure(exc)} ({peer.install})"
-    return opt.step, (lambda: None)
+    return opt.step, (torch.cuda.synchronize if device == "cuda" else (lambda: None))

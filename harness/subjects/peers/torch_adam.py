@@ -13,7 +13,8 @@ from backends import AdamConfig
 
 from ...core.steppers import Stepper
 
-__all__ = ["IMPLEMENTATIONS", "TorchStepper", "STEPPER", "torch_adam"]
+__all__ = ["IMPLEMENTATIONS", "TorchStepper", "STEPPER", "cuda_unavailable_reason",
+           "torch_adam"]
 
 #: torch.optim.Adam's keyword flags per implementation.
 IMPLEMENTATIONS = {"forloop": {"foreach": False}, "foreach": {"foreach": True},
@@ -28,36 +29,56 @@ def torch_adam(tensors: list, cfg: AdamConfig, **flags) -> torch.optim.Optimizer
                **flags)
 
 
+def cuda_unavailable_reason() -> str | None:
+    """None when torch can step CUDA tensors here, else why not."""
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device (a CPU build of torch, or no GPU)"
+    return None
+
+
 class TorchStepper(Stepper):
-    """torch.optim.Adam / AdamW on CPU tensors that share memory with NumPy arrays."""
+    """torch.optim.Adam / AdamW on tensors of ``device``: on the CPU they share memory
+    with NumPy arrays; on "cuda" they are device copies, and a step is timed to the end
+    of its kernels (``sync``)."""
 
     kind = "peer"
     device = "cpu"
 
-    def __init__(self, params: list[np.ndarray], cfg: AdamConfig, implementation: str = "fused"):
+    def __init__(self, params: list[np.ndarray], cfg: AdamConfig, implementation: str = "fused",
+                 device: str = "cpu"):
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation must be one of {tuple(IMPLEMENTATIONS)}, "
                              f"got {implementation!r}")
+        self.device = device
         self._opt = torch_adam(self._hold(params, f"torch-{implementation}"), cfg,
                                **IMPLEMENTATIONS[implementation])
 
     def _hold(self, params: list[np.ndarray], label: str) -> list:
-        """Copy ``params`` into CPU tensors this stepper owns (NumPy shares their memory)."""
+        """Copy ``params`` into tensors this stepper owns (on the CPU NumPy shares their
+        memory)."""
         self.label = label
-        self.threads = torch.get_num_threads()
-        self._tensors = [torch.from_numpy(np.array(p, copy=True)) for p in params]
+        self.threads = torch.get_num_threads() if self.device == "cpu" else None
+        self._tensors = self._tensors_of([np.array(p, copy=True) for p in params])
         return self._tensors
 
+    def _tensors_of(self, arrays: list[np.ndarray]) -> list:
+        """``arrays`` as tensors on this stepper's device (on the CPU, sharing memory)."""
+        return [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
+
     def prepare(self, grads):
-        return [torch.from_numpy(np.ascontiguousarray(g)) for g in grads]
+        return self._tensors_of(grads)
 
     def step(self, prepared) -> None:
         for t, g in zip(self._tensors, prepared):
             t.grad = g
         self._opt.step()
 
+    def sync(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
     def params(self):
-        return [t.detach().numpy() for t in self._tensors]
+        return [t.detach().cpu().numpy() for t in self._tensors]
 
     def moments(self):
         out = {"exp_avg": [], "exp_avg_sq": [], "max_exp_avg_sq": []}
@@ -65,7 +86,7 @@ class TorchStepper(Stepper):
             state = self._opt.state[t]
             for key in out:
                 if key in state:
-                    out[key].append(state[key].numpy())
+                    out[key].append(state[key].cpu().numpy())
         if not out["max_exp_avg_sq"]:
             out["max_exp_avg_sq"] = None
         return out
