@@ -1,8 +1,11 @@
 """int8 state on a real GPU (numba-cuda and cupy): the NumPy backend's bits, codes,
-scales and params, over several steps; skipped with the reason where a backend cannot
-run (CI has no GPU: there the simulator test and the PTX checks stand in)."""
+scales and params, over several steps (a tensor below the int8 threshold keeps float32
+state, stepped by the GPU's float32 kernel, within FMA rounding: tests/int8_runs.py);
+skipped with the reason where a backend cannot run (CI has no GPU: there the simulator
+test and the PTX checks stand in)."""
 import numpy as np
 import pytest
+from int8_runs import assert_same_run
 
 from backends import Adam, get_backend, list_backends
 from harness.check.agreement import OPTION_SETS
@@ -31,14 +34,4 @@ def test_gpu_int8_step_gives_numpys_bits(name, options):
               for n in sizes] for _ in range(5)]
     (pa, sa), (pb, sb) = (_run(get_backend(b), params, grads, OPTION_SETS[options])
                           for b in ("numpy", name))
-    for x, y in zip(pa, pb):  # no NaN here: a GPU's NaN bits are its own
-        np.testing.assert_array_equal(x.view(np.uint32), y.view(np.uint32))
-    for key, arrays in sa.items():
-        if key == "step" or arrays is None:
-            assert arrays == sb[key]
-            continue
-        for i, (x, y) in enumerate(zip(arrays, sb[key])):
-            assert (x is None) == (y is None)
-            if x is not None:
-                np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8),
-                                              err_msg=f"{key}[{i}]")
+    assert_same_run((pa, sa), (pb, sb), fused_float32=True)

@@ -8,12 +8,18 @@ rounded once, as the compiled kernel's mul.rn/add.rn: tests/test_machine_code.py
 the PTX for that), one Python thread per GPU thread, so sizes stay small: about 0.1 s per
 256-element block and step.
 """
+import os
+
 import numpy as np
 import pytest
+from int8_runs import assert_same_run
 
 from backends import Adam, get_backend
 from backends import int8_codec as codec
 from harness.check.agreement import OPTION_SETS
+
+
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -39,28 +45,9 @@ def _run(backend, params, grad_steps, options, state=None):
     return [backend.to_numpy(a).copy() for a in opt.params], opt.state_dict()["state"]
 
 
-def _bits(x):
-    """Bytes of ``x`` as integers, every float NaN as one NaN: a real GPU returns its
-    canonical NaN where x86 propagates an operand's (the simulator computes on the CPU)."""
-    if x.dtype == np.float32:
-        return np.where(np.isnan(x), np.uint32(0x7FC00000), x.view(np.uint32))
-    return x.view(np.uint8)
-
-
 def _assert_same_bits(a, b):
-    (pa, sa), (pb, sb) = a, b
-    for x, y in zip(pa, pb):
-        np.testing.assert_array_equal(_bits(x), _bits(y))
-    assert sa.keys() == sb.keys()
-    for key in sa:
-        if key == "step" or sa[key] is None:
-            assert sa[key] == sb[key], key
-            continue
-        for i, (x, y) in enumerate(zip(sa[key], sb[key])):
-            assert (x is None) == (y is None)
-            if x is not None:
-                assert x.dtype == y.dtype and x.shape == y.shape, (key, i)
-                np.testing.assert_array_equal(_bits(x), _bits(y), err_msg=f"{key}[{i}]")
+    """``a``'s bits in ``b``; float32-state tensors within FMA rounding on a real GPU."""
+    assert_same_run(a, b, fused_float32=not SIMULATED)
 
 
 @pytest.mark.parametrize("options", list(OPTION_SETS), ids=list(OPTION_SETS))
