@@ -318,6 +318,22 @@ adam_bf16_pairs = njit(parallel=True, **KERNEL_OPTIONS)(_adam_bf16_pairs)
 adam_bf16_pairs_serial = njit(**KERNEL_OPTIONS)(_serial_twin(_adam_bf16_pairs))
 
 
+def stream_element(w, g, m, v, extra, out, i, with_extra, with_out):
+    """Element ``i`` of ``roofline_streams``: plain Python, compiled here and as a CUDA
+    device function by the GPU's format roofline (``harness.bench.gpu_roofline``)."""
+    x = g[i]
+    w[i] = w[i] + x
+    m[i] = m[i] + x
+    v[i] = v[i] + x
+    if with_extra:
+        extra[i] = extra[i] + x
+    if with_out:
+        out[i] = w[i]
+
+
+_stream_element = njit(**KERNEL_OPTIONS)(stream_element)
+
+
 @njit(parallel=True, **KERNEL_OPTIONS)
 def roofline_streams(w, g, m, v, extra, out):
     """The ceiling of a format: its streams with trivial integer arithmetic on the bits
@@ -326,14 +342,7 @@ def roofline_streams(w, g, m, v, extra, out):
     written from master weights); ``extra`` and ``out`` of length 0 are not there."""
     with_extra, with_out = extra.size == w.size, out.size == w.size
     for i in prange(w.size):
-        x = g[i]
-        w[i] = w[i] + x
-        m[i] = m[i] + x
-        v[i] = v[i] + x
-        if with_extra:
-            extra[i] = extra[i] + x
-        if with_out:
-            out[i] = w[i]
+        _stream_element(w, g, m, v, extra, out, i, with_extra, with_out)
 
 
 #: LLVM's vector width and interleave for the low-precision kernels: 16 float32 lanes,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
+from backends.cpu._numba_low_precision_kernels import stream_element
 from backends.cuda.numba_cuda import numba_event_timer
 
 __all__ = ["numba_cuda_roofline", "numba_cuda_int8_roofline", "numba_cuda_format_roofline"]
@@ -34,20 +35,15 @@ def _int8_roofline(p, g, mc, vc, ms, vs):
         vc[i] += 1
 
 
+_stream_element = cuda.jit(device=True, inline=True)(stream_element)
+
+
 @cuda.jit
 def _format_streams(w, g, m, v, extra, out):
-    """``roofline_streams`` of the CPU: read g, read and write w, m, v and ``extra``,
-    write ``out``; ``extra`` and ``out`` of length 0 are not there."""
+    """``roofline_streams`` of the CPU, its element function compiled for the GPU."""
     with_extra, with_out = extra.size == w.size, out.size == w.size
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
-        x = g[i]
-        w[i] = w[i] + x
-        m[i] = m[i] + x
-        v[i] = v[i] + x
-        if with_extra:
-            extra[i] = extra[i] + x
-        if with_out:
-            out[i] = w[i]
+        _stream_element(w, g, m, v, extra, out, i, with_extra, with_out)
 
 
 def _launch(kernel, host: tuple, n: int):
