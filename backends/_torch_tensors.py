@@ -149,9 +149,11 @@ def array_view(t, backend):
     CPU tensor, a CuPy or Numba device array over a CUDA tensor's
     ``__cuda_array_interface__``."""
     if backend.device == "cpu":
+        if t.requires_grad:
+            t = t.detach()
         if t.dtype == torch.bfloat16:  # NumPy has no bfloat16: its bits, as ml_dtypes'
-            return t.detach().view(torch.int16).numpy().view(BFLOAT16)
-        return t.detach().numpy()
+            return t.view(torch.int16).numpy().view(BFLOAT16)
+        return t.numpy()
     from .cuda.device import device_array_view
 
     view = device_array_view(t.detach(), backend.array_type)

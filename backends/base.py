@@ -187,11 +187,16 @@ class Backend:
         ``formats.stream_key`` with stochastic rounding, else None."""
         raise NotImplementedError
 
+    def _low_precision_array(self, a):
+        """The array a low-precision plan hands ``_update_low_precision`` for ``a`` (one of
+        a tensor's p, g, m, v, vmax, master, compensation): ``a``, unless a backend
+        converts it once per plan rather than every step (numba, the GPUs: bfloat16 as
+        its uint16 bits)."""
+        return a
+
     def _low_precision_arrays(self, tensors: tuple) -> tuple:
-        """The arrays a low-precision plan hands ``_update_low_precision`` for one tensor's
-        (p, g, m, v, vmax, master, compensation): these, unless a backend converts them
-        once per plan rather than every step."""
-        return tensors
+        """``_low_precision_array`` of each of a tensor's arrays (None stays None)."""
+        return tuple(None if a is None else self._low_precision_array(a) for a in tensors)
 
     def _low_precision_plan(self, tensors: list, cfg: AdamConfig):
         """What ``_update_low_precision_plan`` steps, made once per validated step (and

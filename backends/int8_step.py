@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._array_headers import data_addresses
 from .int8_codec import INT8_MOMENTS, SCALE_NAMES, has_int8_state, init_int8_state, n_blocks
-from .memory import data_address, first_overlap, weak_references
+from .memory import first_overlap, weak_references
 from .state import AdamState, checked_step
 from .update_calls import call_update, call_update_int8
 from .validation import as_list, check_array, check_config, check_tensors, headers, remembered
@@ -66,7 +67,7 @@ def check_int8(backend, params, grads, state, cfg) -> tuple[list, list | None, i
         written += [a for a in arrays] + [s for s in scales if s is not None]
     check_config({_FLOAT32: list(range(len(params)))}, cfg)
     arrays = written + list(grads or ())
-    starts = np.array([data_address(a) for a in arrays], dtype=np.int64)
+    starts = data_addresses(arrays)
     nbytes = np.array([a.size * a.dtype.itemsize for a in arrays], dtype=np.int64)
     is_written = np.arange(len(arrays)) < len(written)
     pair = first_overlap(starts, starts + nbytes, is_written)

@@ -19,7 +19,8 @@ import operator
 import numpy as np
 
 from .formats import BFLOAT16, FLOAT32, LOW_PRECISION_DTYPES, moment_dtype, step_stream, widen
-from .memory import data_address, first_overlap, weak_references
+from ._array_headers import data_addresses
+from .memory import first_overlap, weak_references
 from .state import AdamState, checked_step
 from .validation import as_list, check_array, check_config, headers, remembered
 
@@ -152,7 +153,7 @@ def check_low_precision(backend, params, grads, state, cfg) -> tuple[list, list 
 
 def _bounds(arrays: list) -> tuple:
     """(first byte, byte after the last) of each array, as int64 arrays."""
-    starts = np.array([data_address(a) for a in arrays], dtype=np.int64)
+    starts = data_addresses(arrays)
     return starts, starts + np.array([a.size * a.dtype.itemsize for a in arrays],
                                      dtype=np.int64)
 
@@ -238,13 +239,16 @@ def _new_grads_plan(backend, params, grads, state, cfg, arrays, seen) -> tuple:
     written = seen.get("written") or _bounds(arrays[:n] + arrays[2 * n:])
     _refuse_shared_memory(written, arrays[n:2 * n])
     # every check passed: from here on, state may change
-    blank = (None,) * 5
-    tensors = [(i, (t[0], backend._low_precision_arrays((None, grads[i].reshape(-1)) +
-                                                         blank)[1]) + t[2:])
+    tensors = [(i, (t[0], backend._low_precision_array(_flat(grads[i]))) + t[2:])
                for i, t in seen["tensors"]]
     plan = backend._low_precision_new_grads(seen["plan"], tensors, cfg)
-    _remember(backend, state, cfg, arrays, n, tensors, plan, written)
+    _remember(backend, state, cfg, arrays, n, tensors, plan, written, seen["weakrefs"][0])
     return plan, step
+
+
+def _flat(a):
+    """``a`` as 1-D (itself when it is)."""
+    return a if a.ndim == 1 else a.reshape(-1)
 
 
 def _remembered_plan(backend, params, grads, state, cfg):
@@ -269,12 +273,17 @@ def _remembered_plan(backend, params, grads, state, cfg):
     return plan
 
 
-def _remember(backend, state, cfg, arrays, count, tensors, plan, written) -> None:
+def _remember(backend, state, cfg, arrays, count, tensors, plan, written,
+              kept_refs=None) -> None:
     """Keep what a step checked and planned in ``state.cache`` (see
     ``prepare_low_precision``); ``written``: the ``_bounds`` of the arrays the step
-    writes, once a step with new grads has needed them."""
+    writes, once a step with new grads has needed them. The weak references (that keep
+    NumPy from resizing the arrays under the plan) are (those of every array but the
+    grads, the grads'): ``kept_refs``, the first ones, when only the grads are new."""
     _, _, unchanged = headers(backend, arrays)
+    if kept_refs is None:
+        kept_refs = weak_references(arrays[:count] + arrays[2 * count:])
     state.cache["validated_low_precision"] = {
         "cfg": cfg, "arrays": arrays, "count": count, "unchanged": unchanged,
-        "weakrefs": weak_references(arrays), "tensors": tensors, "plan": plan,
-        "written": written}
+        "weakrefs": (kept_refs, weak_references(arrays[count:2 * count])),
+        "tensors": tensors, "plan": plan, "written": written}

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._array_headers import headers_match, read_headers, unchanged_check
+from ._array_headers import data_addresses, headers_match, read_headers, unchanged_check
 from .config import AdamConfig
 from .formats import LOW_PRECISION_DTYPES
-from .memory import data_address, first_overlap, group_by_dtype, weak_references
+from .memory import first_overlap, group_by_dtype, weak_references
 from .state import MAX_STEP, AdamState, checked_step
 
 __all__ = ["FLOAT_DTYPES", "COLUMN_NAMES", "validate", "check_state", "check_config",
@@ -168,7 +168,7 @@ def check_across_groups(states, cfgs) -> None:
                          (f"[{k % n}]" if k < 2 * n else ""))
             arrays.append(a)
             written.append(not n <= k < 2 * n)
-    starts = np.array([data_address(a) for a in arrays], dtype=np.int64)
+    starts = data_addresses(arrays)
     nbytes = np.array([a.size * a.dtype.itemsize for a in arrays], dtype=np.int64)
     pair = first_overlap(starts, starts + nbytes, np.array(written, dtype=bool))
     if pair is not None:
@@ -209,7 +209,7 @@ def check_aliasing(backend, columns, params, names=COLUMN_NAMES) -> None:
              for i in range(len(column))]
     arrays = [a for column in columns for a in column]
     itemsizes = [p.dtype.itemsize for p in params] * len(columns)
-    starts = np.array([data_address(a) for a in arrays], dtype=np.int64)
+    starts = data_addresses(arrays)
     nbytes = np.array([a.size for a in arrays], dtype=np.int64) * itemsizes
     written = np.array([name != "grads" for name, _ in names])
     pair = first_overlap(starts, starts + nbytes, written)

@@ -29,7 +29,7 @@ from numba.extending import intrinsic
 
 from ..scalars import adam_moments, step_constants
 
-__all__ = ["adam_flat", "adam_flat_serial", "adam_table", "adam_table_serial", "address",
+__all__ = ["adam_flat", "adam_flat_serial", "adam_table", "adam_table_serial",
            "roofline_flat", "compile_all", "packed_table", "table_layout", "HYPER_FIELDS"]
 
 FLOAT_TYPES = (types.float32, types.float64)
@@ -190,12 +190,6 @@ adam_table = njit(parallel=True, **KERNEL_OPTIONS)(_adam_table)
 adam_table_serial = njit(**KERNEL_OPTIONS)(_serial_twin(_adam_table))
 
 
-@njit(cache=True)
-def address(a):
-    """The address of a contiguous array's first element (faster than ``a.ctypes.data``)."""
-    return a.ctypes.data
-
-
 @njit(parallel=True, **KERNEL_OPTIONS)
 def roofline_flat(p, g, m, v):
     """The ceiling: Adam's streams (read p, g, m, v; write p, m, v), trivial arithmetic."""
@@ -207,16 +201,15 @@ def roofline_flat(p, g, m, v):
 
 
 def _signatures():
-    flat, table, roof, addr = [], [], [], []
+    flat, table, roof = [], [], []
     hyper, step = types.float64[::1], types.int64
     for f in FLOAT_TYPES:
         arr = f[::1]
         table.append((types.int64[::1], arr, hyper, step))
         flat.append((arr,) * 5 + (hyper, step))
         roof.append((arr,) * 4)
-        addr.extend((types.Array(f, ndim, "C"),) for ndim in range(5))
     return {adam_flat: flat, adam_flat_serial: flat, adam_table: table,
-            adam_table_serial: table, roofline_flat: roof, address: addr}
+            adam_table_serial: table, roofline_flat: roof}
 
 
 SIGNATURES = _signatures()

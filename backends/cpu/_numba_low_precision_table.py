@@ -22,8 +22,9 @@ import numpy as np
 from numba import carray, njit, prange, types
 from numba.extending import overload
 
+from .._array_headers import data_addresses
 from ..formats import INDEX_HIGH_MULTIPLIER
-from ._numba_kernels import (KERNEL_OPTIONS, _pointer, _serial_twin, address,
+from ._numba_kernels import (KERNEL_OPTIONS, _pointer, _serial_twin,
                              packed_table, table_layout)
 from ._numba_low_precision_kernels import (BLOCK, _constants32, compiled_for, in_pairs,
                                            step_element)
@@ -141,7 +142,7 @@ class LowPrecisionTables:
         """Take ``tensors``, the same as the plan's but for their grads: the tables'
         grad addresses and the lone tensors' arrays follow them."""
         for group, rows in self._rows:
-            rows[:, 1] = [address(tensors[k][1][1]) for k in group]
+            rows[:, 1] = data_addresses([tensors[k][1][1] for k in group])
         self.tensors = tensors
         self.lone = [tensors[k] for k in self._lone]
 
@@ -157,7 +158,7 @@ def _table(group: list, stochastic: bool, serial_max: int) -> tuple:
     rows = views[0]
     for column in range(_ARRAYS):
         if group[0][1][column] is not None:  # one format: every tensor has it or none
-            rows[:, column] = [address(arrays[column]) for _, arrays in group]
+            rows[:, column] = data_addresses([arrays[column] for _, arrays in group])
     rows[:, _INDEX] = [index for index, _ in group]
     likes = tuple(None if a is None else a[:0] for a in group[0][1])
     kernel = adam_low_precision_table if parallel else adam_low_precision_table_serial

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._array_headers import data_addresses
 from ..base import Backend
 from ..memory import first_of_contiguous
 
@@ -81,9 +82,9 @@ class NumbaBackend(Backend):
         self._run(kernel, (p, g, m_codes, m_scales, v_codes, v_scales, vmax_codes,
                            vmax_scales), t, cfg, parallel, lr)
 
-    def _low_precision_arrays(self, tensors: tuple) -> tuple:
-        """The kernels' views (``_typed``), made once per plan, not every step."""
-        return tuple(None if a is None else _typed(a) for a in tensors)
+    def _low_precision_array(self, a):
+        """The kernels' view (``_typed``), made once per plan, not every step."""
+        return _typed(a)
 
     def _low_precision_plan(self, tensors: list, cfg):
         """Address tables of the tensors, one per format of several tensors
@@ -178,8 +179,7 @@ class NumbaBackend(Backend):
         if table is None or table.sources[0] is not sources[0]:
             table = cache[(_AddressTable, dtype)] = _AddressTable(
                 [int(a.size) for a in params], dtype, self._kernels)
-        table.refresh((params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq), sources,
-                      self._kernels.address)
+        table.refresh((params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq), sources)
         table.choose_kernel(self._kernels)
         table.key = seen["key"]
         return table
@@ -232,14 +232,14 @@ class _AddressTable:
         self.column_spans: list = [None] * 5
         self.spans: list | None = None
 
-    def refresh(self, columns, sources, address) -> None:
+    def refresh(self, columns, sources) -> None:
         """Point each column whose arrays changed (its column list is not the one it was
         filled from) at its new arrays, and see whether each lies back to back in memory
         (views of a flat buffer, see Backend.flatten)."""
         changed = False
         for col, arrays in enumerate(columns):
             if self.sources[col] is not sources[col]:
-                self.addresses[:, col] = [address(a) for a in arrays]
+                self.addresses[:, col] = data_addresses(arrays)
                 self.refs[col] = list(arrays)
                 self.column_spans[col] = self._span(col, arrays)
                 self.sources[col] = sources[col]

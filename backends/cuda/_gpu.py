@@ -88,10 +88,9 @@ class GpuBackend(Backend):
         for p, g, m, v, *vmax in plan[1]:
             self._launch(p, g, m, v, vmax[0] if vmax else None, scalars, dtype)
 
-    def _low_precision_arrays(self, tensors: tuple) -> tuple:
-        """bfloat16 arrays as their uint16 bits (the kernels' form), made once per plan."""
-        return tuple(a.view(np.uint16) if a is not None and a.dtype == BFLOAT16 else a
-                     for a in tensors)
+    def _low_precision_array(self, a):
+        """A bfloat16 array as its uint16 bits (the kernels' form), made once per plan."""
+        return a.view(np.uint16) if a.dtype == BFLOAT16 else a
 
     def _update_int8(self, p, g, moments, cfg, t, lr=None) -> None:
         if p.size:
