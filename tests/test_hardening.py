@@ -324,6 +324,25 @@ def test_in_place_changes_are_seen_without_the_compiled_header_reader(monkeypatc
                    r"grads\[1\] has dtype int32")
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_data_addresses_are_each_arrays_first_element(compiled, monkeypatch):
+    """One compiled read of many arrays' addresses gives ``__array_interface__``'s, for
+    offset views, reversed strides, 0-d and empty arrays; a list with another array type
+    (a subclass) and the Python fallback give the same."""
+    from backends import _array_headers
+
+    if not compiled:
+        monkeypatch.setattr(_array_headers, "_COMPILED", False)
+    base = np.arange(40, dtype=np.float32)
+    arrays = [base, base[3:], base[::-2], base.reshape(5, 8)[1:, 2:], np.zeros(()),
+              np.zeros(0, np.float64), base.view(np.uint16)[7:]]
+    expected = [a.__array_interface__["data"][0] for a in arrays]
+    assert _array_headers.data_addresses(arrays).tolist() == expected
+    assert _array_headers.data_addresses(arrays + [np.ma.masked_array(base[5:])]).tolist() \
+        == expected + [base[5:].__array_interface__["data"][0]]
+    assert _array_headers.data_addresses([]).tolist() == []
+
+
 @given(ranges=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 8), st.booleans()),
                        max_size=12))
 def test_the_overlap_sweep_agrees_with_comparing_every_pair(ranges):
