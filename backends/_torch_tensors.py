@@ -156,7 +156,11 @@ def array_view(t, backend):
         return t.numpy()
     from .cuda.device import device_array_view
 
-    view = device_array_view(t.detach(), backend.array_type)
+    if t.dtype == torch.bfloat16:  # __cuda_array_interface__ has no bfloat16: its bits
+        view = device_array_view(t.detach().view(torch.int16), backend.array_type)
+        view = None if view is None else view.view(BFLOAT16)
+    else:
+        view = device_array_view(t.detach(), backend.array_type)
     if view is not None:
         return view
     raise TypeError(f"the {backend.name} backend's arrays ({backend.array_type.__name__}) "
