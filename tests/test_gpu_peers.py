@@ -55,3 +55,14 @@ def test_bf16_format_peer_steps_a_cuda_tensor(peer):
     step, sync = peer_step(peer, 1000, device="cuda")
     step()
     sync()
+
+
+def test_bench_of_gpu_backends_only_times_the_cuda_peers():
+    """``adam-bench bench --backends numba-cuda,cupy`` sets torch on CUDA tensors beside
+    them; any CPU backend in the list keeps the CPU peers."""
+    from harness.cli.options import backends_device
+
+    assert backends_device(["numba-cuda", "cupy"]) == "cuda"
+    assert backends_device(["numba-cuda"]) == "cuda"
+    assert backends_device(["numba", "numba-cuda"]) is None
+    assert backends_device(None) is None and backends_device([]) is None

@@ -107,7 +107,8 @@ def bench_and_print(args) -> pd.DataFrame:
     from ..subjects import collect_subjects
     from .summary import bench_lines, verdict_lines
 
-    subjects = collect_subjects(args.backends, peers=options.peers_option(args))
+    subjects = collect_subjects(args.backends, peers=options.peers_option(args),
+                                device=options.backends_device(args.backends))
     df = run_sweep(sweep_config(args), subjects, args.out, resume=args.resume,
                    show_progress=not args.quiet)
     if args.verbose:

@@ -201,3 +201,14 @@ RANKS_HELP = ("sharded Adam (ZeRO-1) on this many MPI ranks, e.g. 2 or 1,2: laun
 def peers_option(args) -> bool | list[str]:
     """--no-peers: none; --peers a,b: those; else every peer."""
     return False if args.no_peers else (args.peers or True)
+
+
+def backends_device(names: list[str] | None) -> str | None:
+    """"cuda" when every one of these backends steps CUDA arrays (so the peers to time
+    beside them are torch's on CUDA tensors), else None (any device, CPU peers)."""
+    from backends import list_backends
+
+    devices = {r.name: r.device for r in list_backends()}
+    if names and all(devices.get(name) == "cuda" for name in names):
+        return "cuda"
+    return None
