@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 __all__ = ["GpuReportPlan", "gpu_unavailable_reason", "plan_report", "run_gpu_report",
@@ -76,9 +76,7 @@ def plan_report(gpu_name: str, results: Path = Path("results/local"),
     formats' element counts."""
     slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "gpu"
     plan = GpuReportPlan(gpu_name, results, slug)
-    if sizes:
-        plan = GpuReportPlan(gpu_name, results, slug, tuple(sizes), tuple(sizes))
-    return plan
+    return replace(plan, sizes=tuple(sizes), format_sizes=tuple(sizes)) if sizes else plan
 
 
 def _run_tests(plan: GpuReportPlan) -> bool:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from ..subject import Subject
 
-__all__ = ["Peer", "PEERS", "CUDA_PEERS", "PEERS_INSTALL", "peer_labels", "collect_peers", "load_peer", "describe_failure"]
+__all__ = ["Peer", "PEERS", "CUDA_PEERS", "PEERS_INSTALL", "peer_labels", "collect_peers",
+           "load_peer", "describe_failure"]
 
 #: What installs every peer's library.
 PEERS_INSTALL = "pip install -e '.[peers]'"

@@ -12,8 +12,9 @@ the same bytes per element:
 | bf16-kahan | torch-optimi `Adam(kahan_sum=True)` | bf16, bf16 compensation |
 
 On a GPU (``device="cuda"``) the torch peers step CUDA tensors; the others are CPU
-optimizers and are left out there. Every peer runs torch.optim.Adam's step (no weight decay, betas 0.9/0.999, eps 1e-8). A
-peer whose library is missing or fails is a row with the reason, not an error.
+optimizers and are left out there. Every peer runs torch.optim.Adam's step (no weight
+decay, betas 0.9/0.999, eps 1e-8). A peer whose library is missing or fails is a row with
+the reason, not an error.
 """
 from __future__ import annotations
 
