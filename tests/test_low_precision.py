@@ -411,7 +411,7 @@ def _stepped_with(backend, options, n, fresh: bool) -> tuple[list, list]:
                 full_check(*a)
     low_precision_step.check_low_precision = full_check
     out = params + [a for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq",
-                                   "compensation") for a in getattr(state, name)]
+                                   "compensation") for a in getattr(state, name) or ()]
     return [_bits(a) for a in out], checks
 
 
@@ -421,8 +421,10 @@ def test_new_grads_alone_are_checked_alone_and_step_as_kept_grads(backend, n):
     """A loop that makes new grad arrays every step (a framework's fresh gradients), the
     params and state the same, checks only the grads (the full check is not run again)
     and gets the bits of numpy's step with the same grad arrays refilled in place (the
-    plan kept as it is), whether numba's plan holds the tensors in a table or alone."""
-    options = {"rounding": "kahan", "state_dtype": "bfloat16", "amsgrad": True}
+    plan kept as it is), whether numba's plan holds the tensors in a table or alone. The
+    options are bf16-kahan's of test_numba_bf16_pairs_give_numpys_bits, so the pair
+    kernel it compiles serves both."""
+    options = {"rounding": "kahan", "state_dtype": "bfloat16", "weight_decay": 0.1}
     kept, _ = _stepped_with(get_backend("numpy"), options, n, fresh=False)
     fresh, checks = _stepped_with(get_backend(backend), options, n, fresh=True)
     assert checks == []
