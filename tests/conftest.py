@@ -2,7 +2,10 @@
 backend (ids are the names), so a backend is tested the moment it is registered."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,29 +36,71 @@ SIMULATOR_RUN = pytest.StashKey[tuple]()
 SIMULATOR_TEST = "test_cuda_simulator.py::test_numba_cuda_kernels_under_the_simulator"
 
 
+#: The background build of DeepSpeed's op, started when collection ends.
+DEEPSPEED_BUILD = pytest.StashKey[subprocess.Popen]()
+#: The session's torch extensions folder, made when no TORCH_EXTENSIONS_DIR is given.
+EXTENSIONS_DIR = pytest.StashKey[str]()
+ROOT = Path(__file__).resolve().parent.parent
+
+
 def start_simulator_run() -> tuple:
     """(process, output file) of ``pytest tests/cuda_sim`` under NUMBA_ENABLE_CUDASIM=1."""
-    root = Path(__file__).resolve().parent.parent
     out = tempfile.TemporaryFile(mode="w+")
     job = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                            str(root / "tests" / "cuda_sim")], cwd=root, stdout=out,
-                           stderr=subprocess.STDOUT, text=True,
+                            str(ROOT / "tests" / "cuda_sim")], cwd=ROOT, stdout=out,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True,
                            env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"))
     return job, out
 
 
+def start_deepspeed_build() -> subprocess.Popen:
+    """DeepSpeed's C++ op built by another process at the lowest CPU priority (100 s of
+    CPU, from scratch in a fresh venv), on the cores the tests leave idle: the peer's
+    first test loads it, or waits on torch's build lock for the rest, instead of
+    building it alone."""
+    code = "from harness.subjects.peers.deepspeed_cpu_adam import build; build()"
+    build = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    os.setpriority(os.PRIO_PROCESS, build.pid, 19)  # ninja and the compilers inherit it
+    return build
+
+
+def pytest_configure(config):
+    """One torch extensions folder for the session (the per-test XDG_CACHE_HOME of
+    ``no_user_table`` would give each test its own), so the op built beside the tests is
+    the one they load."""
+    if "TORCH_EXTENSIONS_DIR" not in os.environ:
+        config.stash[EXTENSIONS_DIR] = tempfile.mkdtemp(prefix="torch-extensions-")
+        os.environ["TORCH_EXTENSIONS_DIR"] = config.stash[EXTENSIONS_DIR]
+
+
+def pytest_collection_modifyitems(items):
+    """The benchmark smoke runs (tests/benchmarks) last: the first of them, the peers'
+    among them, no longer wait at the start for what builds beside the tests."""
+    items.sort(key=lambda item: "/benchmarks/" in item.nodeid)
+
+
 def pytest_collection_finish(session):
-    """The simulator's run takes a minute and a half on one core: it starts now, beside
-    the tests before it, and its test only waits for it."""
-    if any(item.nodeid.endswith(SIMULATOR_TEST) for item in session.items):
+    """The simulator's run takes a minute and a half on one core, DeepSpeed's build a
+    minute: they start now, beside the tests before theirs, which only wait for them."""
+    ids = [item.nodeid for item in session.items]
+    if any(nodeid.endswith(SIMULATOR_TEST) for nodeid in ids):
         session.config.stash[SIMULATOR_RUN] = start_simulator_run()
+    if any("deepspeed" in nodeid for nodeid in ids) and importlib.util.find_spec("deepspeed"):
+        session.config.stash[DEEPSPEED_BUILD] = start_deepspeed_build()
 
 
 def pytest_unconfigure(config):
-    """A run stopped early (-x, ^C) ends the simulator's process too."""
+    """A run stopped early (-x, ^C) ends the simulator's run and the build (their process
+    groups: the compilers too); the session's extensions folder goes."""
     job, _ = config.stash.get(SIMULATOR_RUN, (None, None))
-    if job is not None and job.poll() is None:
-        job.kill()
+    for process in (job, config.stash.get(DEEPSPEED_BUILD, None)):
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    if EXTENSIONS_DIR in config.stash:
+        os.environ.pop("TORCH_EXTENSIONS_DIR", None)
+        shutil.rmtree(config.stash[EXTENSIONS_DIR], ignore_errors=True)
 
 
 CPU_BACKENDS = [r.name for r in list_backends() if r.device == "cpu"]
