@@ -48,7 +48,7 @@ def start_simulator_run() -> tuple:
     out = tempfile.TemporaryFile(mode="w+")
     job = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                             str(ROOT / "tests" / "cuda_sim")], cwd=ROOT, stdout=out,
-                           stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                           stderr=subprocess.STDOUT, text=True,
                            env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"))
     return job, out
 
@@ -61,8 +61,18 @@ def start_deepspeed_build() -> subprocess.Popen:
     code = "from harness.subjects.peers.deepspeed_cpu_adam import build; build()"
     build = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
-    os.setpriority(os.PRIO_PROCESS, build.pid, 19)  # ninja and the compilers inherit it
+    _lowest_priority(build.pid)
     return build
+
+
+def _lowest_priority(pid: int) -> None:
+    """Nice 19 for process ``pid`` (its children inherit it) and, where Linux gives each
+    session its own scheduling group (autogroup), for its session's group too: that group
+    would otherwise take an equal share of the cores whatever its processes' nice."""
+    os.setpriority(os.PRIO_PROCESS, pid, 19)
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    if autogroup.exists():
+        autogroup.write_text("19")
 
 
 def pytest_configure(config):
@@ -91,13 +101,15 @@ def pytest_collection_finish(session):
 
 
 def pytest_unconfigure(config):
-    """A run stopped early (-x, ^C) ends the simulator's run and the build (their process
-    groups: the compilers too); the session's extensions folder goes."""
+    """A run stopped early (-x, ^C) ends the simulator's process and the build (its
+    process group: the compilers too); the session's extensions folder goes."""
     job, _ = config.stash.get(SIMULATOR_RUN, (None, None))
-    for process in (job, config.stash.get(DEEPSPEED_BUILD, None)):
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    if job is not None and job.poll() is None:
+        job.kill()
+    build = config.stash.get(DEEPSPEED_BUILD, None)
+    if build is not None and build.poll() is None:
+        os.killpg(build.pid, signal.SIGKILL)
+        build.wait()
     if EXTENSIONS_DIR in config.stash:
         os.environ.pop("TORCH_EXTENSIONS_DIR", None)
         shutil.rmtree(config.stash[EXTENSIONS_DIR], ignore_errors=True)
