@@ -31,8 +31,10 @@ HERE = ROOT / "tests" / "two_nodes"
 NODES = HERE / "nodes.sh"
 SCENARIOS = ROOT / "tests" / "sharded_scenarios.py"
 #: tests/test_sharded.py's tests whose two ranks exchange data: their bits across hosts. Its
-#: fault tests (a killed, hung or saving rank) are left to the node-level faults below.
-MULTI_RANK = "two_ranks_equal or reshards or int8_state_on_two"
+#: fault tests (a killed, hung or saving rank) are left to the node-level faults below, and
+#: its agreement test's [ring] case too: across nodes [shared-memory] takes the ring as well
+#: (no node-local window), so the two run the same code there.
+MULTI_RANK = "two_ranks_equal and shared-memory or reshards or int8_state_on_two"
 #: The collectives' timeout in the fault runs (MPIComm's, as ADAM_COMM_TIMEOUT sets it).
 COMM_TIMEOUT = 5
 #: Seconds a faulted job may take past COMM_TIMEOUT to end (the abort, mpiexec's teardown).
