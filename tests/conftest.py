@@ -85,9 +85,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """The benchmark smoke runs (tests/benchmarks) last: the first of them, the peers'
-    among them, no longer wait at the start for what builds beside the tests."""
-    items.sort(key=lambda item: "/benchmarks/" in item.nodeid)
+    """The simulator's test after the other unit tests, then the benchmark smoke runs
+    (tests/benchmarks): none of them waits at the start for what runs beside the tests."""
+    items.sort(key=lambda item: ("/benchmarks/" in item.nodeid,
+                                 item.nodeid.endswith(SIMULATOR_TEST)))
 
 
 def pytest_collection_finish(session):
