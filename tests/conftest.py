@@ -70,9 +70,10 @@ def _lowest_priority(pid: int) -> None:
     session its own scheduling group (autogroup), for its session's group too: that group
     would otherwise take an equal share of the cores whatever its processes' nice."""
     os.setpriority(os.PRIO_PROCESS, pid, 19)
-    autogroup = Path(f"/proc/{pid}/autogroup")
-    if autogroup.exists():
-        autogroup.write_text("19")
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text("19")
+    except OSError:  # no autogroup here (not Linux, or the kernel has it off)
+        pass
 
 
 def pytest_configure(config):
