@@ -548,3 +548,22 @@ def test_cupy_low_precision_mutants_are_found():
     with pytest.raises(AssertionError, match="loads by bytes"):
         _assert_low_precision_bytes_model(mc.ptx_to_sass(ptx, "90").accesses(),
                                           _low_precision_bytes_model(*case[2:5]))
+
+
+def test_nvdisasm_is_the_wheels_else_a_toolkits_on_the_path(monkeypatch, tmp_path):
+    """A GPU machine with its own CUDA toolkit and no nvdisasm wheel (as the H200 of
+    docs/gpu.md) still disassembles: the PATH's nvdisasm; with neither, the error names
+    the wheel."""
+    from pathlib import Path
+
+    wheel = mc._nvdisasm()
+    assert wheel.name == "nvdisasm" and wheel.exists()
+    toolkit = tmp_path / "nvdisasm"
+    toolkit.write_text("#!/bin/sh\n")
+    toolkit.chmod(0o755)
+    monkeypatch.setattr(Path, "exists", lambda self: self != wheel and Path.is_file(self))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert mc._nvdisasm() == toolkit
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="nvidia-cuda-nvdisasm"):
+        mc._nvdisasm()

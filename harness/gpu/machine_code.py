@@ -13,6 +13,7 @@ Needs the ``[gpu-compile]`` extra (NVVM, NVRTC, nvJitLink, nvdisasm as wheels); 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import tempfile
 from collections import Counter
@@ -57,12 +58,18 @@ def compiler_unavailable_reason() -> str | None:
 
 
 def _nvdisasm() -> Path:
+    """The nvdisasm of the CUDA 13 wheels, else a CUDA toolkit's on the PATH (a GPU
+    machine with its own toolkit and no such wheel)."""
     import nvidia.cu13
 
     path = Path(nvidia.cu13.__path__[0]) / "bin" / "nvdisasm"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} (pip install nvidia-cuda-nvdisasm)")
-    return path
+    if path.exists():
+        return path
+    found = shutil.which("nvdisasm")
+    if found is None:
+        raise FileNotFoundError(f"{path}, and none on the PATH (pip install "
+                                "nvidia-cuda-nvdisasm)")
+    return Path(found)
 
 
 def numba_ptx(kernel, dtype, amsgrad: bool, arch: str, fastmath: bool = False) -> str:
