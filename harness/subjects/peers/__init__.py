@@ -90,7 +90,8 @@ def load_peer(peer: Peer) -> Subject:
         reason = f"unavailable: {describe_failure(exc)} ({peer.install})"
         return Subject(peer.label, "peer", peer.device, None, reason, state=peer.state)
     if no_gpu:
-        return Subject(peer.label, "peer", peer.device, None, f"unavailable: {no_gpu}")
+        return Subject(peer.label, "peer", peer.device, None, f"unavailable: {no_gpu}",
+                       state=peer.state)
     options = dict(peer.options)
     return Subject(peer.label, "peer", peer.device,
                    lambda params, cfg: stepper_cls(params, cfg, **options),
