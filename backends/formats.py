@@ -10,10 +10,12 @@ same shifts). ``backends.reference`` models each rounding exactly, in float64.
   float32 -> float16 is IEEE's conversion (NumPy's cast; F16C's ``vcvtps2ph`` in Numba).
 - Stochastic rounding, float32 -> bfloat16: add 16 random bits to the 16 dropped bits and
   truncate, so the magnitude goes up with probability (dropped bits) / 2**16: unbiased.
-- The random bits of element ``i`` of tensor ``k`` at step ``t`` are the high 16 bits of
-  ``lowbias32(lo32(i) ^ key ^ hi32(i) * 0x9E3779B9)`` with ``key = stream_key(seed, t,
-  k)`` (splitmix64, folded to 32 bits): a counter-based hash, so the bits depend on
-  (seed, step, tensor, element) only, never on threads, chunking or backend.
+- Elements ``2j`` and ``2j + 1`` of tensor ``k`` at step ``t`` share one hash, ``h =
+  lowbias32(lo32(2j) ^ key ^ hi32(2j) * 0x9E3779B9)`` with ``key = stream_key(seed, t,
+  k)`` (splitmix64, folded to 32 bits): the even element's random bits are ``h``'s low
+  16, the odd element's its high 16 (one hash per pair: half the integer work of one
+  per element). A counter-based hash, so the bits depend on (seed, step, tensor,
+  element) only, never on threads, chunking or backend.
 """
 from __future__ import annotations
 
@@ -159,10 +161,12 @@ def lowbias32(x: np.ndarray) -> np.ndarray:
 
 
 def random16(key: int, start: int, stop: int) -> np.ndarray:
-    """uint32 random values below 2**16 of elements start..stop-1 under ``key``."""
+    """uint32 random values below 2**16 of elements start..stop-1 under ``key``: the low
+    half of their pair's hash for even elements, the high half for odd ones."""
     index = np.arange(start, stop, dtype=np.uint64)
-    low = (index & np.uint64(_MASK32)).astype(np.uint32)
+    low = (index & np.uint64(_MASK32 - 1)).astype(np.uint32)
     high = (index >> np.uint64(32)).astype(np.uint32)
+    odd = (index & np.uint64(1)).astype(np.uint32)
     with np.errstate(over="ignore"):
         mixed = low ^ np.uint32(key) ^ (high * np.uint32(INDEX_HIGH_MULTIPLIER))
-        return lowbias32(mixed) >> np.uint32(16)
+        return (lowbias32(mixed) >> (odd << np.uint32(4))) & np.uint32(0xFFFF)

@@ -122,33 +122,49 @@ def _lowbias32(x: int) -> int:
     return x ^ (x >> 16)
 
 
+def _documented_random16(key: int, i: int) -> int:
+    """Element ``i``'s half of lowbias32 of its pair's even index (formats' docstring)."""
+    even = i & ~1
+    h = _lowbias32((even & 0xFFFFFFFF) ^ key ^ ((even >> 32) * 0x9E3779B9 & 0xFFFFFFFF))
+    return h >> 16 if i & 1 else h & 0xFFFF
+
+
+_HASHED_INDICES = [0, 1, 2, 9, 5000, 2**32 - 2, 2**32 - 1, 2**32, 2**32 + 7, 3 * 2**32 + 11]
+
+
 def test_random_bits_are_the_documented_hash():
+    """One hash per pair of elements, its low half for the even one, its high half for
+    the odd one (a mutant that gives the odd element the low half, or hashes the odd
+    index itself, fails this)."""
     key = stream_key(123, 9, 2)
     assert key == stream_key(123, 9, 2) and key != stream_key(123, 9, 3)
     assert key != stream_key(124, 9, 2) and key != stream_key(123, 10, 2)
-    index = [0, 1, 2, 5000, 2**32 - 1, 2**32, 2**32 + 7]
-    got = [int(random16(key, i, i + 1)[0]) for i in index]
-    expected = [_lowbias32((i & 0xFFFFFFFF) ^ key ^ ((i >> 32) * 0x9E3779B9 & 0xFFFFFFFF))
-                >> 16 for i in index]
-    assert got == expected
+    got = [int(random16(key, i, i + 1)[0]) for i in _HASHED_INDICES]
+    assert got == [_documented_random16(key, i) for i in _HASHED_INDICES]
     assert np.array_equal(random16(key, 3, 10), random16(key, 0, 10)[3:])  # chunk-free
+    assert np.array_equal(random16(key, 2**32 - 3, 2**32 + 3),
+                          [_documented_random16(key, i) for i in range(2**32 - 3, 2**32 + 3)])
 
 
 def test_numba_hash_by_blocks_is_the_documented_hash():
-    """The Numba kernel hashes ``lo32(i) ^ block_key(key, hi32(i))`` and stops before
-    lowbias32's last xorshift: the same 16 bits as the hash of the whole index, on both
-    sides of a block edge (a block_key without the high word fails this)."""
+    """The Numba kernel hashes ``lo32(i) ^ block_key(key, hi32(i))``: the same 16 bits
+    as the hash of the whole index, on both sides of a block edge (a block_key without
+    the high word fails this); its pair hash holds the even element's bits in its low
+    half and the odd one's in its high half."""
     from numba import njit
 
     from backends.cpu import _numba_low_precision_kernels as lp
 
     kernel_bits = njit(lambda key, i: lp.random16(key, i))
+    pair_bits = njit(lambda key, i: lp.pair_random(key, i))
     key = stream_key(5, 3, 1)
-    for i in [0, 9, 2**32 - 1, 2**32, 2**32 + 7, 3 * 2**32 + 11]:
+    for i in _HASHED_INDICES:
         block, low = divmod(i, lp.BLOCK)
-        got = int(kernel_bits(np.uint32(lp.block_key(key, block)), np.int64(low)))
-        assert got == int(random16(key, i, i + 1)[0]) == _lowbias32(
-            (i & 0xFFFFFFFF) ^ key ^ ((i >> 32) * 0x9E3779B9 & 0xFFFFFFFF)) >> 16
+        block_key = np.uint32(lp.block_key(key, block))
+        got = int(kernel_bits(block_key, np.int64(low)))
+        assert got == int(random16(key, i, i + 1)[0]) == _documented_random16(key, i)
+        pair = int(pair_bits(block_key, np.uint32(low & ~1)))
+        assert (pair >> 16 if i & 1 else pair & 0xFFFF) == got
 
 
 def test_numba_steps_a_tensor_block_by_block():

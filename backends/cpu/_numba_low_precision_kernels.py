@@ -67,6 +67,7 @@ _U16 = np.uint32(16)
 #: float32 bits: a NaN's quiet bit, the lowest bit bfloat16 keeps, the half it keeps.
 _QUIET_BIT, _KEPT_LSB, _HIGH_HALF = np.uint32(0x400000), np.uint32(0x10000), \
     np.uint32(0xFFFF0000)
+_LOW_HALF = np.uint32(0xFFFF)
 
 
 @njit(cache=True)
@@ -137,18 +138,27 @@ def block_key(key: int, block: int) -> int:
 
 
 @njit(inline="always", cache=True)
-def random16(key, i):
-    """The 16 random bits of element ``i`` of a block under its ``block_key``
-    (``formats.random16``), in uint32 throughout (Numba widens integer arithmetic to 64
-    bits unless told). lowbias32's last ``x ^ x >> 16`` leaves the high half as it is,
-    so the high 16 bits are taken before it."""
+def pair_random(key, i):
+    """lowbias32 of ``lo32(i) ^ block_key`` in uint32 throughout (Numba widens integer
+    arithmetic to 64 bits unless told): the random bits of the pair of elements from
+    even ``i`` of a block, the low half the even element's, the high half the odd one's
+    (``formats.random16``)."""
     u = np.uint32
     x = u(u(i) ^ key)
     x = u(x ^ (x >> _U16))
     x = u(x * u(0x7FEB352D))
     x = u(x ^ (x >> u(15)))
     x = u(x * u(0x846CA68B))
-    return u(x >> _U16)
+    return u(x ^ (x >> _U16))
+
+
+@njit(inline="always", cache=True)
+def random16(key, i):
+    """The 16 random bits of element ``i`` of a block under its ``block_key``: its half
+    of its pair's ``pair_random``."""
+    u = np.uint32
+    odd = u(u(i) & u(1))
+    return u(u(pair_random(key, u(u(i) ^ odd)) >> u(odd << u(4))) & _LOW_HALF)
 
 
 @njit(cache=True)
@@ -244,7 +254,8 @@ def _pair_step(pw, gw, mw, vw, xw, cw, constants, use_l2, amsgrad, kahan, key, i
     if kahan:
         w0, w1 = w0 + _low(cw), w1 + _high(cw)
     if key is not None:
-        p0, p1 = _bf16_sum(w0, random16(key, i)), _bf16_sum(w1, random16(key, u(i + u(1))))
+        random = pair_random(key, i)
+        p0, p1 = _bf16_sum(w0, u(random & _LOW_HALF)), _bf16_sum(w1, u(random >> _U16))
     else:
         p0, p1 = _nearest_sum(w0), _nearest_sum(w1)
     c0 = _nearest_sum(w0 - _f32_from_bits(u(p0 & _HIGH_HALF)))
@@ -289,10 +300,12 @@ def _adam_bf16_pairs(p, g, m, v, vmax, compensation, hyper, t, key):
                           _pairs(m, start, stop), _pairs(v, start, stop))
         x2 = v2 if vmax is None else _pairs(vmax, start, stop)  # read, unused, if absent
         c2 = v2 if compensation is None else _pairs(compensation, start, stop)
+        index = u(2 * start)  # a uint32 counter: the loop's int64 one costs 64-bit lanes
         for i in range(stop - start):
             p2[i], m2[i], v2[i], xw, cw = _pair_step(
                 p2[i], g2[i], m2[i], v2[i], x2[i], c2[i], constants, use_l2,
-                vmax is not None, compensation is not None, key, u(2 * (start + i)))
+                vmax is not None, compensation is not None, key, index)
+            index = u(index + u(2))
             if vmax is not None:
                 x2[i] = xw
             if compensation is not None:

@@ -209,7 +209,7 @@ _INT8_AMSGRAD = {
 #: CUDA C of backends.formats' roundings to bfloat16 and its counter hash, as integer
 #: operations on the float32 bits (the same spelling as NumPy's, so the same bits): round
 #: to nearest even and stochastic rounding (a NaN keeps its sign and top bits, made quiet),
-#: and ``random16``, the high 16 bits of lowbias32 of element ``i`` under ``key``.
+#: and ``random16``, element ``i``'s half of lowbias32 of its pair under ``key``.
 LOW_PRECISION_ROUNDING = r"""
 __device__ __forceinline__ unsigned short bf16_keep_nan(unsigned int bits, unsigned int high) {
     if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return (unsigned short)((bits >> 16) | 0x40u);
@@ -224,12 +224,13 @@ __device__ __forceinline__ unsigned short bf16_stochastic(float x, unsigned int 
     return bf16_keep_nan(bits, (bits + random) >> 16);
 }
 __device__ __forceinline__ unsigned int random16(unsigned int key, unsigned long long i) {
-    unsigned int x = (unsigned int)i ^ key ^ ((unsigned int)(i >> 32) * 0x9E3779B9u);
+    unsigned int odd = (unsigned int)i & 1u;
+    unsigned int x = ((unsigned int)i ^ odd) ^ key ^ ((unsigned int)(i >> 32) * 0x9E3779B9u);
     x ^= x >> 16;
     x *= 0x7FEB352Du;
     x ^= x >> 15;
     x *= 0x846CA68Bu;
-    return (x ^ (x >> 16)) >> 16;
+    return ((x ^ (x >> 16)) >> (odd << 4)) & 0xFFFFu;
 }
 """
 

@@ -310,14 +310,15 @@ def _store(a, i, x, bf16):
 
 @_device
 def _random16(key, i):
-    """``formats.random16`` of element ``i`` under the tensor's ``key``: lowbias32's
-    high 16 bits (its last xorshift leaves them as they are)."""
-    x = ((i & _LOW32) ^ key ^ (((i >> 32) * _HIGH_MULTIPLIER) & _LOW32)) & _LOW32
+    """``formats.random16`` of element ``i`` under the tensor's ``key``: its half of
+    lowbias32 of its pair's even index (the low half for even ``i``)."""
+    odd = i & 1
+    x = (((i ^ odd) & _LOW32) ^ key ^ (((i >> 32) * _HIGH_MULTIPLIER) & _LOW32)) & _LOW32
     x = x ^ (x >> 16)
     x = (x * 0x7FEB352D) & _LOW32
     x = x ^ (x >> 15)
     x = (x * 0x846CA68B) & _LOW32
-    return x >> 16
+    return ((x ^ (x >> 16)) >> (odd * 16)) & 0xFFFF
 
 
 @_device
