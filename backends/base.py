@@ -14,7 +14,7 @@ import numpy as np
 
 from . import memory, validation
 from .config import AdamConfig, checked_lr
-from .formats import tensor_key, uses_low_precision
+from .formats import step_stream, tensor_key, uses_low_precision
 from .int8_codec import init_int8_state
 from .int8_step import apply_int8, check_int8, prepare_int8, require_int8_support
 from .state import ARRAY_FIELDS, AdamState, to_host
@@ -43,7 +43,8 @@ class Backend:
     array_type: type = np.ndarray
     #: Whether ``_update_int8`` implements int8 state (``state_dtype="int8"``).
     supports_int8_state: bool = False
-    #: Whether ``_update_low_precision`` implements low-precision params and state.
+    #: Whether the backend steps low-precision params and state: ``_update_low_precision``
+    #: implements them (or, as numba's, the plan hooks below do without it).
     supports_low_precision: bool = False
 
     @classmethod
@@ -212,12 +213,11 @@ class Backend:
         addresses)."""
         return self._low_precision_plan(tensors, cfg)
 
-    def _update_low_precision_plan(self, plan, cfg: AdamConfig, t: int, stream: int | None,
-                                   lr=None) -> None:
+    def _update_low_precision_plan(self, plan, cfg: AdamConfig, t: int, lr=None) -> None:
         """Step ``t`` of every tensor of ``plan`` (``_low_precision_plan``'s) at learning
-        rate ``lr``; ``stream`` is ``formats.step_stream(seed, t)`` with stochastic
-        rounding, else None. Here: each tensor through ``_update_low_precision`` with its
-        key ``formats.tensor_key(stream, index)``."""
+        rate ``lr``. Here: each tensor through ``_update_low_precision`` with its key
+        ``formats.stream_key(seed, t, index)`` when the rounding is stochastic."""
+        stream = step_stream(cfg.seed, t) if cfg.rounding == "stochastic" else None
         for index, tensors in plan:
             key = None if stream is None else tensor_key(stream, index)
             self._update_low_precision(*tensors, cfg, t, key, lr=lr)

@@ -24,8 +24,8 @@ import numpy as np
 
 __all__ = ["BFLOAT16", "FLOAT16", "FLOAT32", "LOW_PRECISION_DTYPES", "uses_low_precision",
            "moment_dtype", "widen", "round_nearest", "round_stochastic", "bf16_nearest_bits",
-           "bf16_stochastic_bits", "stream_key", "step_stream", "tensor_key", "random16",
-           "splitmix64", "lowbias32", "bits_view", "finfo"]
+           "bf16_stochastic_bits", "stream_key", "seed_stream", "step_stream", "tensor_key",
+           "random16", "splitmix64", "lowbias32", "bits_view", "finfo"]
 
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 FLOAT16 = np.dtype(np.float16)
@@ -140,9 +140,15 @@ def stream_key(seed: int, step: int, tensor: int) -> int:
     return tensor_key(step_stream(seed, step), tensor)
 
 
+def seed_stream(seed: int) -> int:
+    """The part of ``stream_key`` that the seed alone fixes (what a kernel that derives
+    its keys itself takes, beside the step)."""
+    return splitmix64(seed)
+
+
 def step_stream(seed: int, step: int) -> int:
     """The part of ``stream_key`` that (seed, step) fixes: computed once per step."""
-    return splitmix64(splitmix64(seed) ^ step)
+    return splitmix64(seed_stream(seed) ^ step)
 
 
 def tensor_key(stream: int, tensor: int) -> int:

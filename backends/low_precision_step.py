@@ -18,7 +18,7 @@ import operator
 
 import numpy as np
 
-from .formats import BFLOAT16, FLOAT32, LOW_PRECISION_DTYPES, moment_dtype, step_stream, widen
+from .formats import BFLOAT16, FLOAT32, LOW_PRECISION_DTYPES, moment_dtype, widen
 from ._array_headers import data_addresses
 from .memory import first_overlap, weak_references
 from .state import AdamState, checked_step
@@ -204,8 +204,7 @@ def apply_low_precision(backend, plan, step, state, cfg, lr) -> None:
     """Run a plan of ``prepare_low_precision`` as step ``step + 1`` at learning rate
     ``lr`` (None: cfg.lr); ``state.step`` goes up by one."""
     t = step + 1
-    stream = step_stream(cfg.seed, t) if cfg.rounding == "stochastic" else None
-    backend._update_low_precision_plan(plan, cfg, t, stream, lr=lr)
+    backend._update_low_precision_plan(plan, cfg, t, lr=lr)
     state.step = t
 
 

@@ -10,7 +10,7 @@ from scipy import stats
 
 from backends import Adam, AdamConfig, get_backend
 from backends.formats import (BFLOAT16, bf16_nearest_bits, bf16_stochastic_bits, finfo,
-                              random16, round_stochastic, stream_key)
+                              random16, round_stochastic, seed_stream, stream_key)
 from backends.reference import LowPrecisionState, ReferenceState, \
     reference_step_low_precision, to_grid
 
@@ -147,20 +147,21 @@ def test_random_bits_are_the_documented_hash():
 
 
 def test_numba_hash_by_blocks_is_the_documented_hash():
-    """The Numba kernel hashes ``lo32(i) ^ block_key(key, hi32(i))``: the same 16 bits
-    as the hash of the whole index, on both sides of a block edge (a block_key without
-    the high word fails this); its pair hash holds the even element's bits in its low
-    half and the odd one's in its high half."""
+    """The Numba kernel hashes ``lo32(i)`` under the key of i's block (``segment_key``):
+    the same 16 bits as the hash of the whole index, on both sides of a block edge (a
+    segment key without the block fails this); its pair hash holds the even element's
+    bits in its low half and the odd one's in its high half."""
     from numba import njit
 
     from backends.cpu import _numba_low_precision_kernels as lp
 
     kernel_bits = njit(lambda key, i: lp.random16(key, i))
     pair_bits = njit(lambda key, i: lp.pair_random(key, i))
+    segment_key = njit(lambda seed, t, index, start: lp.segment_key(seed, t, index, start))
     key = stream_key(5, 3, 1)
     for i in _HASHED_INDICES:
-        block, low = divmod(i, lp.BLOCK)
-        block_key = np.uint32(lp.block_key(key, block))
+        low = i % lp.BLOCK
+        block_key = segment_key(np.uint64(seed_stream(5)), 3, 1, np.int64(i - low))
         got = int(kernel_bits(block_key, np.int64(low)))
         assert got == int(random16(key, i, i + 1)[0]) == _documented_random16(key, i)
         pair = int(pair_bits(block_key, np.uint32(low & ~1)))
@@ -169,13 +170,14 @@ def test_numba_hash_by_blocks_is_the_documented_hash():
 
 def test_numba_steps_a_tensor_block_by_block():
     """A tensor longer than one hash block goes to the kernel in blocks of its elements,
-    each with its block number (the arrays themselves when one block holds them)."""
+    each with its first element's index (the arrays themselves when one block holds
+    them)."""
     from backends.cpu.numba import _blocks
 
     a, b = np.arange(10), np.arange(10, 20)
     assert [(k, part) for k, part in _blocks((a, None, b), 10)] == [(0, (a, None, b))]
     parts = list(_blocks((a, None, b), 4))
-    assert [k for k, _ in parts] == [0, 1, 2]
+    assert [k for k, _ in parts] == [0, 4, 8]
     assert [p[1] for _, p in parts] == [None] * 3
     assert np.array_equal(np.concatenate([p[0] for _, p in parts]), a)
     assert np.array_equal(np.concatenate([p[2] for _, p in parts]), b)

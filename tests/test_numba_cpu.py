@@ -160,7 +160,8 @@ def _low_precision_arguments(kind):
                               np.zeros(n, f32), None),
               "fp32-bf16state": (np.zeros(n, f32), np.zeros(n, f32), bf16(), bf16(), bf16(),
                                  None, None)}[kind]
-    return arrays + (np.zeros(8), 1, np.uint32(1) if kind == "bf16-sr" else None)
+    seed = np.uint64(1) if kind == "bf16-sr" else None
+    return arrays + (np.zeros(8), 1, seed, 0, 0)  # hyper, t, seed, tensor index, start
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
@@ -180,9 +181,8 @@ def test_low_precision_element_loops_are_vectorized(kind, kernel):
 
     options = {k: v for k, v in _numba_kernels.KERNEL_OPTIONS.items() if k != "cache"}
     arguments = _low_precision_arguments(kind)
-    if kernel == "table":  # the table, the arrays' element types, hyper, t, the stream
-        stream = None if arguments[-1] is None else np.uint64(1)
-        arguments = (np.zeros(16, np.int64),) + arguments[:-1] + (stream,)
+    if kernel == "table":  # the table, the arrays' element types, hyper, t, the seed
+        arguments = (np.zeros(16, np.int64),) + arguments[:-2]
         source = lp_table.adam_low_precision_table_serial
     else:
         source = lp.adam_low_precision_serial
@@ -195,8 +195,8 @@ def _pair_arguments(kind):
     pairs = lambda: np.zeros(64, np.uint16)  # noqa: E731
     vmax = pairs() if kind == "amsgrad" else None
     compensation = pairs() if kind == "kahan" else None
-    key = np.uint32(1) if kind == "sr" else None
-    return (pairs(), pairs(), pairs(), pairs(), vmax, compensation, np.zeros(8), 1, key)
+    seed = np.uint64(1) if kind == "sr" else None
+    return (pairs(), pairs(), pairs(), pairs(), vmax, compensation, np.zeros(8), 1, seed, 0, 0)
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),

@@ -9,9 +9,9 @@ from low_precision_cases import FORMATS, LRS, canonical_bits, stepped_bits
 from backends import AdamConfig, get_backend
 from backends.cpu import _numba_low_precision_table as table_module
 from backends.cpu._numba_kernels import packed_table, table_layout
-from backends.cpu._numba_low_precision_kernels import BLOCK, block_key
+from backends.cpu._numba_low_precision_kernels import BLOCK, segment_key
 from backends.cpu.numba import SERIAL_MAX
-from backends.formats import BFLOAT16, step_stream, tensor_key
+from backends.formats import BFLOAT16, seed_stream, stream_key
 from harness.bench.many_tensors import PerTensorNumba
 
 CHUNK = table_module.CHUNK
@@ -111,21 +111,22 @@ def test_mixed_formats_in_one_step(case):
 
 
 def test_segment_key_is_the_blocks_key_of_the_tensors_key():
-    """The kernel's key of a segment starting at ``start`` of tensor ``index``:
-    block_key(tensor_key(stream, index), start // BLOCK), for streams and indices across
-    their ranges and starts on both sides of block edges."""
+    """The kernels' key of a segment starting at ``start`` of tensor ``index`` at step
+    ``t``, from the seed's stream: ``stream_key(seed, t, index) ^ hi32(start) *
+    0x9E3779B9`` (formats.random16's rule), for seeds, steps and indices across their
+    ranges and starts on both sides of block edges."""
     from numba import njit
 
-    kernel_key = njit(lambda stream, index, start: table_module.segment_key(
-        stream, index, start))
-    streams = [step_stream(seed, t) for seed, t in ((0, 1), (7, 3), (2**64 - 1, 2**40))]
-    streams += [0, 2**64 - 1, 2**63]
-    for stream in streams:
-        for index in (0, 1, 5, 2**31 - 1, 2**40 + 3):
-            for start in (0, 9, BLOCK - 1, BLOCK, 3 * BLOCK + 11):
-                got = int(kernel_key(np.uint64(stream), np.int64(index), np.int64(start)))
-                assert got == block_key(tensor_key(stream, index), start // BLOCK), \
-                    (stream, index, start)
+    kernel_key = njit(lambda seed, t, index, start: segment_key(seed, t, index, start))
+    for seed in (0, 7, 2**63, 2**64 - 1):
+        for t in (1, 3, 2**40):
+            for index in (0, 1, 5, 2**31 - 1, 2**40 + 3):
+                for start in (0, 9, BLOCK - 1, BLOCK, 3 * BLOCK + 11):
+                    got = int(kernel_key(np.uint64(seed_stream(seed)), np.int64(t),
+                                         np.int64(index), np.int64(start)))
+                    expected = (stream_key(seed, t, index)
+                                ^ (start // BLOCK) * 0x9E3779B9) & 0xFFFFFFFF
+                    assert got == expected, (seed, t, index, start)
 
 
 @pytest.mark.parametrize("chunk, block", [(7, None), (7, 5), (4, 3), (100, 6)])

@@ -1,10 +1,12 @@
 """Numba CPU kernels for low-precision params and state (``backends.formats``).
 
 One driver, ``adam_low_precision`` (and its serial twin), specialized by Numba on its
-argument types (and ``adam_bf16_pairs`` for the all-bfloat16 case in parallel): bfloat16 arrays come in as ``uint16`` views, float16 as ``int16`` views
-(so the two 2-byte formats are two types), float32 as themselves; ``master``,
-``compensation`` and ``key`` are None when not used, and Numba prunes those branches at
-compile time. The element body is the float32 kernels' (``_numba_kernels``), so the
+argument types (and ``adam_bf16_pairs`` for the all-bfloat16 case): bfloat16 arrays
+come in as ``uint16`` views, float16 as ``int16`` views (so the two 2-byte formats are
+two types), float32 as themselves; ``master``, ``compensation`` and the stochastic
+rounding's ``seed`` are None when not used, and Numba prunes those branches at compile
+time. With a seed, each kernel derives its hash key from it and the step
+(``segment_key``). The element body is the float32 kernels' (``_numba_kernels``), so the
 arithmetic gives the float32 kernels' bits; loads and stores convert with integer shifts
 (bfloat16: llvmlite has no bfloat16 arithmetic, and LLVM turns a ``bfloat`` truncation
 into a library call here) or F16C's conversions (float16, ``fptrunc``/``fpext``). Every
@@ -24,7 +26,7 @@ from ._numba_kernels import (KERNEL_OPTIONS, _adam_element, _pointer, _serial_tw
 
 __all__ = ["adam_low_precision", "adam_low_precision_serial", "adam_bf16_pairs",
            "adam_bf16_pairs_serial", "in_pairs", "step_element", "roofline_streams",
-           "compiled_for", "BLOCK", "block_key"]
+           "compiled_for", "BLOCK", "segment_key", "rounding_key"]
 
 
 @intrinsic
@@ -127,14 +129,9 @@ def _nearest(x, a):
 
 
 #: Elements per kernel call: within a block of one high index word the hash's input is
-#: ``lo32(i) ^ block_key``, so the element loop needs no 64-bit lanes.
+#: ``lo32(i) ^ block_key`` with ``block_key = key ^ hi32(i) * INDEX_HIGH_MULTIPLIER``
+#: (``formats.random16``'s), so the element loop needs no 64-bit lanes.
 BLOCK = 1 << 32
-
-
-def block_key(key: int, block: int) -> int:
-    """The stochastic-rounding hash's key for elements ``block * BLOCK`` onwards
-    (``formats.random16``'s ``key ^ hi32(i) * INDEX_HIGH_MULTIPLIER``)."""
-    return (key ^ (block * INDEX_HIGH_MULTIPLIER)) & 0xFFFFFFFF
 
 
 @njit(inline="always", cache=True)
@@ -159,6 +156,40 @@ def random16(key, i):
     u = np.uint32
     odd = u(u(i) & u(1))
     return u(u(pair_random(key, u(u(i) ^ odd)) >> u(odd << u(4))) & _LOW_HALF)
+
+
+@njit(inline="always", cache=True)
+def _splitmix64(z):
+    """``formats.splitmix64`` in uint64 arithmetic (Numba turns mixed signed and unsigned
+    into floats)."""
+    u = np.uint64
+    z = u(z + u(0x9E3779B97F4A7C15))
+    z = u(u(z ^ u(z >> u(30))) * u(0xBF58476D1CE4E5B9))
+    z = u(u(z ^ u(z >> u(27))) * u(0x94D049BB133111EB))
+    return u(z ^ u(z >> u(31)))
+
+
+@njit(inline="always", cache=True)
+def segment_key(seed, t, index, start):
+    """The hash's key of the elements of tensor ``index`` from ``start`` to the end of
+    their block at step ``t``, from the seed's ``formats.seed_stream``: the block_key of
+    ``formats.stream_key(seed, t, index)`` and block ``start // BLOCK``."""
+    u = np.uint64
+    z = _splitmix64(u(_splitmix64(u(u(seed) ^ u(t))) ^ u(index)))
+    key = np.uint32(u(z >> u(32)) ^ u(z & u(0xFFFFFFFF)))
+    block = np.uint32(start // BLOCK)
+    return np.uint32(key ^ np.uint32(block * np.uint32(INDEX_HIGH_MULTIPLIER)))
+
+
+def rounding_key(seed, t, index, start):
+    """``segment_key``, or None without stochastic rounding (``seed`` None)."""
+
+
+@overload(rounding_key, inline="always")
+def _rounding_key(seed, t, index, start):
+    if isinstance(seed, types.NoneType):
+        return lambda seed, t, index, start: None
+    return lambda seed, t, index, start: segment_key(seed, t, index, start)
 
 
 @njit(cache=True)
@@ -207,12 +238,15 @@ def step_element(p, g, m, v, vmax, master, compensation, constants, use_l2, key,
         p[i] = nearest(w, p)
 
 
-def _adam_low_precision(p, g, m, v, vmax, master, compensation, hyper, t, key):
-    """One tensor (1-D arrays, see the module docstring) of at most ``BLOCK`` elements;
-    ``vmax`` is amsgrad's maximum or None (never ``v`` itself: an alias that LLVM's
-    run-time check would send down the scalar loop); ``key`` (uint32) is the
-    stochastic-rounding hash's ``block_key`` or None."""
+def _adam_low_precision(p, g, m, v, vmax, master, compensation, hyper, t, seed, index,
+                        start):
+    """One tensor (1-D arrays, see the module docstring) of at most ``BLOCK`` elements,
+    ``start`` the first one's index in tensor ``index`` of the step; ``vmax`` is amsgrad's
+    maximum or None (never ``v`` itself: an alias that LLVM's run-time check would send
+    down the scalar loop); ``seed`` (uint64) is ``formats.seed_stream`` with stochastic
+    rounding, else None."""
     constants, use_l2, _ = _constants32(hyper, t)
+    key = rounding_key(seed, t, index, start)
     for i in prange(p.size):
         step_element(p, g, m, v, vmax, master, compensation, constants, use_l2, key, i, i)
 
@@ -283,48 +317,62 @@ def in_pairs(p, g, m, master) -> bool:
     return master is None and p.dtype == g.dtype == m.dtype == np.uint16
 
 
-def _adam_bf16_pairs(p, g, m, v, vmax, compensation, hyper, t, key):
+@njit(cache=True)
+def _pair_chunk(p, g, m, v, vmax, compensation, constants, use_l2, key, first, stop):
+    """Pairs ``first:stop`` of a tensor of ``adam_bf16_pairs``. A function of its own
+    whose arguments include ``key``, so Numba prunes the branches of a None key (it
+    cannot for a local variable); ``vmax`` and ``compensation`` likewise."""
+    u = np.uint32
+    p2, g2, m2, v2 = (_pairs(p, first, stop), _pairs(g, first, stop),
+                      _pairs(m, first, stop), _pairs(v, first, stop))
+    x2 = v2 if vmax is None else _pairs(vmax, first, stop)  # read, unused, if absent
+    c2 = v2 if compensation is None else _pairs(compensation, first, stop)
+    at = u(2 * first)  # a uint32 counter: the loop's int64 one costs 64-bit lanes
+    for i in range(stop - first):
+        p2[i], m2[i], v2[i], xw, cw = _pair_step(
+            p2[i], g2[i], m2[i], v2[i], x2[i], c2[i], constants, use_l2,
+            vmax is not None, compensation is not None, key, at)
+        at = u(at + u(2))
+        if vmax is not None:
+            x2[i] = xw
+        if compensation is not None:
+            c2[i] = cw
+
+
+@njit(cache=True)
+def _odd_last(p, g, m, v, vmax, compensation, constants, use_l2, key, last):
+    """Element ``last`` of a tensor of odd size, stepped as a pair with a zero high half."""
+    u = np.uint32
+    xw = cw = u(0)
+    if vmax is not None:
+        xw = u(vmax[last])
+    if compensation is not None:
+        cw = u(compensation[last])
+    pw, mw, vw, xw, cw = _pair_step(u(p[last]), u(g[last]), u(m[last]), u(v[last]), xw, cw,
+                                    constants, use_l2, vmax is not None,
+                                    compensation is not None, key, u(last))
+    p[last], m[last], v[last] = np.uint16(pw), np.uint16(mw), np.uint16(vw)
+    if vmax is not None:
+        vmax[last] = np.uint16(xw)
+    if compensation is not None:
+        compensation[last] = np.uint16(cw)
+
+
+def _adam_bf16_pairs(p, g, m, v, vmax, compensation, hyper, t, seed, index, start):
     """``_adam_low_precision`` when p, g and the state are all bfloat16 (uint16 views) and
     there are no master weights: two elements are loaded and stored as one uint32, so
     widening is a shift or a mask and narrowing a mask and an or, not LLVM's lane-crossing
     zero-extends and truncations (a third fewer instructions per element); the pairs go
-    in tasks of PAIR_CHUNK. An odd last element is stepped as a pair with a zero high
-    half."""
-    u = np.uint32
+    in tasks of PAIR_CHUNK."""
     constants, use_l2, _ = _constants32(hyper, t)
-    n_pairs, even = p.size // 2, p.size - p.size % 2
+    key = rounding_key(seed, t, index, start)
+    n_pairs = p.size // 2
     for c in prange((n_pairs + PAIR_CHUNK - 1) // PAIR_CHUNK):
-        start = c * PAIR_CHUNK
-        stop = min(start + PAIR_CHUNK, n_pairs)
-        p2, g2, m2, v2 = (_pairs(p, start, stop), _pairs(g, start, stop),
-                          _pairs(m, start, stop), _pairs(v, start, stop))
-        x2 = v2 if vmax is None else _pairs(vmax, start, stop)  # read, unused, if absent
-        c2 = v2 if compensation is None else _pairs(compensation, start, stop)
-        index = u(2 * start)  # a uint32 counter: the loop's int64 one costs 64-bit lanes
-        for i in range(stop - start):
-            p2[i], m2[i], v2[i], xw, cw = _pair_step(
-                p2[i], g2[i], m2[i], v2[i], x2[i], c2[i], constants, use_l2,
-                vmax is not None, compensation is not None, key, index)
-            index = u(index + u(2))
-            if vmax is not None:
-                x2[i] = xw
-            if compensation is not None:
-                c2[i] = cw
-    if even == p.size:
-        return
-    xw = cw = u(0)
-    if vmax is not None:
-        xw = u(vmax[even])
-    if compensation is not None:
-        cw = u(compensation[even])
-    pw, mw, vw, xw, cw = _pair_step(u(p[even]), u(g[even]), u(m[even]), u(v[even]), xw, cw,
-                                    constants, use_l2, vmax is not None,
-                                    compensation is not None, key, u(even))
-    p[even], m[even], v[even] = np.uint16(pw), np.uint16(mw), np.uint16(vw)
-    if vmax is not None:
-        vmax[even] = np.uint16(xw)
-    if compensation is not None:
-        compensation[even] = np.uint16(cw)
+        first = c * PAIR_CHUNK
+        _pair_chunk(p, g, m, v, vmax, compensation, constants, use_l2, key, first,
+                    min(first + PAIR_CHUNK, n_pairs))
+    if p.size % 2:
+        _odd_last(p, g, m, v, vmax, compensation, constants, use_l2, key, p.size - 1)
 
 
 adam_bf16_pairs = njit(parallel=True, **KERNEL_OPTIONS)(_adam_bf16_pairs)

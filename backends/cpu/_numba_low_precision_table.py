@@ -7,8 +7,8 @@ a run of segments of tensors; chunks hold equal numbers of elements, so threads 
 equal work however the sizes are spread. Each element is stepped by the per-tensor
 kernel's ``step_element``, so the bits are the same. Segments never cross a hash block (``BLOCK``):
 element ``s + i`` of a tensor hashes ``lo32(s + i)`` under the key of its block, which
-the kernel derives from the step's ``formats.step_stream`` once per segment
-(``tensor_key``, then ``block_key``), so no key is computed in Python per step.
+the kernel derives from the seed's ``formats.seed_stream`` and the step once per segment
+(``segment_key``), so no key is computed in Python per step.
 
 ``LowPrecisionTables`` groups a step's tensors by format (the dtypes of every array and
 which ones are there): a format with several tensors becomes one table, stepped in one
@@ -23,14 +23,13 @@ from numba import carray, njit, prange, types
 from numba.extending import overload
 
 from .._array_headers import data_addresses
-from ..formats import INDEX_HIGH_MULTIPLIER
 from ._numba_kernels import (KERNEL_OPTIONS, _pointer, _serial_twin,
                              packed_table, table_layout)
 from ._numba_low_precision_kernels import (BLOCK, _constants32, compiled_for, in_pairs,
-                                           step_element)
+                                           rounding_key, step_element)
 
 __all__ = ["adam_low_precision_table", "adam_low_precision_table_serial",
-           "LowPrecisionTables", "segment_key", "CHUNK"]
+           "LowPrecisionTables", "CHUNK"]
 
 #: Most elements per chunk: a few chunks per thread on small models, each long enough to
 #: amortize its segments' set-up.
@@ -52,39 +51,12 @@ def _segment_overload(address, like, n, s, e):
     return lambda address, like, n, s, e: carray(_pointer(address, like), n)[s:e]
 
 
-@njit(inline="always", cache=True)
-def segment_key(stream, index, start):
-    """The hash's key of the elements of tensor ``index`` from ``start`` to the end of
-    their block: ``block_key(formats.tensor_key(stream, index), start // BLOCK)``, in
-    uint64 and uint32 arithmetic (Numba turns mixed signed and unsigned into floats)."""
-    u = np.uint64
-    z = u(u(stream) ^ u(index))
-    z = u(z + u(0x9E3779B97F4A7C15))
-    z = u(u(z ^ u(z >> u(30))) * u(0xBF58476D1CE4E5B9))
-    z = u(u(z ^ u(z >> u(27))) * u(0x94D049BB133111EB))
-    z = u(z ^ u(z >> u(31)))
-    key = np.uint32(u(z >> u(32)) ^ u(z & u(0xFFFFFFFF)))
-    block = np.uint32(start // BLOCK)
-    return np.uint32(key ^ np.uint32(block * np.uint32(INDEX_HIGH_MULTIPLIER)))
-
-
-def _key_of(stream, index, start):
-    """``segment_key``, or None without stochastic rounding (``stream`` None)."""
-
-
-@overload(_key_of, inline="always")
-def _key_of_overload(stream, index, start):
-    if isinstance(stream, types.NoneType):
-        return lambda stream, index, start: None
-    return lambda stream, index, start: segment_key(stream, index, start)
-
-
 def _adam_low_precision_table(table, p_like, g_like, m_like, v_like, vmax_like,
-                              master_like, compensation_like, hyper, t, stream):
+                              master_like, compensation_like, hyper, t, seed):
     """Every tensor of a table of one format (see the module docstring); the ``*_like``
     arrays give each column's element type (``adam_low_precision``'s argument types),
-    None for a column the format lacks; ``stream`` (uint64) is the step's
-    ``formats.step_stream`` with stochastic rounding, else None."""
+    None for a column the format lacks; ``seed`` (uint64) is ``formats.seed_stream``
+    with stochastic rounding, else None."""
     constants, use_l2, _ = _constants32(hyper, t)
     rows, sizes, chunk_bounds, seg_tensor, seg_start, seg_stop = table_layout(table)
     for c in prange(chunk_bounds.size - 1):
@@ -98,7 +70,7 @@ def _adam_low_precision_table(table, p_like, g_like, m_like, v_like, vmax_like,
             vmax = _segment(row[4], vmax_like, n, s, e)
             master = _segment(row[5], master_like, n, s, e)
             compensation = _segment(row[6], compensation_like, n, s, e)
-            key = _key_of(stream, row[_INDEX], s)
+            key = rounding_key(seed, t, row[_INDEX], s)
             for i in range(e - s):
                 step_element(p, g, m, v, vmax, master, compensation, constants, use_l2, key,
                              i, s + i)
@@ -115,14 +87,16 @@ class LowPrecisionTables:
     ``lone`` (index, arrays) of the others. It holds the arrays its tables point into.
     Kernels are compiled (or loaded from cache) here, once per plan, not in a step.
     ``serial_max`` is the backend's threshold (``backends.cpu.numba.SERIAL_MAX``): a table
-    of at most that many elements runs on the calling thread in one chunk."""
+    of at most that many elements runs on the calling thread in one chunk. Not
+    ``grouped``, every tensor is lone (the path before the table kernel, for comparing)."""
 
-    def __init__(self, tensors: list, stochastic: bool, serial_max: int):
+    def __init__(self, tensors: list, stochastic: bool, serial_max: int,
+                 grouped: bool = True):
         formats: dict = {}
         alone = []
         for position, (index, arrays) in enumerate(tensors):
             p, g, m, _, _, master, _ = arrays
-            if p.size > serial_max and in_pairs(p, g, m, master):
+            if not grouped or (p.size > serial_max and in_pairs(p, g, m, master)):
                 alone.append(position)  # faster in pairs than in the table
                 continue
             kind = tuple(None if a is None else a.dtype for a in arrays)
@@ -162,6 +136,6 @@ def _table(group: list, stochastic: bool, serial_max: int) -> tuple:
     rows[:, _INDEX] = [index for index, _ in group]
     likes = tuple(None if a is None else a[:0] for a in group[0][1])
     kernel = adam_low_precision_table if parallel else adam_low_precision_table_serial
-    stream = np.uint64(0) if stochastic else None
-    compiled_for(kernel, (packed,) + likes + (np.zeros(8), 1, stream))
+    seed = np.uint64(0) if stochastic else None
+    compiled_for(kernel, (packed,) + likes + (np.zeros(8), 1, seed))
     return kernel, (packed,) + likes, parallel, rows

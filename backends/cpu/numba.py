@@ -10,10 +10,13 @@ step's constants themselves, once per call (see _numba_kernels).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .._array_headers import data_addresses
 from ..base import Backend
+from ..formats import seed_stream
 from ..memory import first_of_contiguous
 
 __all__ = ["NumbaBackend", "SERIAL_MAX", "INT8_SERIAL_MAX"]
@@ -86,27 +89,33 @@ class NumbaBackend(Backend):
         """The kernels' view (``_typed``), made once per plan, not every step."""
         return _typed(a)
 
-    def _low_precision_plan(self, tensors: list, cfg):
+    def _low_precision_plan(self, tensors: list, cfg, grouped: bool = True):
         """Address tables of the tensors, one per format of several tensors
-        (``_numba_low_precision_table``), made and compiled once per plan."""
+        (``_numba_low_precision_table``), made and compiled once per plan; not
+        ``grouped``, a kernel call per tensor."""
         from ._numba_low_precision_table import LowPrecisionTables
 
-        return LowPrecisionTables(tensors, cfg.rounding == "stochastic", SERIAL_MAX)
+        return LowPrecisionTables(tensors, cfg.rounding == "stochastic", SERIAL_MAX, grouped)
 
     def _low_precision_new_grads(self, plan, tensors: list, cfg):
         """The plan's tables pointed at the new grads (nothing else is made again)."""
         plan.point_grads(tensors)
         return plan
 
-    def _update_low_precision_plan(self, plan, cfg, t, stream, lr=None) -> None:
-        """One kernel call per format: its table's, or a lone tensor's own."""
-        stream_bits = None if stream is None else np.uint64(stream)
+    def _update_low_precision_plan(self, plan, cfg, t, lr=None) -> None:
+        """One kernel call per format: its table's, or a lone tensor's own. With
+        stochastic rounding every kernel derives its keys from the seed's stream and
+        ``t`` (``segment_key``): no key is computed in Python per step."""
+        seed = _seed_bits(cfg.seed) if cfg.rounding == "stochastic" else None
         for kernel, arguments, parallel in plan.tables:
-            self._run(kernel, arguments, t, cfg, parallel, lr, stream_bits)
-        super()._update_low_precision_plan(plan.lone, cfg, t, stream, lr=lr)
+            self._run(kernel, arguments, t, cfg, parallel, lr, seed)
+        for index, tensors in plan.lone:
+            self._update_lone(*tensors, cfg, t, seed, index, lr)
 
-    def _update_low_precision(self, p, g, m, v, vmax, master, compensation, cfg, t,
-                              key, lr=None) -> None:
+    def _update_lone(self, p, g, m, v, vmax, master, compensation, cfg, t, seed, index,
+                     lr) -> None:
+        """Step ``t`` of tensor ``index`` of the step in a kernel call of its own (1-D
+        arrays of ``_typed``); ``seed`` is ``_seed_bits`` or None."""
         lp = self._low_precision_kernels()
         parallel = p.size > SERIAL_MAX
         if lp.in_pairs(p, g, m, master):  # arrays: _low_precision_arrays' views
@@ -116,13 +125,13 @@ class NumbaBackend(Backend):
             kernel = lp.adam_low_precision if parallel else lp.adam_low_precision_serial
             arguments = (p, g, m, v, vmax, master, compensation)
         # the argument types: master is float32 and compensation has p's dtype if present
-        kind = (parallel, key is None, p.dtype, g.dtype, m.dtype, vmax is None,
+        kind = (parallel, seed is None, p.dtype, g.dtype, m.dtype, vmax is None,
                 master is None, compensation is None)
         if kind not in self._low_precision_compiled:  # once per combination of types
-            lp.compiled_for(kernel, arguments + (np.zeros(8), t, _key(lp, key, 0)))
+            lp.compiled_for(kernel, arguments + (np.zeros(8), t, seed, index, 0))
             self._low_precision_compiled.add(kind)
-        for block, part in _blocks(arguments, lp.BLOCK):
-            self._run(kernel, part, t, cfg, parallel, lr, _key(lp, key, block))
+        for start, part in _blocks(arguments, lp.BLOCK):
+            self._run(kernel, part, t, cfg, parallel, lr, seed, index, start)
 
     def _low_precision_kernels(self):
         """backends.cpu._numba_low_precision_kernels, imported on first use."""
@@ -186,19 +195,20 @@ class NumbaBackend(Backend):
 
 
 def _blocks(arguments, size):
-    """(block number, the arrays' elements of that block) for blocks of ``size``
-    elements: the arguments themselves when they fit in one (as in practice)."""
+    """(first element, the arrays' elements from it) for blocks of ``size`` elements:
+    the arguments themselves when they fit in one (as in practice)."""
     n = arguments[0].size
     if n <= size:
         yield 0, arguments
         return
-    for block, start in enumerate(range(0, n, size)):
-        yield block, tuple(None if a is None else a[start:start + size] for a in arguments)
+    for start in range(0, n, size):
+        yield start, tuple(None if a is None else a[start:start + size] for a in arguments)
 
 
-def _key(lp, key, block):
-    """The kernel's uint32 stochastic-rounding key of a block of elements, or None."""
-    return None if key is None else np.uint32(lp.block_key(key, block))
+@functools.lru_cache(maxsize=64)
+def _seed_bits(seed: int) -> np.uint64:
+    """The kernels' stochastic-rounding argument for ``seed``: its ``seed_stream``."""
+    return np.uint64(seed_stream(seed))
 
 
 def _typed(a: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from backends import AdamConfig, Backend
+from backends import AdamConfig
 from backends.cpu.numba import NumbaBackend
 from backends.formats import BFLOAT16
 
@@ -25,12 +25,11 @@ FORMATS = (("bf16", {}), ("bf16-sr", {"rounding": "stochastic", "seed": 1}),
 
 
 class PerTensorNumba(NumbaBackend):
-    """numba stepping each low-precision tensor in a call of its own (the plan-level
-    hooks of ``Backend``: the path before the table kernel)."""
+    """numba stepping each low-precision tensor in a call of its own (the path before
+    the table kernel)."""
 
-    _low_precision_plan = Backend._low_precision_plan
-    _low_precision_new_grads = Backend._low_precision_new_grads
-    _update_low_precision_plan = Backend._update_low_precision_plan
+    def _low_precision_plan(self, tensors: list, cfg):
+        return super()._low_precision_plan(tensors, cfg, grouped=False)
 
 
 def _stepper(backend, dtype, options, tensors, size):
