@@ -85,21 +85,50 @@ def pytest_configure(config):
         os.environ["TORCH_EXTENSIONS_DIR"] = config.stash[EXTENSIONS_DIR]
 
 
-def pytest_collection_modifyitems(items):
+def _xdist_worker(config) -> bool:
+    """Whether this process is a pytest-xdist worker (``-n``): its controller starts the
+    DeepSpeed build, and its simulator test runs the simulator itself."""
+    return hasattr(config, "workerinput")
+
+
+def pytest_collection_modifyitems(config, items):
     """The simulator's test after the other unit tests, then the benchmark smoke runs
-    (tests/benchmarks): none of them waits at the start for what runs beside the tests."""
-    items.sort(key=lambda item: ("/benchmarks/" in item.nodeid,
-                                 item.nodeid.endswith(SIMULATOR_TEST)))
+    (tests/benchmarks): none of them waits at the start for what runs beside the tests.
+    Under xdist the simulator's test, the longest, goes first: its worker runs it while
+    the other workers run the rest."""
+    first = _xdist_worker(config)
+
+    def order(item):
+        simulator = item.nodeid.endswith(SIMULATOR_TEST)
+        return "/benchmarks/" in item.nodeid, not simulator if first else simulator
+
+    items.sort(key=order)
+
+
+def _start_deepspeed_build_for(config, ids) -> None:
+    """DeepSpeed's build, once a session, if a selected test needs the peer."""
+    if DEEPSPEED_BUILD not in config.stash and any("deepspeed" in nodeid for nodeid in ids) \
+            and importlib.util.find_spec("deepspeed"):
+        config.stash[DEEPSPEED_BUILD] = start_deepspeed_build()
 
 
 def pytest_collection_finish(session):
     """The simulator's run takes a minute and a half on one core, DeepSpeed's build a
-    minute: they start now, beside the tests before theirs, which only wait for them."""
+    minute: they start now, beside the tests before theirs, which only wait for them.
+    Not in an xdist worker: each one collects every test."""
+    if _xdist_worker(session.config):
+        return
     ids = [item.nodeid for item in session.items]
     if any(nodeid.endswith(SIMULATOR_TEST) for nodeid in ids):
         session.config.stash[SIMULATOR_RUN] = start_simulator_run()
-    if any("deepspeed" in nodeid for nodeid in ids) and importlib.util.find_spec("deepspeed"):
-        session.config.stash[DEEPSPEED_BUILD] = start_deepspeed_build()
+    _start_deepspeed_build_for(session.config, ids)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """Under xdist the controller starts DeepSpeed's build, once: the workers share its
+    torch extensions folder (set in pytest_configure, before they start)."""
+    _start_deepspeed_build_for(node.config, ids)
 
 
 def pytest_unconfigure(config):

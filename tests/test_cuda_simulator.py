@@ -1,6 +1,7 @@
 """Runs tests/cuda_sim in a fresh process with NUMBA_ENABLE_CUDASIM=1 (numba reads it at
 import), so the Numba CUDA kernels' logic is checked on machines without a GPU. The
-process starts when collection ends (tests/conftest.py), so it runs beside other tests."""
+process starts when collection ends (tests/conftest.py), so it runs beside other tests;
+under pytest-xdist this test starts it, first on its worker, beside the other workers."""
 import re
 
 import pytest
