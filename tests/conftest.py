@@ -15,7 +15,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from backends import get_backend, list_backends
+ROOT = Path(__file__).resolve().parent.parent
+
+# Under pytest-xdist each worker keeps its own Numba cache (a worker's subprocesses share
+# it): Numba saves a kernel's cache index without a lock between processes, so two workers
+# compiling overloads of one kernel at once can leave its index naming one overload's file
+# for the other (numba/numba#10128 is of this kind). Set before backends imports numba.
+if os.environ.get("PYTEST_XDIST_WORKER") and "NUMBA_CACHE_DIR" not in os.environ:
+    os.environ["NUMBA_CACHE_DIR"] = str(ROOT / ".pytest_cache" / "numba"
+                                        / os.environ["PYTEST_XDIST_WORKER"])
+
+from backends import get_backend, list_backends  # noqa: E402
 
 # The CUDA-simulator tests need NUMBA_ENABLE_CUDASIM=1 before numba is imported, so they
 # run in their own process (tests/test_cuda_simulator.py starts it), not in this one;
@@ -40,7 +50,6 @@ SIMULATOR_TEST = "test_cuda_simulator.py::test_numba_cuda_kernels_under_the_simu
 DEEPSPEED_BUILD = pytest.StashKey[subprocess.Popen]()
 #: The session's torch extensions folder, made when no TORCH_EXTENSIONS_DIR is given.
 EXTENSIONS_DIR = pytest.StashKey[str]()
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_simulator_run() -> tuple:
