@@ -12,7 +12,9 @@ pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip insta
 
 
 def test_numba_cuda_kernels_under_the_simulator(request):
-    job, out = request.config.stash.get(SIMULATOR_RUN, None) or start_simulator_run()
+    if SIMULATOR_RUN not in request.config.stash:  # xdist: here, stashed for pytest_unconfigure
+        request.config.stash[SIMULATOR_RUN] = start_simulator_run()
+    job, out = request.config.stash[SIMULATOR_RUN]
     job.wait(timeout=600)
     out.seek(0)
     text = out.read()
