@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Under pytest-xdist each worker keeps its own Numba cache (a worker's subprocesses share
 # it): Numba saves a kernel's cache index without a lock between processes, so two workers
 # compiling overloads of one kernel at once can leave its index naming one overload's file
-# for the other (numba/numba#10128 is of this kind). Set before backends imports numba.
+# for the other. Set before backends imports numba.
 if os.environ.get("PYTEST_XDIST_WORKER") and "NUMBA_CACHE_DIR" not in os.environ:
     os.environ["NUMBA_CACHE_DIR"] = str(ROOT / ".pytest_cache" / "numba"
                                         / os.environ["PYTEST_XDIST_WORKER"])
