@@ -43,6 +43,33 @@ def test_table_gives_numpy_and_per_tensor_bits(name, dtype, options, sizes):
             assert np.array_equal(a, c), f"table differs from numpy: array {i}"
 
 
+#: All-bfloat16 tensors of at most SERIAL_MAX in one parallel table: equal chunks of 5463
+#: elements cut the two long ones at odd elements (5459 and 2731).
+ODD_CUTS = (4, 8191, 8191, 3)
+
+
+@pytest.mark.parametrize("name, dtype, options",
+                         [f for f in FORMATS if f[0] in ("bf16-sr", "bf16-kahan")],
+                         ids=["bf16-sr", "bf16-kahan"])
+def test_all_bf16_tables_step_pairs_from_odd_cuts(name, dtype, options):
+    """The table steps all-bfloat16 tensors in pairs of the tensor's elements (2j, 2j + 1,
+    which share a stochastic-rounding hash), however a chunk cuts them: a segment that
+    starts at an odd element steps it alone first (a pairing from the segment's start
+    fails this), one that ends without its pair steps the last alone."""
+    backend, cfg = get_backend("numba"), AdamConfig(**options)
+    params = [np.ones(n, BFLOAT16) for n in ODD_CUTS]
+    state = backend.init_state(params, cfg)
+    backend.step(params, [np.ones_like(p) for p in params], state, cfg)
+    plan = _plan(state)
+    assert len(plan.tables) == 1 and not plan.lone
+    starts = table_layout.py_func(plan.tables[0][1][0])[4]
+    assert any(start % 2 for start in starts), "no segment starts at an odd element"
+    expected = stepped_bits(get_backend("numpy"), dtype, options, np.dtype(dtype), ODD_CUTS)
+    table = stepped_bits(backend, dtype, options, np.dtype(dtype), ODD_CUTS)
+    for i, (a, b) in enumerate(zip(expected, table)):
+        assert np.array_equal(a, b), f"table differs from numpy: array {i}"
+
+
 def test_one_call_per_format_and_a_lone_tensor_keeps_its_own_kernel():
     backend = get_backend("numba")
     params = [np.ones(n, BFLOAT16) for n in (3, 0, 4)] + [np.ones(5, np.float16)]

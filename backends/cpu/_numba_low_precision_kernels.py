@@ -304,11 +304,12 @@ PAIR_CHUNK = 1 << 12
 
 
 @njit(inline="always", cache=True)
-def _pairs(a, start, stop):
-    """Pairs ``start:stop`` of a uint16 array as uint32s, the same memory, indexed from
-    0. (Made outside the parallel loop, from a pointer or a ``view``, Numba's parfors
-    drop the loop's writes to it; indexing a whole array from ``start`` is slower.)"""
-    return carray(_pointer(a.ctypes.data + 4 * start, np.uint32(0)), stop - start)
+def _pairs(a, offset, n):
+    """``n`` pairs of a uint16 array from element ``offset`` as uint32s, the same memory,
+    indexed from 0. (Made outside the parallel loop, from a pointer or a ``view``, Numba's
+    parfors drop the loop's writes to it; indexing a whole array from an offset is
+    slower.)"""
+    return carray(_pointer(a.ctypes.data + 2 * offset, np.uint32(0)), n)
 
 
 def in_pairs(p, g, m, master) -> bool:
@@ -318,17 +319,19 @@ def in_pairs(p, g, m, master) -> bool:
 
 
 @njit(cache=True)
-def _pair_chunk(p, g, m, v, vmax, compensation, constants, use_l2, key, first, stop):
-    """Pairs ``first:stop`` of a tensor of ``adam_bf16_pairs``. A function of its own
-    whose arguments include ``key``, so Numba prunes the branches of a None key (it
-    cannot for a local variable); ``vmax`` and ``compensation`` likewise."""
+def pair_run(p, g, m, v, vmax, compensation, constants, use_l2, key, offset, n, at):
+    """``n`` pairs of elements of all-bfloat16 arrays (uint16 views) from element
+    ``offset``, the first one element ``at`` of its hash block (even: a pair shares its
+    first element's hash). A function of its own whose arguments include ``key``, so
+    Numba prunes the branches of a None key (it cannot for a local variable); ``vmax``
+    and ``compensation`` likewise."""
     u = np.uint32
-    p2, g2, m2, v2 = (_pairs(p, first, stop), _pairs(g, first, stop),
-                      _pairs(m, first, stop), _pairs(v, first, stop))
-    x2 = v2 if vmax is None else _pairs(vmax, first, stop)  # read, unused, if absent
-    c2 = v2 if compensation is None else _pairs(compensation, first, stop)
-    at = u(2 * first)  # a uint32 counter: the loop's int64 one costs 64-bit lanes
-    for i in range(stop - first):
+    p2, g2, m2, v2 = (_pairs(p, offset, n), _pairs(g, offset, n), _pairs(m, offset, n),
+                      _pairs(v, offset, n))
+    x2 = v2 if vmax is None else _pairs(vmax, offset, n)  # read, unused, if absent
+    c2 = v2 if compensation is None else _pairs(compensation, offset, n)
+    at = u(at)  # a uint32 counter: the loop's int64 one costs 64-bit lanes
+    for i in range(n):
         p2[i], m2[i], v2[i], xw, cw = _pair_step(
             p2[i], g2[i], m2[i], v2[i], x2[i], c2[i], constants, use_l2,
             vmax is not None, compensation is not None, key, at)
@@ -369,8 +372,8 @@ def _adam_bf16_pairs(p, g, m, v, vmax, compensation, hyper, t, seed, index, star
     n_pairs = p.size // 2
     for c in prange((n_pairs + PAIR_CHUNK - 1) // PAIR_CHUNK):
         first = c * PAIR_CHUNK
-        _pair_chunk(p, g, m, v, vmax, compensation, constants, use_l2, key, first,
-                    min(first + PAIR_CHUNK, n_pairs))
+        pair_run(p, g, m, v, vmax, compensation, constants, use_l2, key, 2 * first,
+                 min(PAIR_CHUNK, n_pairs - first), 2 * first)
     if p.size % 2:
         _odd_last(p, g, m, v, vmax, compensation, constants, use_l2, key, p.size - 1)
 

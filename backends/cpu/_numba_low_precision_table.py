@@ -5,7 +5,10 @@ a packed table (``_numba_kernels.table_layout``): per tensor the addresses of (p
 v, vmax, master, compensation) and its index in the step, per chunk (one parallel task)
 a run of segments of tensors; chunks hold equal numbers of elements, so threads get
 equal work however the sizes are spread. Each element is stepped by the per-tensor
-kernel's ``step_element``, so the bits are the same. Segments never cross a hash block (``BLOCK``):
+kernels' code, so the bits are the same: ``step_element``, or for all-bfloat16 formats
+``pair_run`` on the pairs of the tensor's elements (2j, 2j + 1: they share a hash), an
+element a chunk cuts from its pair by ``step_element``. Segments never cross a hash
+block (``BLOCK``):
 element ``s + i`` of a tensor hashes ``lo32(s + i)`` under the key of its block, which
 the kernel derives from the seed's ``formats.seed_stream`` and the step once per segment
 (``segment_key``), so no key is computed in Python per step.
@@ -14,7 +17,7 @@ the kernel derives from the seed's ``formats.seed_stream`` and the step once per
 which ones are there): a format with several tensors becomes one table, stepped in one
 call; a lone tensor keeps the per-tensor kernel, as a lone float32 tensor keeps
 ``adam_flat``, and so does an all-bfloat16 one above ``serial_max`` (``adam_bf16_pairs``
-steps it faster).
+stepped it faster than the table's element loop did).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from .._array_headers import data_addresses
 from ._numba_kernels import (KERNEL_OPTIONS, _pointer, _serial_twin,
                              packed_table, table_layout)
 from ._numba_low_precision_kernels import (BLOCK, _constants32, compiled_for, in_pairs,
-                                           rounding_key, step_element)
+                                           pair_run, rounding_key, step_element)
 
 __all__ = ["adam_low_precision_table", "adam_low_precision_table_serial",
            "LowPrecisionTables", "CHUNK"]
@@ -51,6 +54,37 @@ def _segment_overload(address, like, n, s, e):
     return lambda address, like, n, s, e: carray(_pointer(address, like), n)[s:e]
 
 
+def _segment_step(p, g, m, v, vmax, master, compensation, constants, use_l2, key, s):
+    """Every element of a segment (1-D arrays from element ``s`` of their tensor)."""
+
+
+@overload(_segment_step)
+def _segment_step_overload(p, g, m, v, vmax, master, compensation, constants, use_l2, key,
+                           s):
+    if not (isinstance(master, types.NoneType)
+            and p.dtype == g.dtype == m.dtype == types.uint16):
+        def elements(p, g, m, v, vmax, master, compensation, constants, use_l2, key, s):
+            for i in range(p.size):
+                step_element(p, g, m, v, vmax, master, compensation, constants, use_l2,
+                             key, i, s + i)
+        return elements
+
+    def pairs(p, g, m, v, vmax, master, compensation, constants, use_l2, key, s):
+        # all bfloat16: in pairs of the tensor's elements (2j, 2j + 1), which share a hash,
+        # as adam_bf16_pairs steps them; an element without its pair here, one at a time
+        lead = s % 2
+        if lead and p.size:
+            step_element(p, g, m, v, vmax, master, compensation, constants, use_l2, key,
+                         0, s)
+        n = (p.size - lead) // 2
+        pair_run(p, g, m, v, vmax, compensation, constants, use_l2, key, lead, n, s + lead)
+        last = lead + 2 * n
+        if last < p.size:
+            step_element(p, g, m, v, vmax, master, compensation, constants, use_l2, key,
+                         last, s + last)
+    return pairs
+
+
 def _adam_low_precision_table(table, p_like, g_like, m_like, v_like, vmax_like,
                               master_like, compensation_like, hyper, t, seed):
     """Every tensor of a table of one format (see the module docstring); the ``*_like``
@@ -71,9 +105,8 @@ def _adam_low_precision_table(table, p_like, g_like, m_like, v_like, vmax_like,
             master = _segment(row[5], master_like, n, s, e)
             compensation = _segment(row[6], compensation_like, n, s, e)
             key = rounding_key(seed, t, row[_INDEX], s)
-            for i in range(e - s):
-                step_element(p, g, m, v, vmax, master, compensation, constants, use_l2, key,
-                             i, s + i)
+            _segment_step(p, g, m, v, vmax, master, compensation, constants, use_l2, key,
+                          s)
 
 
 adam_low_precision_table = njit(parallel=True, **KERNEL_OPTIONS)(_adam_low_precision_table)
