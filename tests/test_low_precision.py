@@ -267,7 +267,7 @@ def test_numba_bf16_roundings_in_pairs_are_formats_roundings():
     ("bf16-amsgrad", {"amsgrad": True, "weight_decay": 0.1, "decoupled": True})])
 def test_numba_bf16_pairs_give_numpys_bits(name, options):
     """Above the serial threshold an all-bfloat16 tensor is stepped two elements per
-    uint32 (``adam_bf16_pairs``), an odd last element as half a pair: numpy's bits, for
+    uint32 (``adam_bf16_pairs``), an odd last element alone: numpy's bits, for
     every field (a tail left unwritten, or the hash of element 2i + 1 taken at i, fail)."""
     from backends.cpu.numba import SERIAL_MAX
 

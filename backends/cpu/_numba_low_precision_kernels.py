@@ -342,31 +342,12 @@ def pair_run(p, g, m, v, vmax, compensation, constants, use_l2, key, offset, n, 
             c2[i] = cw
 
 
-@njit(cache=True)
-def _odd_last(p, g, m, v, vmax, compensation, constants, use_l2, key, last):
-    """Element ``last`` of a tensor of odd size, stepped as a pair with a zero high half."""
-    u = np.uint32
-    xw = cw = u(0)
-    if vmax is not None:
-        xw = u(vmax[last])
-    if compensation is not None:
-        cw = u(compensation[last])
-    pw, mw, vw, xw, cw = _pair_step(u(p[last]), u(g[last]), u(m[last]), u(v[last]), xw, cw,
-                                    constants, use_l2, vmax is not None,
-                                    compensation is not None, key, u(last))
-    p[last], m[last], v[last] = np.uint16(pw), np.uint16(mw), np.uint16(vw)
-    if vmax is not None:
-        vmax[last] = np.uint16(xw)
-    if compensation is not None:
-        compensation[last] = np.uint16(cw)
-
-
 def _adam_bf16_pairs(p, g, m, v, vmax, compensation, hyper, t, seed, index, start):
     """``_adam_low_precision`` when p, g and the state are all bfloat16 (uint16 views) and
     there are no master weights: two elements are loaded and stored as one uint32, so
     widening is a shift or a mask and narrowing a mask and an or, not LLVM's lane-crossing
     zero-extends and truncations (a third fewer instructions per element); the pairs go
-    in tasks of PAIR_CHUNK."""
+    in tasks of PAIR_CHUNK; an odd last element goes through ``step_element``."""
     constants, use_l2, _ = _constants32(hyper, t)
     key = rounding_key(seed, t, index, start)
     n_pairs = p.size // 2
@@ -375,7 +356,9 @@ def _adam_bf16_pairs(p, g, m, v, vmax, compensation, hyper, t, seed, index, star
         pair_run(p, g, m, v, vmax, compensation, constants, use_l2, key, 2 * first,
                  min(PAIR_CHUNK, n_pairs - first), 2 * first)
     if p.size % 2:
-        _odd_last(p, g, m, v, vmax, compensation, constants, use_l2, key, p.size - 1)
+        last = p.size - 1
+        step_element(p, g, m, v, vmax, None, compensation, constants, use_l2, key, last,
+                     last)
 
 
 adam_bf16_pairs = njit(parallel=True, **KERNEL_OPTIONS)(_adam_bf16_pairs)
